@@ -1,0 +1,385 @@
+"""The durable outbox: real SQLite files under tmp_path, real threads, a real crashing process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from daemon.publish.outbox import (
+    DropReason,
+    DropReport,
+    Outbox,
+    OutboxCorruptError,
+    OutboxError,
+    OutboxFullError,
+    OutboxLimits,
+    OutboxRetryableError,
+    PayloadTooLargeError,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ROOMY = OutboxLimits(max_bytes=100_000_000, max_age_s=1e9)
+
+
+def payload_for(camera_id: str, event_id: str) -> Callable[[int], bytes]:
+    """A render() that embeds seq the way the real payload does."""
+    return lambda seq: json.dumps({"camera": camera_id, "event": event_id, "seq": seq}).encode()
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def open_outbox(path: Path, limits: OutboxLimits = ROOMY, **kwargs: object) -> Outbox:
+    kwargs.setdefault("synchronous", "NORMAL")  # durability is not what most tests check; speed is
+    return Outbox(path, limits, **kwargs)  # type: ignore[arg-type]  # kwargs are Outbox's own
+
+
+# -- seq -------------------------------------------------------------------------------------------------
+
+
+def test_seq_is_gapless_per_camera_and_independent_between_cameras(tmp_path: Path) -> None:
+    with open_outbox(tmp_path / "outbox.db") as outbox:
+        seqs = [(cam, outbox.append(cam, "e", "t", lambda s: b"x").seq) for cam in ["a", "b", "a", "a", "b"]]
+        assert seqs == [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)]
+        assert (outbox.last_seq("a"), outbox.last_seq("b"), outbox.last_seq("never")) == (3, 2, 0)
+
+
+def test_seq_continues_after_reopen_and_is_never_reused_after_ack_or_drop(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "dir" / "outbox.db"  # parents are created
+    limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, max_events=2)
+    with open_outbox(path, limits) as outbox:
+        events = [outbox.append("cam", f"e{i}", "t", lambda s: b"x") for i in range(4)]  # 2 dropped
+        for event in events:
+            outbox.ack(event.rowid)
+        assert outbox.stats().pending_events == 0
+    with open_outbox(path, limits) as outbox:
+        assert outbox.last_seq("cam") == 4
+        assert outbox.append("cam", "e4", "t", lambda s: b"x").seq == 5
+
+
+def test_render_receives_the_assigned_seq_and_a_failed_render_consumes_none(tmp_path: Path) -> None:
+    def boom(seq: int) -> bytes:
+        raise RuntimeError("render failed")
+
+    with open_outbox(tmp_path / "outbox.db") as outbox:
+        first = outbox.append("cam", "e1", "t", payload_for("cam", "e1"))
+        with pytest.raises(RuntimeError):
+            outbox.append("cam", "e2", "t", boom)
+        with pytest.raises(TypeError):
+            outbox.append("cam", "e2", "t", lambda s: "not bytes")  # type: ignore[arg-type,return-value]
+        second = outbox.append("cam", "e3", "t", payload_for("cam", "e3"))
+        assert (first.seq, second.seq) == (1, 2)
+        assert json.loads(second.payload)["seq"] == 2
+        assert [e.event_id for e in outbox.pending(10)] == ["e1", "e3"]
+
+
+_CHILD = """
+import os, sys
+from pathlib import Path
+from daemon.publish.outbox import Outbox, OutboxLimits
+outbox = Outbox(Path(sys.argv[1]), OutboxLimits(max_bytes=10**9, max_age_s=1e9))  # synchronous=FULL
+count = int(sys.argv[2])
+i = 0
+while count == 0 or i < count:
+    event = outbox.append("cam", f"e{i}", "line/cam", lambda seq: b"seq=%d" % seq)
+    print(event.seq, flush=True)  # printed only after the commit returned
+    i += 1
+os._exit(0)  # no close(): WAL and shm files stay behind, as after a crash
+"""
+
+
+def _run_child(path: Path, count: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), str(count)], stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
+def test_events_survive_a_process_that_exits_without_close(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    child = _run_child(path, 50)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0 and out.split() == [str(i) for i in range(1, 51)]
+    with open_outbox(path) as outbox:
+        assert [(e.seq, e.payload) for e in outbox.pending(100)] == [(i, b"seq=%d" % i) for i in range(1, 51)]
+        assert outbox.append("cam", "next", "t", lambda s: b"x").seq == 51
+
+
+def test_sigkill_mid_stream_loses_no_committed_event_and_reuses_no_seq(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    child = _run_child(path, 0)  # appends until killed
+    assert child.stdout is not None
+    printed = [int(child.stdout.readline()) for _ in range(100)]
+    child.kill()  # SIGKILL, most likely in the middle of a transaction
+    printed += [int(line) for line in child.stdout.read().split()]
+    child.wait(timeout=10)
+    with open_outbox(path) as outbox:
+        assert outbox.integrity_check() == "ok"
+        seqs = [e.seq for e in outbox.pending(100_000)]
+        # Every acknowledged append is there; at most one more committed before its print.
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert len(printed) <= len(seqs) <= len(printed) + 1
+        assert outbox.last_seq("cam") == len(seqs)
+        assert outbox.append("cam", "after", "t", lambda s: b"x").seq == len(seqs) + 1
+
+
+# -- pending / ack ---------------------------------------------------------------------------------------
+
+
+def test_ack_deletes_once_and_a_second_ack_returns_false(tmp_path: Path) -> None:
+    with open_outbox(tmp_path / "outbox.db") as outbox:
+        event = outbox.append("cam", "e1", "t", lambda s: b"x")
+        assert outbox.ack(event.rowid) is True
+        assert outbox.ack(event.rowid) is False
+        assert outbox.pending(10) == []
+        rowids = [outbox.append("cam", f"e{i}", "t", lambda s: b"x").rowid for i in range(3)]
+        assert outbox.ack_many([*rowids, 999_999]) == 3
+
+
+def test_pending_is_oldest_first_and_pages_with_after_rowid(tmp_path: Path) -> None:
+    with open_outbox(tmp_path / "outbox.db") as outbox:
+        stored = [outbox.append(f"cam{i % 2}", f"e{i}", "t", lambda s: b"x") for i in range(7)]
+        outbox.ack(stored[2].rowid)
+        page1 = outbox.pending(3)
+        page2 = outbox.pending(3, after_rowid=page1[-1].rowid)
+        assert [e.event_id for e in page1 + page2] == ["e0", "e1", "e3", "e4", "e5", "e6"]
+        assert outbox.pending(0) == []
+
+
+def test_reopen_returns_unacked_events_with_identical_fields(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with open_outbox(path) as outbox:
+        stored = [
+            outbox.append("cam", f"e{i}", f"line/cam/{i}", payload_for("cam", f"e{i}")) for i in range(5)
+        ]
+        outbox.ack(stored[1].rowid)
+    with open_outbox(path) as outbox:
+        assert outbox.pending(10) == [stored[0], *stored[2:]]
+
+
+# -- bounds ----------------------------------------------------------------------------------------------
+
+
+def test_max_bytes_drops_oldest_keeps_the_new_event_and_reports_it(tmp_path: Path) -> None:
+    reports: list[DropReport] = []
+    limits = OutboxLimits(max_bytes=1000, max_age_s=1e9)
+    with open_outbox(tmp_path / "outbox.db", limits, on_drop=reports.append) as outbox:
+        for i in range(4):
+            outbox.append("a" if i % 2 else "b", f"e{i}", "t", lambda s: b"x" * 300)  # 1200 > 1000
+        assert len(reports) == 1
+        report = reports[0]
+        assert (report.reason, report.dropped, report.dropped_bytes) == (DropReason.MAX_BYTES, 1, 300)
+        assert [(r.camera_id, r.first_seq, r.last_seq, r.count) for r in report.cameras] == [("b", 1, 1, 1)]
+        big = outbox.append("a", "big", "t", lambda s: b"y" * 1000)  # needs everything else gone
+        assert [e.event_id for e in outbox.pending(10)] == ["big"]
+        assert big.seq == 3
+        stats = outbox.stats()
+        assert (stats.pending_events, stats.pending_bytes) == (1, 1000)
+        assert stats.dropped_total == 4 and stats.dropped_by_reason == {"max_bytes": 4}
+
+
+def test_a_payload_larger_than_max_bytes_is_refused_and_consumes_no_seq(tmp_path: Path) -> None:
+    with open_outbox(tmp_path / "outbox.db", OutboxLimits(max_bytes=100, max_age_s=1e9)) as outbox:
+        kept = outbox.append("cam", "e1", "t", lambda s: b"x" * 100)
+        with pytest.raises(PayloadTooLargeError, match="101 bytes"):
+            outbox.append("cam", "e2", "t", lambda s: b"x" * 101)
+        assert outbox.pending(10) == [kept]
+        assert outbox.append("cam", "e3", "t", lambda s: b"x").seq == 2
+
+
+def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
+    clock = FakeClock()
+    reports: list[DropReport] = []
+    limits = OutboxLimits(max_bytes=100_000, max_age_s=60)
+    with open_outbox(tmp_path / "outbox.db", limits, clock=clock, on_drop=reports.append) as outbox:
+        outbox.append("cam", "old", "t", lambda s: b"x")
+        clock.now += 30
+        outbox.append("cam", "mid", "t", lambda s: b"x")
+        assert outbox.enforce_limits() == [] and outbox.stats().oldest_age_s == 30
+        # when the first is 61 s old and the second 31 s
+        returned = outbox.enforce_limits(now=clock.now + 31)
+        assert returned == reports and len(reports) == 1
+        assert (reports[0].reason, reports[0].dropped) == (DropReason.MAX_AGE, 1)
+        assert [e.event_id for e in outbox.pending(10)] == ["mid"]
+        # append applies the age bound too
+        clock.now += 100
+        outbox.append("cam", "new", "t", lambda s: b"x")
+        assert [e.event_id for e in outbox.pending(10)] == ["new"]
+        assert outbox.stats().dropped_by_reason == {"max_age": 2}
+
+
+def test_max_events_drops_oldest_beyond_the_count(tmp_path: Path) -> None:
+    limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, max_events=3)
+    with open_outbox(tmp_path / "outbox.db", limits, on_drop=None) as outbox:
+        for i in range(5):
+            outbox.append("cam", f"e{i}", "t", lambda s: b"x")
+        assert [e.seq for e in outbox.pending(10)] == [3, 4, 5]
+        assert outbox.stats().dropped_by_reason == {"max_events": 2}
+
+
+def test_dropped_total_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    limits = OutboxLimits(max_bytes=10, max_age_s=1e9)
+    with open_outbox(path, limits, on_drop=None) as outbox:
+        for _ in range(5):
+            outbox.append("cam", "e", "t", lambda s: b"x" * 10)
+    with open_outbox(path, limits, on_drop=None) as outbox:
+        assert outbox.stats().dropped_total == 4
+        outbox.append("cam", "e", "t", lambda s: b"x" * 10)
+        assert outbox.stats().dropped_total == 5
+
+
+def test_integrity_and_totals_hold_after_heavy_churn(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    limits = OutboxLimits(max_bytes=50_000, max_age_s=1e9, max_events=300)
+    path = tmp_path / "outbox.db"
+    with open_outbox(path, limits, on_drop=None) as outbox:
+        live: list[int] = []
+        for i in range(3000):
+            event = outbox.append(f"cam{i % 4}", f"e{i}", "t", lambda s: os.urandom(rng.randrange(1, 800)))
+            live.append(event.rowid)
+            if rng.random() < 0.4:
+                outbox.ack(live.pop(rng.randrange(len(live))))
+        stats = outbox.stats()
+        assert stats.pending_bytes <= 50_000 and stats.pending_events <= 300
+        assert stats.pending_events + stats.dropped_total + (3000 - len(live)) >= 3000
+        assert outbox.integrity_check() == "ok"
+    with sqlite3.connect(path) as raw:  # the same, seen from outside
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# -- threads ---------------------------------------------------------------------------------------------
+
+
+def test_concurrent_append_and_ack_lose_nothing_and_duplicate_no_seq(tmp_path: Path) -> None:
+    total = 2000
+    outbox = open_outbox(tmp_path / "outbox.db", synchronous="OFF")
+    seen: list[tuple[str, int, str]] = []
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for i in range(total):
+                outbox.append(f"cam{i % 3}", f"e{i}", "t", payload_for(f"cam{i % 3}", f"e{i}"))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def consume() -> None:
+        try:
+            while True:
+                finished = done.is_set()  # read before the query, so the final drain sees everything
+                batch = outbox.pending(64)
+                for event in batch:
+                    assert json.loads(event.payload)["seq"] == event.seq
+                    seen.append((event.camera_id, event.seq, event.event_id))
+                    assert outbox.ack(event.rowid)
+                if finished and not batch:
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=produce, name="test:produce"), threading.Thread(target=consume)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert len(seen) == total and len({e[2] for e in seen}) == total
+    for cam in ("cam0", "cam1", "cam2"):
+        seqs = [seq for camera, seq, _ in seen if camera == cam]
+        assert seqs == list(range(1, len(seqs) + 1))  # gapless, in order, no duplicate
+    assert outbox.stats().pending_events == 0 and outbox.integrity_check() == "ok"
+    outbox.close()
+
+
+# -- failures --------------------------------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_a_database_raises_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"this is a config file, not SQLite\n" * 200)
+    with pytest.raises(OutboxCorruptError, match=r"outbox\.db.*not a database.*move the file aside"):
+        Outbox(path, ROOMY)
+    assert path.read_bytes().startswith(b"this is a config file")  # left for forensics
+
+
+def test_another_apps_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE users (name TEXT)")
+    raw.close()
+    with pytest.raises(OutboxError, match="not a linewatch outbox"):
+        Outbox(path, ROOMY)
+    with sqlite3.connect(path) as raw:
+        assert [r[0] for r in raw.execute("SELECT name FROM sqlite_master")] == ["users"]
+    raw.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    Outbox(path, ROOMY).close()
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    with pytest.raises(OutboxError, match="v99, newer"):
+        Outbox(path, ROOMY)
+
+
+def test_unopenable_paths_raise_outbox_error(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match="cannot open"):
+        Outbox(tmp_path, ROOMY)  # a directory
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutboxError, match="cannot create outbox directory"):
+        Outbox(tmp_path / "file" / "outbox.db", ROOMY)
+
+
+def test_a_full_disk_is_a_retryable_error_that_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=64 * 1024)
+    with open_outbox(path, limits) as outbox:
+        stored = 0
+        with pytest.raises(OutboxFullError, match="full") as caught:
+            for i in range(1000):
+                outbox.append("cam", f"e{i}", "t", lambda s: b"x" * 2000)
+                stored += 1
+        assert isinstance(caught.value, OutboxRetryableError)
+        assert 0 < stored < 1000
+        assert outbox.last_seq("cam") == stored  # the failed append consumed no seq
+        assert outbox.integrity_check() == "ok"
+        # when acks free space, appends work again and seq continues
+        outbox.ack_many(e.rowid for e in outbox.pending(10))
+        assert outbox.append("cam", "again", "t", lambda s: b"x" * 2000).seq == stored + 1
+
+
+def test_a_closed_outbox_raises_outbox_error(tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path / "outbox.db")
+    outbox.close()
+    outbox.close()  # idempotent
+    with pytest.raises(OutboxError, match="closed"):
+        outbox.pending(1)
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError):
+        OutboxLimits(max_bytes=0, max_age_s=1)
+    with pytest.raises(ValueError):
+        OutboxLimits(max_bytes=1, max_age_s=0)
+    with pytest.raises(ValueError):
+        OutboxLimits(max_bytes=1, max_age_s=1, max_events=-1)
