@@ -1,0 +1,113 @@
+"""The event stage: turns inferences with detections into defect events and commits them to the outbox.
+
+This is where rules live (today: "any detection at or above the confidence threshold is a defect"; tracking,
+ROI and debounce slot in here). Committing to the durable outbox happens on this thread, before MQTT ever
+sees the event, so a crash after this point loses nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+
+from daemon.events.schema import defect_topic, render_defect
+from daemon.frames import END_OF_STREAM, DefectEvent, Inference, ModelInfo, utc_now
+from daemon.handoff import Handoff
+from daemon.logs import get_logger
+from daemon.publish.outbox import Outbox, OutboxError
+
+log = get_logger("linewatch.events")
+
+_GET_TIMEOUT_S = 0.5
+_DISK_RETRY_S = 1.0  # a full disk is retried, not fatal: the operator may free space
+
+
+class EventStage:
+    def __init__(
+        self,
+        camera_id: str,
+        model: ModelInfo,
+        topic_prefix: str,
+        results: Handoff[Inference],
+        outbox: Outbox,
+        stop: threading.Event,
+        on_committed: Callable[[], None],
+    ) -> None:
+        self.camera_id = camera_id
+        self._model = model
+        self._topic = defect_topic(topic_prefix, camera_id)
+        self._results = results
+        self._outbox = outbox
+        self._stop = stop
+        self._on_committed = on_committed
+        self._thread = threading.Thread(target=self._run, name=f"events:{camera_id}", daemon=True)
+        self.events_committed = 0
+        self.events_lost = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
+        try:
+            while True:
+                result = self._results.get(_GET_TIMEOUT_S)
+                if result is END_OF_STREAM:
+                    break
+                if result is not None and result.detections:
+                    self._commit(self._to_event(result))
+        except Exception as exc:
+            self.error = exc
+            log.exception("event_stage_crashed")
+            self._stop.set()
+
+    def _to_event(self, result: Inference) -> DefectEvent:
+        frame = result.frame
+        return DefectEvent(
+            event_id=str(uuid.uuid4()),
+            camera_id=self.camera_id,
+            frame_seq=frame.seq,
+            captured_utc=frame.captured_utc,
+            captured_mono=frame.captured_mono,
+            width=frame.width,
+            height=frame.height,
+            model=self._model,
+            detections=result.detections,
+            inference_ms=result.inference_ms,
+        )
+
+    def _commit(self, event: DefectEvent) -> None:
+        def render(seq: int) -> bytes:
+            total_ms = (time.monotonic() - event.captured_mono) * 1000.0
+            return render_defect(event, seq, utc_now(), total_ms)
+
+        while True:
+            try:
+                stored = self._outbox.append(self.camera_id, event.event_id, self._topic, render)
+                break
+            except OutboxError as exc:
+                # Disk full or I/O error: keep the event in hand and retry; detection upstream keeps running
+                # into its bounded hand-off. Giving up here would be the silent loss we promise never to do.
+                log.error("outbox_write_failed", error=str(exc), event_id=event.event_id)
+                if self._stop.wait(_DISK_RETRY_S):
+                    # Shutting down with a broken disk: we cannot hold the process forever. Say so loudly.
+                    self.events_lost += 1
+                    log.critical("event_lost", reason="outbox unwritable at shutdown", event_id=event.event_id,
+                                 frame_seq=event.frame_seq)
+                    return
+        self.events_committed += 1
+        log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=event.frame_seq,
+                 detections=len(event.detections), labels=sorted({d.label for d in event.detections}))
+        self._on_committed()

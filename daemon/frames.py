@@ -1,0 +1,100 @@
+"""Typed, frozen records that cross stage boundaries.
+
+Stages never share mutable state: a capture thread hands a `Frame` to the detector, the detector hands an
+`Inference` to the event stage, and the event stage hands a `DefectEvent` to the outbox. Frozen dataclasses
+make that contract explicit (numpy arrays inside are treated as read-only by convention and by flag).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Image = npt.NDArray[np.uint8]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def rfc3339(moment: dt.datetime) -> str:
+    """RFC 3339 UTC with millisecond precision and a `Z` suffix, the form subscribers parse most easily."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    camera_id: str
+    seq: int  # per-camera frame number, from 0, as the source delivered it (dropped frames keep their gap)
+    image: Image  # HxWx3 BGR uint8, write-protected
+    captured_mono: float  # time.monotonic() when read: for latency and intervals
+    captured_utc: dt.datetime  # wall clock when read: for payloads only
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+class EndOfStream(enum.Enum):
+    """Sentinel put on a hand-off when a stage stops, so the consumer never blocks forever."""
+
+    TOKEN = "end-of-stream"
+
+
+END_OF_STREAM = EndOfStream.TOKEN
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    label: str
+    class_id: int
+    confidence: float
+    bbox: BBox  # pixels in the frame's own coordinates
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    sha256: str  # of the weights file: identifies exactly which model produced an event
+    imgsz: int
+    device: str
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Inference:
+    frame: Frame
+    detections: tuple[Detection, ...]  # already filtered by the confidence threshold
+    inference_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class DefectEvent:
+    """A frame with at least one detection, ready to be numbered (seq) and stored in the outbox."""
+
+    event_id: str
+    camera_id: str
+    frame_seq: int
+    captured_utc: dt.datetime
+    captured_mono: float
+    width: int
+    height: int
+    model: ModelInfo
+    detections: tuple[Detection, ...]
+    inference_ms: float

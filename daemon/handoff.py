@@ -1,0 +1,85 @@
+"""A bounded hand-off between two stages with a named drop policy.
+
+A live camera must never be slowed by a slow detector: its hand-off keeps the newest frames and drops (and
+counts) the oldest. A video file or an offline evaluation must lose nothing: its hand-off makes the producer
+wait. Both end with an `END_OF_STREAM` sentinel put by the producer in `finally`, so the consumer never
+blocks forever.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import threading
+import time
+from typing import Generic, TypeVar
+
+from daemon.frames import END_OF_STREAM, EndOfStream
+
+T = TypeVar("T")
+
+# How often a blocked producer re-checks the stop event. Only bounds shutdown latency; data wakes it at once.
+_STOP_POLL_S = 0.1
+
+
+class DropPolicy(enum.Enum):
+    LATEST = "latest"  # full: drop the oldest item, keep the newest; never blocks the producer
+    WAIT = "wait"  # full: the producer waits for room (or for the stop event); nothing is dropped
+
+
+class Handoff(Generic[T]):
+    def __init__(self, name: str, capacity: int, policy: DropPolicy, stop: threading.Event) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.name = name
+        self.capacity = capacity
+        self.policy = policy
+        self._stop = stop
+        self._items: collections.deque[T] = collections.deque()
+        self._closed = False
+        self._cond = threading.Condition()
+        self.put_total = 0
+        self.dropped_total = 0
+
+    def put(self, item: T) -> bool:
+        """Hand an item over. Returns False if it was not accepted (stopping, or closed)."""
+        with self._cond:
+            if self.policy is DropPolicy.WAIT:
+                while len(self._items) >= self.capacity and not self._closed and not self._stop.is_set():
+                    self._cond.wait(_STOP_POLL_S)
+                if self._closed or len(self._items) >= self.capacity:
+                    return False
+            elif self._closed:
+                return False
+            elif len(self._items) >= self.capacity:
+                self._items.popleft()
+                self.dropped_total += 1
+            self._items.append(item)
+            self.put_total += 1
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float) -> T | EndOfStream | None:
+        """The next item; END_OF_STREAM once closed and drained; None if nothing came within `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    return END_OF_STREAM
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        """No more items will come; the consumer drains what is left, then sees END_OF_STREAM."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)

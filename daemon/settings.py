@@ -1,0 +1,308 @@
+"""Settings: the only module that reads the environment.
+
+Loaded once in `cli.main()` and passed down; nothing reads `os.environ` at import time. Every variable is
+`LINEWATCH_<SECTION>__<FIELD>`; `LINEWATCH_ENV_FILE` names an optional env file (the environment wins over
+it). A wrong value becomes a `ConfigError` carrying one line per problem, each naming the variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
+
+ENV_PREFIX = "LINEWATCH_"
+ENV_FILE_VAR = "LINEWATCH_ENV_FILE"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
+MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")
+_TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(Exception):
+    """Invalid configuration: `problems` holds one human line per problem (exit code 2)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    # validate_default + revalidate: a default (e.g. the shipped model path) is checked like a given value.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, revalidate_instances="always")
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= exports STATE_DIRECTORY; the container image sets LINEWATCH_OUTBOX__DIR.
+    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/linewatch"))
+
+
+class CameraSettings(_Section):
+    url: str = Field(
+        description="rtsp://…, /dev/videoN or v4l2:///dev/videoN, file:///path.mp4 or a path, "
+        "synthetic://line?…, gst://<pipeline ending in appsink>"
+    )
+    id: str | None = Field(None, description="Stable camera id used in topics; derived from the URL if unset")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives loss")
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="Deadline to open the stream")
+    read_timeout_s: float = Field(5.0, gt=0, le=300, description="Deadline for one frame read")
+    loop: bool = Field(False, description="Video files: start again at the end instead of stopping")
+    pace: Literal["realtime", "max"] = Field("realtime", description="Video files: at their fps, or max")
+    fourcc: str | None = Field(None, description="V4L2 pixel format, e.g. MJPG or YUYV")
+    width: int | None = Field(None, gt=0, le=16384, description="V4L2 requested width")
+    height: int | None = Field(None, gt=0, le=16384, description="V4L2 requested height")
+    fps: float | None = Field(None, gt=0, le=1000, description="V4L2 requested frame rate")
+    exposure: float | None = Field(None, description="V4L2 manual exposure, in the driver's units")
+    wait_for_device: bool = Field(False, description="V4L2: retry a missing device instead of exiting 4")
+    stall_timeout_s: float | None = Field(
+        None, gt=0, le=600, description="Reopen after this long without a frame; default max(5 s, 10 frames)"
+    )
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
+    backoff_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
+    handoff: Literal["auto", "latest", "wait"] = Field(
+        "auto", description="Drop policy of the capture→detector hand-off; auto: live→latest, files→wait"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        parse_camera_url(value)  # raises ValueError with the accepted forms
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_topic_safe(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_WORD.fullmatch(value):
+            raise ValueError(f"{value!r} is not usable in an MQTT topic; use letters, digits, '_', '-', '.'")
+        return value
+
+    @field_validator("fourcc")
+    @classmethod
+    def _fourcc_is_four_chars(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 4:
+            raise ValueError(f"{value!r} is not a FOURCC; use four characters such as MJPG or YUYV")
+        return value
+
+    @property
+    def source(self) -> CameraUrl:
+        return parse_camera_url(self.url)
+
+    @property
+    def camera_id(self) -> str:
+        return self.id or self.source.default_id
+
+    @property
+    def is_live(self) -> bool:
+        return self.source.is_live(pace=self.pace)
+
+
+class ModelSettings(_Section):
+    path: Path = Field(DEFAULT_MODEL, description="YOLO weights (.pt, .onnx, .engine)")
+    device: str = Field("auto", description="auto|cpu|cuda|cuda:N; auto picks CUDA when available")
+    imgsz: int | None = Field(None, description="Inference size in pixels; default: the model's training size")
+    confidence: float = Field(0.5, gt=0, le=1, description="Minimum confidence of a published detection")
+    iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
+    half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
+    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads; default: all cores")
+    warmup_runs: int = Field(2, ge=0, le=50, description="Inferences run before the daemon reports ready")
+
+    @field_validator("path")
+    @classmethod
+    def _weights_readable(cls, value: Path) -> Path:
+        if value.suffix not in MODEL_SUFFIXES:
+            raise ValueError(f"{str(value)!r} has an unknown suffix; accepted: {', '.join(MODEL_SUFFIXES)}")
+        if not value.is_file():
+            raise ValueError(f"no model file at {str(value)!r}; give the path of a YOLO weights file")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"{str(value)!r} is not readable by this user")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, value: str) -> str:
+        if not _DEVICE.fullmatch(value):
+            raise ValueError(f"unknown device {value!r}; accepted: auto, cpu, cuda, cuda:N, mps")
+        return value
+
+    @field_validator("imgsz")
+    @classmethod
+    def _imgsz_stride(cls, value: int | None) -> int | None:
+        if value is not None and (value <= 0 or value % 32 or value > 4096):
+            raise ValueError(f"{value} is not a positive multiple of 32 up to 4096 (YOLO's stride)")
+        return value
+
+
+class MqttSettings(_Section):
+    url: str = Field("mqtt://localhost:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
+    username: str | None = Field(None, description="Broker user name")
+    password: SecretStr | None = Field(None, description="Broker password (prefer PASSWORD_FILE)")
+    password_file: Path | None = Field(None, description="File holding the password (Docker/systemd secret)")
+    topic_prefix: str = Field("linewatch", description="First topic level: {prefix}/{camera_id}/…")
+    client_id: str | None = Field(None, description="MQTT client id; default linewatch-{camera_id}")
+    qos: Literal[1, 2] = Field(1, description="QoS of defect events; 1 or 2 (0 cannot be acknowledged)")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; a dead link shows in 1.5x this")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
+    max_inflight: int = Field(20, ge=1, le=65535, description="Unacknowledged events on the wire at once")
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
+    reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
+    tls_ca_file: Path | None = Field(None, description="CA bundle for mqtts://; default: the system store")
+    tls_cert_file: Path | None = Field(None, description="Client certificate for mutual TLS")
+    tls_key_file: Path | None = Field(None, description="Client key for mutual TLS")
+    tls_insecure: bool = Field(False, description="DANGER: skip certificate and hostname checks")
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        broker_address(value)
+        return value
+
+    @field_validator("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
+    @classmethod
+    def _file_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read {str(value)!r}: {exc.strerror or exc}") from None
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_levels(cls, value: str) -> str:
+        levels = value.split("/")
+        if not value or any(not _TOPIC_WORD.fullmatch(level) for level in levels):
+            raise ValueError(f"{value!r} is not a topic prefix; use levels of letters, digits, '_-.' joined by '/'")
+        return value
+
+    def password_value(self) -> str | None:
+        """The password, read from PASSWORD_FILE at call time so a rotated secret is picked up."""
+        if self.password_file is not None:
+            return self.password_file.read_text().rstrip("\r\n")
+        return self.password.get_secret_value() if self.password else None
+
+
+def broker_address(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) from mqtt://host[:port] or mqtts://host[:port]."""
+    match = re.fullmatch(r"(mqtts?)://(\[[0-9a-fA-F:]+\]|[^:/\s]+)(?::(\d{1,5}))?/?", url)
+    if not match:
+        raise ValueError(f"{url!r} is not a broker URL; accepted: mqtt://host[:port] or mqtts://host[:port]")
+    tls = match.group(1) == "mqtts"
+    port = int(match.group(3) or (8883 if tls else 1883))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return match.group(2).strip("[]"), port, tls
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum level")
+    format: Literal["json", "console", "auto"] = Field("auto", description="auto: console on a TTY, else json")
+
+
+class OutboxSettings(_Section):
+    dir: Path = Field(default_factory=_default_state_dir, description="State directory (outbox database)")
+    max_mb: float = Field(256.0, gt=0, description="Outbox size bound; the oldest events go beyond it")
+    max_age_h: float = Field(168.0, gt=0, description="Outbox age bound; older events are dropped")
+    sync: Literal["full", "normal"] = Field("full", description="SQLite fsync policy; full survives power loss")
+
+
+class PipelineSettings(_Section):
+    shutdown_timeout_s: float = Field(8.0, gt=0, le=120, description="Deadline for a graceful stop")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    camera: CameraSettings
+    model: ModelSettings = ModelSettings()
+    mqtt: MqttSettings = MqttSettings()
+    log: LogSettings = LogSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+
+    @property
+    def mqtt_client_id(self) -> str:
+        return self.mqtt.client_id or f"linewatch-{self.camera.camera_id}"
+
+
+def env_name(loc: Iterable[int | str]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def known_variables() -> dict[str, str]:
+    """Every accepted variable name → its description (used for typo checks and `check-config`)."""
+    known = {ENV_FILE_VAR: "Optional env file read before the environment"}
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for name, sub in model.model_fields.items():
+            known[env_name((section, name))] = sub.description or ""
+    return known
+
+
+def _unknown_variables(names: Iterable[str], origin: str) -> list[str]:
+    known = known_variables()
+    problems = []
+    for name in sorted({n.upper() for n in names if n.upper().startswith(ENV_PREFIX)} - set(known)):
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else "; see `linewatch check-config --list`"
+        problems.append(f"{name}: unknown variable{origin}{hint}")
+    return problems
+
+
+def _describe(error: Mapping[str, object]) -> str:
+    loc = tuple(error["loc"])  # type: ignore[call-overload]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{env_name(loc)}: required but not set"
+    shown = error.get("input")
+    secret = any("password" in str(part) for part in loc)
+    value = "" if secret or isinstance(shown, dict) else f" (got {shown!r})"
+    return f"{env_name(loc)}: {message}{value}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration once. Raises ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    env_file = env.get(ENV_FILE_VAR)
+    problems: list[str] = []
+    if env_file:
+        path = Path(env_file)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError([f"{ENV_FILE_VAR}: cannot read env file {env_file!r}"])
+        problems += _unknown_variables(dotenv_values(path).keys(), f" in {env_file}")
+    problems += _unknown_variables(env.keys(), "")
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Settings(_env_file=env_file or None)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError([_describe(err) for err in exc.errors()]) from None
+
+
+def masked_view(settings: Settings) -> dict[str, object]:
+    """Effective settings as env-variable → value, secrets masked (for `check-config`)."""
+    view: dict[str, object] = {}
+    for section in Settings.model_fields:
+        for name, value in getattr(settings, section).model_dump(mode="json").items():
+            if name == "password" and value is not None:
+                value = "********"
+            view[env_name((section, name))] = value
+    view["(effective) camera id"] = settings.camera.camera_id
+    view["(effective) source kind"] = settings.camera.source.kind.value
+    view["(effective) mqtt client id"] = settings.mqtt_client_id
+    return view
+
+
+__all__ = ["ConfigError", "Settings", "SourceKind", "broker_address", "load_settings", "masked_view"]

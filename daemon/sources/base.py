@@ -1,0 +1,40 @@
+"""The FrameSource protocol and the two kinds of source failure.
+
+A source only opens, reads and closes. Retrying, pacing, numbering and timestamps belong to the capture
+stage, so every kind of camera gets the same reconnect and watchdog behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from daemon.frames import Image
+
+
+class SourceError(Exception):
+    """Base of source failures."""
+
+
+class SourceUnavailable(SourceError):
+    """Retryable: the camera is unreachable, stalled or sent garbage. The capture stage backs off and retries."""
+
+
+class SourceFatal(SourceError):
+    """Not retryable: the configuration can never work (missing device with retries off, no GStreamer)."""
+
+
+class FrameSource(Protocol):
+    description: str  # for logs; never contains credentials
+
+    @property
+    def pace_fps(self) -> float | None:
+        """Deliver at this rate (files at their own fps); None: as fast as the source gives frames."""
+
+    def open(self) -> None:
+        """Open the device or stream. Raises SourceUnavailable or SourceFatal."""
+
+    def read(self) -> Image | None:
+        """The next frame (BGR uint8); None at the end of a finite source. Raises SourceUnavailable."""
+
+    def close(self) -> None:
+        """Release native resources. Idempotent."""

@@ -1,0 +1,186 @@
+"""The capture stage: one thread per camera that opens, reads, paces and hands frames on.
+
+It owns reconnecting: a failed open or read is retried with capped, jittered backoff that a shutdown
+interrupts at once. Every state change (connecting → online → reconnecting → online … → offline) is logged
+once and reported through `on_status`, which the publisher turns into the retained status topic, so the line
+knows when this station is blind. A source that delivers nothing for `stall_timeout_s` is torn down and
+reopened; a native call that never returns is the watchdog's business (see ops/watchdog.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from daemon.backoff import Backoff
+from daemon.frames import Frame, Image, utc_now
+from daemon.handoff import Handoff
+from daemon.logs import get_logger
+from daemon.sources.base import FrameSource, SourceFatal, SourceUnavailable
+
+log = get_logger("linewatch.capture")
+
+
+class CameraState(enum.Enum):
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    STALLED = "stalled"  # a native call is stuck; the process is about to exit for a restart
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    camera_id: str
+    state: CameraState
+    reason: str
+    at: dt.datetime
+    attempts: int = 0
+
+
+class CaptureStage:
+    def __init__(
+        self,
+        camera_id: str,
+        source: FrameSource,
+        handoff: Handoff[Frame],
+        stop: threading.Event,
+        *,
+        backoff: Backoff,
+        stall_timeout_s: float,
+        on_status: Callable[[CameraStatus], None],
+    ) -> None:
+        self.camera_id = camera_id
+        self._source = source
+        self._handoff = handoff
+        self._stop = stop
+        self._backoff = backoff
+        self._stall_timeout_s = stall_timeout_s
+        self._on_status = on_status
+        self._thread = threading.Thread(target=self._run, name=f"capture:{camera_id}", daemon=True)
+        self.status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
+        self.fatal: SourceFatal | None = None
+        self.frames_read = 0
+        self.finished = threading.Event()  # set when the thread has left run(), whatever the reason
+        # The watchdog reads these: when a native call began (None outside one), and when a frame last came.
+        self.native_call_since: float | None = None
+        self.last_frame_mono: float | None = None
+
+    @property
+    def backoff(self) -> Backoff:
+        return self._backoff
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _set_state(self, state: CameraState, reason: str) -> None:
+        if state is self.status.state and reason == self.status.reason:
+            return
+        previous = self.status.state
+        self.status = CameraStatus(self.camera_id, state, reason, utc_now(), self._backoff.attempts)
+        level = "info" if state in (CameraState.ONLINE, CameraState.CONNECTING) else "warning"
+        if state is previous and state is CameraState.RECONNECTING:
+            level = "debug"  # same outage, new reason: don't flood the log once per attempt
+        getattr(log, level)("camera_state", state=state.value, previous=previous.value, reason=reason,
+                            attempts=self._backoff.attempts, source=self._source.description)
+        self._on_status(self.status)
+
+    def _native(self, call: Callable[[], Image | None]) -> Image | None:
+        self.native_call_since = time.monotonic()
+        try:
+            return call()
+        finally:
+            self.native_call_since = None
+
+    def _open(self) -> bool:
+        try:
+            self._native(lambda: self._source.open())  # type: ignore[func-returns-value]
+        except SourceUnavailable as exc:
+            self._retry_later(str(exc))
+            return False
+        self._backoff.succeeded()
+        self._set_state(CameraState.ONLINE, "streaming")
+        return True
+
+    def _retry_later(self, reason: str) -> None:
+        delay = self._backoff.failed(reason)
+        self._set_state(CameraState.RECONNECTING, reason)
+        log.debug("camera_retry", delay_s=round(delay, 2), attempts=self._backoff.attempts, reason=reason)
+        self._stop.wait(delay)
+
+    def _run(self) -> None:
+        structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
+        end_reason = "shutdown"
+        try:
+            while not self._stop.is_set():
+                if not self._open():
+                    continue
+                if self._stream():  # True: the source ended (finite file/synthetic stream)
+                    end_reason = "end of stream"
+                    break
+        except SourceFatal as exc:
+            self.fatal = exc
+            end_reason = str(exc)
+            log.error("camera_fatal", error=str(exc), source=self._source.description)
+        except Exception as exc:  # a bug: stop cleanly so the daemon exits non-zero instead of going blind
+            self.fatal = SourceFatal(f"capture crashed: {exc!r}")
+            end_reason = str(self.fatal)
+            log.exception("capture_crashed")
+        finally:
+            self._source.close()
+            self._handoff.close()  # the detector drains what is left and sees END_OF_STREAM
+            self._set_state(CameraState.OFFLINE, end_reason)
+            self.finished.set()
+
+    def _stream(self) -> bool:
+        """Read until stop, failure or end. Returns True at the end of a finite source."""
+        pace = self._source.pace_fps
+        interval = 1.0 / pace if pace else 0.0
+        next_due = time.monotonic()
+        last_frame = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                image = self._native(self._source.read)
+            except SourceUnavailable as exc:
+                self._source.close()
+                self._retry_later(str(exc))
+                return False
+            now = time.monotonic()
+            if image is None:
+                return True
+            if now - last_frame > self._stall_timeout_s:
+                # The read did return, but far too late: treat the link as bad and rebuild it.
+                self._source.close()
+                self._retry_later(f"no frame for {now - last_frame:.1f} s (stall timeout)")
+                return False
+            last_frame = self.last_frame_mono = now
+            image.setflags(write=False)
+            frame = Frame(self.camera_id, self.frames_read, image, now, utc_now())
+            self.frames_read += 1
+            if not self._handoff.put(frame) and self._stop.is_set():
+                return False
+            if interval:
+                next_due = max(next_due + interval, now - interval)  # don't burst to catch up after a stall
+                self._stop.wait(max(0.0, next_due - time.monotonic()))
+        return False
+
+
+def blank_frame(camera_id: str, width: int, height: int) -> Frame:
+    """A black frame for warm-up runs; never published."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image.setflags(write=False)
+    return Frame(camera_id, -1, image, time.monotonic(), utc_now())

@@ -1,0 +1,31 @@
+"""synthetic://line?… : the generated conveyor scene as a camera (see synthetic_line.py for parameters)."""
+
+from __future__ import annotations
+
+from daemon.frames import Image
+from daemon.sources.synthetic_line import LineParams, SyntheticLine
+
+
+class SyntheticSource:
+    def __init__(self, url: str) -> None:
+        self.params = LineParams.from_url(url)
+        self._line = SyntheticLine(self.params)
+        self._index = 0  # the render index; equals the frame seq, so ground truth can be re-rendered from events
+        self.description = f"synthetic line seed={self.params.seed}"
+
+    @property
+    def pace_fps(self) -> float | None:
+        return self.params.fps if self.params.realtime else None
+
+    def open(self) -> None:
+        """Nothing to open; a re-open continues where the stream was."""
+
+    def read(self) -> Image | None:
+        if self.params.frames and self._index >= self.params.frames:
+            return None
+        image = self._line.render(self._index).image
+        self._index += 1
+        return image
+
+    def close(self) -> None:
+        """Nothing to release."""
