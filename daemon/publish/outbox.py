@@ -1,23 +1,21 @@
 """Durable on-disk outbox for defect events (SQLite in WAL mode).
 
-paho-mqtt keeps un-acked messages in memory only, so a broker outage, a crash
-or a power cut would lose them. Every event is committed here *before* it is
-handed to MQTT and deleted only when the broker's PUBACK arrives (`ack`). After
-a restart `pending()` returns whatever is still here, so delivery is
-at-least-once: consumers dedupe on (camera_id, seq).
+paho-mqtt keeps un-acked messages in memory only, so a broker outage, a crash or a power cut would lose
+them. Every event is committed here *before* it is handed to MQTT and deleted only when the broker's PUBACK
+arrives (`ack`). After a restart `pending()` returns whatever is still here, so delivery is at-least-once:
+consumers dedupe on (camera_id, seq).
 
 Guarantees:
-- With synchronous="FULL" (the default) an event survives a process crash and
-  a power cut once `append` has returned (given a disk that honours fsync).
-- Per-camera `seq` comes from a persisted counter, bumped in the same
-  transaction as the insert: gapless over appended events, monotonic across
-  restarts, never reused after acks or drops. A failed `append` (render
-  raised, disk full) rolls back and consumes no seq.
-- Bounds drop the *oldest* events (insertion order) and are never silent:
-  each drop goes to `on_drop` as a DropReport and into a persisted counter.
-  Downstream sees a dropped event as a gap in seq.
+- With synchronous="FULL" (the default) an event survives a process crash and a power cut once `append`
+  has returned (given a disk that honours fsync).
+- Per-camera `seq` comes from a persisted counter bumped in the same transaction as the insert: gapless
+  over appended events, monotonic across restarts, never reused after acks or drops. A failed `append`
+  (render raised, disk full) rolls back and consumes no seq.
+- Bounds drop the *oldest* events (insertion order) and are never silent: each drop goes to `on_drop` as
+  a DropReport and into a persisted counter. Downstream sees a dropped event as a gap in seq.
 
-One process owns the file; see `Outbox` for threading.
+All state lives in the file and every write is one IMMEDIATE transaction, so a second connection (a
+`doctor` command) is safe; but one daemon must own an outbox, or both would publish every event.
 """
 
 from __future__ import annotations
@@ -38,8 +36,7 @@ log = logging.getLogger(__name__)
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_MODES: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-# "LNWT": marks the file as ours so a mistyped path to another app's database
-# is refused instead of having our tables added to it.
+# "LNWT": marks the file as ours, so a mistyped path to another app's database is refused, not altered.
 _APPLICATION_ID = 0x4C4E5754
 # After a big drop transaction the WAL would otherwise stay at its high-water size.
 _JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
@@ -47,9 +44,8 @@ _JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 # _MIGRATIONS[i] takes the schema from user_version i to i + 1. Append, never edit.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        # AUTOINCREMENT so an id is never reused: a late or duplicate ack for a
-        # dropped row must not delete a newer event, and the publisher's
-        # `after_rowid` cursor must never skip one.
+        # AUTOINCREMENT so an id is never reused: a late or duplicate ack for a dropped row must not
+        # delete a newer event, and the publisher's `after_rowid` cursor must never skip one.
         """CREATE TABLE events (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             camera_id TEXT NOT NULL,
@@ -60,14 +56,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL,
             UNIQUE (camera_id, seq))""",
         "CREATE INDEX events_created_at ON events (created_at)",
-        # Separate from `events` because rows there are deleted on ack and drop,
-        # and seq must never go back.
-        """CREATE TABLE seq_counters (
-            camera_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID""",
-        """CREATE TABLE drop_counters (
-            reason TEXT PRIMARY KEY, total INTEGER NOT NULL) WITHOUT ROWID""",
-        # Running totals kept by triggers inside each transaction, so the byte
-        # bound costs O(1) per append and stays right after a crash.
+        # Not derived from `events`: rows there are deleted on ack and drop, and seq must never go back.
+        "CREATE TABLE seq_counters (camera_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE drop_counters (reason TEXT PRIMARY KEY, total INTEGER NOT NULL) WITHOUT ROWID",
+        # Running totals kept by triggers inside each transaction: the byte bound costs O(1) per append
+        # and stays right after a crash.
         """CREATE TABLE totals (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             events INTEGER NOT NULL, bytes INTEGER NOT NULL)""",
@@ -91,19 +84,11 @@ class OutboxError(Exception):
 
 
 class OutboxRetryableError(OutboxError):
-    """Nothing was written; the same call may succeed later (back off, retry)."""
+    """The transaction was rolled back; the same call may succeed later (back off, then retry)."""
 
 
 class OutboxFullError(OutboxRetryableError):
     """Disk full or the max_file_bytes ceiling reached."""
-
-
-class OutboxBusyError(OutboxRetryableError):
-    """Another connection held the write lock past busy_timeout."""
-
-
-class OutboxIOError(OutboxRetryableError):
-    """The OS reported an I/O error; SQLite rolled the transaction back."""
 
 
 class OutboxCorruptError(OutboxError):
@@ -117,17 +102,17 @@ class PayloadTooLargeError(OutboxError):
 # SQLite primary result codes (stable C ABI; sqlite3.SQLITE_* only exist from 3.11).
 _PRIMARY_CODE_ERRORS: dict[int, type[OutboxError]] = {
     13: OutboxFullError,  # SQLITE_FULL
-    5: OutboxBusyError,  # SQLITE_BUSY
-    6: OutboxBusyError,  # SQLITE_LOCKED
-    10: OutboxIOError,  # SQLITE_IOERR
+    5: OutboxRetryableError,  # SQLITE_BUSY: another connection held the write lock past busy_timeout
+    6: OutboxRetryableError,  # SQLITE_LOCKED
+    10: OutboxRetryableError,  # SQLITE_IOERR: SQLite rolled back; the device may recover
     11: OutboxCorruptError,  # SQLITE_CORRUPT
     26: OutboxCorruptError,  # SQLITE_NOTADB
 }
 # Python 3.10 has no sqlite_errorcode; fall back to SQLite's fixed messages.
 _MESSAGE_ERRORS: tuple[tuple[str, type[OutboxError]], ...] = (
     ("disk is full", OutboxFullError),
-    ("database is locked", OutboxBusyError),
-    ("disk i/o error", OutboxIOError),
+    ("database is locked", OutboxRetryableError),
+    ("disk i/o error", OutboxRetryableError),
     ("not a database", OutboxCorruptError),
     ("malformed", OutboxCorruptError),
 )
@@ -152,11 +137,11 @@ def _translate(exc: sqlite3.Error, context: str) -> OutboxError:
 class OutboxLimits:
     """Bounds on what the outbox keeps while the broker is unreachable.
 
-    max_bytes counts payload bytes only; the file is larger (ids, topics,
-    indexes, WAL). Freed pages are reused, so the file does not shrink.
-    max_events = 0 means no count bound. max_file_bytes = 0 means no hard
-    ceiling; otherwise it caps the main database file (PRAGMA max_page_count)
-    and appends beyond it raise OutboxFullError rather than filling the disk.
+    max_bytes counts payload bytes only; the file is larger (ids, topics, indexes, WAL), and it does not
+    shrink: freed pages are reused. max_age_s compares wall-clock created_at with now, so on a host without
+    an RTC start only after time sync, or pre-sync events age out at the first NTP step.
+    max_events = 0: no count bound. max_file_bytes = 0: no ceiling; otherwise it caps the main database file
+    (PRAGMA max_page_count) and appends beyond it raise OutboxFullError instead of filling the disk.
     """
 
     max_bytes: int
@@ -193,8 +178,8 @@ class DropReason(str, Enum):
 
 @dataclass(frozen=True)
 class DroppedRange:
-    """One camera's share of a drop. Acked events in between are not counted,
-    so `count` can be less than last_seq - first_seq + 1."""
+    """One camera's share of a drop. Acked events in between are not counted, so `count` can be less than
+    last_seq - first_seq + 1."""
 
     camera_id: str
     first_seq: int
@@ -235,23 +220,19 @@ def _log_drop(report: DropReport) -> None:
 class Outbox:
     """Durable FIFO of events waiting for a broker PUBACK.
 
-    Threading: `append` runs on the event-builder thread, `pending`/`ack` on
-    the publisher and paho network threads. All share one connection
-    (check_same_thread=False) behind one lock. A connection per thread would
-    buy nothing: SQLite serialises writers anyway, so they would contend on
-    the file lock with busy retries instead of a cheap in-process lock, and
-    every operation here is a millisecond-scale transaction. The lock also
-    makes each public method one whole transaction, which Python's
-    per-connection transaction state would not guarantee if threads
-    interleaved statements.
+    Threading: `append` runs on the event-builder thread, `pending`/`ack` on the publisher and paho network
+    threads. All share one connection (check_same_thread=False) behind one lock. A connection per thread
+    would buy nothing: SQLite serialises writers anyway, so they would contend on the file lock with busy
+    retries instead of a cheap in-process lock, and every operation here is a millisecond-scale
+    transaction. The lock also makes each public method one whole transaction, which the connection's
+    shared transaction state would not if threads interleaved statements.
 
-    `render(seq)` runs inside the append transaction with the lock held: keep
-    it quick and never call back into the Outbox from it (it would deadlock).
+    `render(seq)` runs inside the append transaction with the lock held: keep it quick and never call back
+    into the Outbox from it (that would deadlock).
 
-    `on_drop` receives every DropReport, from `append` and from
-    `enforce_limits` alike, after commit and outside the lock (default: a
-    warning on this module's logger). `enforce_limits` also returns its
-    reports, so log them in one place only.
+    `on_drop` receives every DropReport, from `append` and `enforce_limits` alike, after commit and outside
+    the lock (default: a warning on this module's logger). `enforce_limits` also returns its reports: log
+    them in one place only.
     """
 
     def __init__(
@@ -276,30 +257,25 @@ class Outbox:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutboxError(f"cannot create outbox directory {self._path.parent}: {exc}") from exc
+        conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(
-                self._path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc, f"cannot open outbox {self._path}") from exc
-        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves rather than trust implicit transactions.
+            conn = sqlite3.connect(self._path, busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._setup(conn, synchronous, busy_timeout_s)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise _translate(exc, f"cannot open outbox {self._path}") from exc
-        except BaseException:
-            conn.close()
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, f"cannot open outbox {self._path}") from exc
             raise
         self._conn: sqlite3.Connection | None = conn
 
     def _setup(self, conn: sqlite3.Connection, synchronous: str, busy_timeout_s: float) -> None:
-        # journal_mode must be set outside a transaction; it is also the first
-        # statement that reads the file, so a non-database fails here.
+        # Outside a transaction, as journal_mode requires; also the first read, so a non-database fails here.
         mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         if mode.lower() != "wal":
             raise OutboxError(
-                f"outbox {self._path}: journal_mode is {mode!r}, WAL required"
-                " (network filesystems do not support WAL)"
+                f"outbox {self._path}: journal_mode is {mode!r}, need WAL (not on a network FS)"
             )
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
@@ -308,16 +284,15 @@ class Outbox:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             pages = max(1, self._limits.max_file_bytes // page_size)
             conn.execute(f"PRAGMA max_page_count={pages}")
-        # Version read inside BEGIN IMMEDIATE so two processes starting at once
-        # cannot both run the same migration.
+        # Version read inside BEGIN IMMEDIATE so two processes starting at once cannot both migrate.
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise OutboxError(
-                    f"outbox {self._path} has schema v{version}, newer than this"
-                    f" linewatch (v{SCHEMA_VERSION}); refusing to downgrade it"
+                    f"outbox {self._path} has schema v{version}, newer than this linewatch"
+                    f" (v{SCHEMA_VERSION}); refusing to downgrade it"
                 )
             has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
             if (version == 0 and has_tables) or (version > 0 and app_id != _APPLICATION_ID):
@@ -331,14 +306,12 @@ class Outbox:
             _rollback_quietly(conn)
             raise
 
-    # -- transactions ---------------------------------------------------------
-
     @contextmanager
     def _tx(self, op: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         """Lock + one transaction; commit on success, roll back on any error.
 
-        IMMEDIATE for writes so the write lock is taken before the seq is read;
-        deferred reads still give stats() one consistent snapshot.
+        IMMEDIATE for writes so the write lock is held before the seq is read; a read transaction still
+        gives stats() one consistent snapshot.
         """
         with self._lock:
             conn = self._conn
@@ -362,20 +335,17 @@ class Outbox:
             try:
                 self._on_drop(report)
             except Exception:
-                # The drop is already committed; raising here would make the
-                # caller think the append failed and append the event twice.
+                # The drop is committed; raising would make the caller think the append failed and retry it.
                 log.exception("outbox_on_drop_failed")
-
-    # -- public API -----------------------------------------------------------
 
     def append(
         self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes]
     ) -> StoredEvent:
-        """Assign the next seq for camera_id, store render(seq), enforce bounds.
+        """Assign the next seq for camera_id, store render(seq), enforce bounds: one transaction.
 
-        One transaction. The event just stored is never dropped by the bounds
-        it triggers (others are dropped to make room); a payload that alone
-        exceeds max_bytes raises PayloadTooLargeError and consumes no seq.
+        The event just stored is never dropped by the bounds it triggers (older ones make room). A payload
+        that alone exceeds max_bytes raises PayloadTooLargeError, is not stored and consumes no seq: keeping
+        it would break the bound, and dropping it would be a loss the caller never hears of.
         """
         with self._tx("append") as conn:
             now = self._clock()
@@ -414,26 +384,24 @@ class Outbox:
             return []
         with self._tx("pending", write=False) as conn:
             rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (after_rowid, limit),
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
             ).fetchall()
         return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in rows]
 
     def ack(self, rowid: int) -> bool:
-        """Delete an event the broker acknowledged. False if already gone
-        (dropped by a bound, or a duplicate ack)."""
+        """Delete an event the broker acknowledged. False if already gone (dropped, or a duplicate ack)."""
         with self._tx("ack") as conn:
             return conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount == 1
 
     def ack_many(self, rowids: Iterable[int]) -> int:
-        """Delete several acked events in one transaction (one fsync); returns
-        how many were still there."""
+        """Delete acked events in one transaction (one fsync); returns how many were still there."""
         with self._tx("ack") as conn:
             return sum(conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount for rowid in rowids)
 
     def enforce_limits(self, now: float | None = None) -> list[DropReport]:
-        """Apply all bounds now (call periodically: the age bound moves with
-        time even when nothing is appended). Reports also go to on_drop."""
+        """Apply all bounds now. Call it periodically: the age bound moves even when nothing is appended.
+
+        The reports also go to on_drop."""
         with self._tx("enforce_limits") as conn:
             drops = self._enforce(conn, self._clock() if now is None else now, keep_rowid=None)
         self._report(drops)
@@ -466,8 +434,7 @@ class Outbox:
         )
 
     def integrity_check(self) -> str:
-        """'ok', or the problems found: SQLite's own check plus our invariants
-        (trigger-kept totals match the rows; no stored seq above its counter)."""
+        """'ok', or the problems: SQLite's check plus ours (totals match rows; no seq above its counter)."""
         with self._tx("integrity_check", write=False) as conn:
             problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
             if problems == ["ok"]:
@@ -495,21 +462,15 @@ class Outbox:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
 
-    # -- bounds ---------------------------------------------------------------
-
     def _enforce(self, conn: sqlite3.Connection, now: float, *, keep_rowid: int | None) -> list[DropReport]:
-        """Age first (cheapest, and it may satisfy the rest), then count, then bytes.
+        """Age first (cheap, and it may satisfy the rest), then count, then bytes.
 
-        Count and bytes drop a prefix in insertion order, not by created_at, so
-        a wall-clock step cannot reorder what goes first. keep_rowid is the
-        newest row, so stopping before it is the same as keeping it.
+        Count and bytes drop a prefix in insertion order, not by created_at, so a wall-clock step cannot
+        reorder what goes first. keep_rowid is the newest row, so stopping before it keeps it.
         """
         limits = self._limits
         reports: list[DropReport] = []
@@ -519,8 +480,7 @@ class Outbox:
         count, total = conn.execute("SELECT events, bytes FROM totals").fetchone()
         if limits.max_events and count > limits.max_events:
             last_id = conn.execute(
-                "SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?",
-                (count - limits.max_events - 1,),
+                "SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?", (count - limits.max_events - 1,)
             ).fetchone()[0]
             report = _drop(conn, DropReason.MAX_EVENTS, "id <= ?", last_id)
             if report:
@@ -567,8 +527,8 @@ def _drop(conn: sqlite3.Connection, reason: DropReason, where: str, param: float
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
-    # After SQLITE_FULL/IOERR SQLite may already have rolled back; a failing
-    # ROLLBACK must not hide the error that got us here.
+    # After SQLITE_FULL/IOERR SQLite may have rolled back already; a failing ROLLBACK must not hide the
+    # error that got us here.
     if conn.in_transaction:
         try:
             conn.execute("ROLLBACK")

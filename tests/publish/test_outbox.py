@@ -148,6 +148,11 @@ def test_ack_deletes_once_and_a_second_ack_returns_false(tmp_path: Path) -> None
         assert outbox.pending(10) == []
         rowids = [outbox.append("cam", f"e{i}", "t", lambda s: b"x").rowid for i in range(3)]
         assert outbox.ack_many([*rowids, 999_999]) == 3
+        # when the table is empty again, a new event still gets a fresh rowid, so a late ack of an old
+        # rowid cannot delete it and a publisher cursor at the old rowid cannot skip it
+        newer = outbox.append("cam", "e9", "t", lambda s: b"x")
+        assert newer.rowid > rowids[-1]
+        assert outbox.ack(rowids[-1]) is False and outbox.pending(10) == [newer]
 
 
 def test_pending_is_oldest_first_and_pages_with_after_rowid(tmp_path: Path) -> None:
@@ -383,3 +388,27 @@ def test_limits_are_validated() -> None:
         OutboxLimits(max_bytes=1, max_age_s=0)
     with pytest.raises(ValueError):
         OutboxLimits(max_bytes=1, max_age_s=1, max_events=-1)
+
+
+def test_errors_are_classified_without_sqlite_errorcode_as_on_python_310() -> None:
+    from daemon.publish.outbox import _translate  # the only private import: 3.10 cannot be run here
+
+    # Constructed by hand, these carry no sqlite_errorcode, like every sqlite3 error before 3.11.
+    assert isinstance(_translate(sqlite3.OperationalError("database or disk is full"), "x"), OutboxFullError)
+    locked = _translate(sqlite3.OperationalError("database is locked"), "x")
+    assert isinstance(locked, OutboxRetryableError)
+    notadb = _translate(sqlite3.DatabaseError("file is not a database"), "x")
+    assert isinstance(notadb, OutboxCorruptError)
+    assert type(_translate(sqlite3.OperationalError("no such table: x"), "x")) is OutboxError
+
+
+def test_a_failing_on_drop_does_not_fail_the_committed_append(tmp_path: Path) -> None:
+    def broken_sink(report: DropReport) -> None:
+        raise RuntimeError("log sink down")
+
+    limits = OutboxLimits(max_bytes=10, max_age_s=1e9)
+    with open_outbox(tmp_path / "outbox.db", limits, on_drop=broken_sink) as outbox:
+        outbox.append("cam", "e1", "t", lambda s: b"x" * 10)
+        second = outbox.append("cam", "e2", "t", lambda s: b"x" * 10)  # drops e1, then the sink raises
+        assert outbox.pending(10) == [second]
+        assert outbox.stats().dropped_total == 1
