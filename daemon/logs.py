@@ -63,12 +63,17 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.level.upper())
+    adopt_foreign_loggers()
+
+
+def adopt_foreign_loggers() -> None:
+    """Strip the handlers libraries install on import, so their records reach our root handler as JSON."""
     for name in _FOREIGN_LOGGERS:
         foreign = logging.getLogger(name)
         for old in list(foreign.handlers):
             foreign.removeHandler(old)
         foreign.propagate = True
-        foreign.setLevel(settings.level.upper())
+        foreign.setLevel(logging.NOTSET)  # the root's level decides
 
 
 def get_logger(name: str) -> Any:

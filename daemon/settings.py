@@ -38,8 +38,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    # validate_default + revalidate: a default (e.g. the shipped model path) is checked like a given value.
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, revalidate_instances="always")
+    # validate_default: a default (e.g. the shipped model path) is checked like a given value.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 def _default_state_dir() -> Path:
@@ -224,12 +224,12 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
     )
 
-    camera: CameraSettings
-    model: ModelSettings = ModelSettings()
-    mqtt: MqttSettings = MqttSettings()
-    log: LogSettings = LogSettings()
-    outbox: OutboxSettings = OutboxSettings()
-    pipeline: PipelineSettings = PipelineSettings()
+    camera: CameraSettings = Field(default_factory=dict, validate_default=True)  # so a missing URL is named
+    model: ModelSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
+    mqtt: MqttSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
+    log: LogSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
+    outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
+    pipeline: PipelineSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
 
     @property
     def mqtt_client_id(self) -> str:
@@ -268,7 +268,9 @@ def _describe(error: Mapping[str, object]) -> str:
         return f"{env_name(loc)}: required but not set"
     shown = error.get("input")
     secret = any("password" in str(part) for part in loc)
-    value = "" if secret or isinstance(shown, dict) else f" (got {shown!r})"
+    if isinstance(shown, Path):
+        shown = str(shown)
+    value = "" if secret or isinstance(shown, dict) or message.find(repr(shown)) >= 0 else f" (got {shown!r})"
     return f"{env_name(loc)}: {message}{value}"
 
 
@@ -283,12 +285,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError([f"{ENV_FILE_VAR}: cannot read env file {env_file!r}"])
         problems += _unknown_variables(dotenv_values(path).keys(), f" in {env_file}")
     problems += _unknown_variables(env.keys(), "")
+    try:
+        settings = Settings(_env_file=env_file or None)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors() if err["type"] != "extra_forbidden"]
     if problems:
         raise ConfigError(problems)
-    try:
-        return Settings(_env_file=env_file or None)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        raise ConfigError([_describe(err) for err in exc.errors()]) from None
+    return settings
 
 
 def masked_view(settings: Settings) -> dict[str, object]:

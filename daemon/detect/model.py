@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from daemon.frames import BBox, Detection, Image, ModelInfo
+from daemon.logs import adopt_foreign_loggers
 from daemon.settings import ModelSettings
 
 
@@ -59,6 +60,8 @@ class Detector:
         try:
             import torch
             from ultralytics import YOLO
+
+            adopt_foreign_loggers()  # Ultralytics installed its own handler on import; route it through ours
         except ImportError as exc:  # a broken wheel (e.g. torch/CUDA mismatch) shows here
             raise ModelLoadError(f"cannot import the inference stack: {exc}") from exc
         torch.set_num_threads(settings.threads or os.cpu_count() or 1)
@@ -92,9 +95,9 @@ class Detector:
     def infer(self, image: Image) -> tuple[tuple[Detection, ...], float]:
         """Detections at or above the confidence threshold, and the inference time in ms."""
         started = time.perf_counter()
+        options = {"half": True} if self._half else {}  # passing half=False makes Ultralytics warn per call
         results = self._model.predict(
-            image, imgsz=self.imgsz, conf=self._conf, iou=self._iou, device=self.device, half=self._half,
-            verbose=False,
+            image, imgsz=self.imgsz, conf=self._conf, iou=self._iou, device=self.device, verbose=False, **options
         )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         boxes = results[0].boxes

@@ -6,10 +6,10 @@ import threading
 
 import structlog
 
+from daemon.detect.model import Detector
 from daemon.frames import END_OF_STREAM, Frame, Inference
 from daemon.handoff import Handoff
 from daemon.logs import get_logger
-from daemon.detect.model import Detector
 
 log = get_logger("linewatch.detect")
 

@@ -1,0 +1,126 @@
+"""Entry points: `linewatch run | check-config | demo | export-dataset`, and `--version`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+
+from daemon import __version__
+from daemon.exitcodes import ExitCode
+from daemon.settings import ConfigError, Settings, known_variables, load_settings, masked_view
+
+
+def _load_or_report() -> Settings | None:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.list:
+        for name, description in known_variables().items():
+            print(f"{name:40} {description}")
+        return ExitCode.OK
+    settings = _load_or_report()
+    if settings is None:
+        return ExitCode.CONFIG
+    print(json.dumps(masked_view(settings), indent=2, default=str))
+    return ExitCode.OK
+
+
+def cmd_run(_: argparse.Namespace) -> int:
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # before any Ultralytics import: no hub, no downloads
+    settings = _load_or_report()
+    if settings is None:
+        return ExitCode.CONFIG
+    from daemon.logs import NativeStderrRelay, configure_logging, get_logger
+    from daemon.ops.signals import install_stop_handlers
+
+    configure_logging(settings.log)
+    log = get_logger("linewatch")
+    relay = NativeStderrRelay()
+    relay.start()
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    log.info("starting", version=__version__, camera_id=settings.camera.camera_id,
+             source=settings.camera.source.kind.value, broker=settings.mqtt.url, pid=os.getpid())
+    try:
+        return _run_daemon(settings, stop)
+    except Exception:
+        log.exception("daemon_crashed")
+        return ExitCode.INTERNAL
+    finally:
+        relay.stop()
+
+
+def _run_daemon(settings: Settings, stop: threading.Event) -> int:
+    from daemon.app import App, open_outbox
+    from daemon.detect.model import Detector, ModelLoadError
+    from daemon.logs import get_logger
+    from daemon.publish.outbox import OutboxError
+
+    log = get_logger("linewatch")
+    try:
+        detector = Detector(settings.model)
+        width, height = settings.camera.width or 640, settings.camera.height or 480
+        warm_ms = detector.warm_up(width, height, settings.model.warmup_runs)
+        log.info("model_loaded", model=detector.info.name, sha256=detector.info.sha256[:16],
+                 device=detector.device, imgsz=detector.imgsz, classes=list(detector.info.classes),
+                 warmup_ms=round(warm_ms, 1))
+    except ModelLoadError as exc:
+        log.error("model_load_failed", error=str(exc), exit_code=int(ExitCode.BOOT))
+        return ExitCode.BOOT
+    try:
+        outbox = open_outbox(settings)
+    except (OutboxError, OSError) as exc:
+        log.error("outbox_unusable", error=str(exc), dir=str(settings.outbox.dir), exit_code=int(ExitCode.BOOT))
+        return ExitCode.BOOT
+    if stop.is_set():
+        outbox.close()
+        return ExitCode.OK
+    return App(settings, stop, detector, outbox).run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(seconds=args.seconds, camera_url=args.camera)
+
+
+def cmd_export_dataset(args: argparse.Namespace) -> int:
+    from daemon.tools.dataset import main as export_main
+
+    return export_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linewatch", description="Edge inspection daemon: camera → YOLO → MQTT")
+    parser.add_argument("--version", action="version", version=f"linewatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run the daemon (configured by LINEWATCH_* variables)").set_defaults(
+        handler=cmd_run
+    )
+    check = commands.add_parser("check-config", help="validate and print the effective settings")
+    check.add_argument("--list", action="store_true", help="list every accepted variable")
+    check.set_defaults(handler=cmd_check_config)
+    demo = commands.add_parser("demo", help="synthetic line + embedded broker; prints the defect events")
+    demo.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
+    demo.add_argument("--camera", default=None, help="camera URL (default: synthetic://line)")
+    demo.set_defaults(handler=cmd_demo)
+    export = commands.add_parser("export-dataset", help="write a YOLO dataset from the synthetic line",
+                                 add_help=False)
+    export.add_argument("rest", nargs=argparse.REMAINDER)
+    export.set_defaults(handler=cmd_export_dataset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))

@@ -1,0 +1,273 @@
+"""The MQTT publisher: one thread that owns the paho client and drains the durable outbox.
+
+paho's own network thread and reconnect loop are not used: paho swallows the reason a connection failed
+(TLS verification, refused port) and reconnects without jitter. This thread runs `client.loop()` itself, so
+every callback happens here, the in-flight map needs no lock, and each failure is logged once with its
+cause. An event leaves the outbox only on the broker's PUBACK; paho re-sends un-acked QoS 1 messages after a
+reconnect, and after a restart the outbox re-sends everything still in it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from daemon import __version__
+from daemon.backoff import Backoff
+from daemon.events.schema import status_topic
+from daemon.frames import ModelInfo, rfc3339, utc_now
+from daemon.logs import get_logger
+from daemon.publish.outbox import Outbox
+from daemon.publish.tls import build_tls_context
+from daemon.settings import MqttSettings, broker_address
+from daemon.sources.capture import CameraState, CameraStatus
+
+log = get_logger("linewatch.mqtt")
+
+_LOOP_TIMEOUT_S = 0.05  # how long one network poll blocks; bounds the extra latency of a new event
+_CONNACK_TIMEOUT_S = 10.0  # a broker that accepts TCP but never answers CONNECT (SIGSTOPped, overloaded)
+_AGE_SWEEP_S = 60.0  # how often the outbox's age bound is enforced without new events
+
+
+@dataclass
+class PublisherMetrics:
+    connected: bool = False
+    published_total: int = 0  # PUBACKed events
+    refused_total: int = 0  # PUBACK with a failure reason (e.g. 0x87 not authorised): dropped, counted
+    connect_failures_total: int = 0
+    last_error: str | None = None
+
+
+class MqttPublisher:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        camera_id: str,
+        model: ModelInfo,
+        outbox: Outbox,
+        stop: threading.Event,
+        *,
+        topic_prefix: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._camera_id = camera_id
+        self._model = model
+        self._outbox = outbox
+        self._stop = stop
+        self._status_topic = status_topic(topic_prefix or settings.topic_prefix, camera_id)
+        self._host, self._port, self._tls = broker_address(settings.url)
+        self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._inflight: dict[int, int] = {}  # paho mid → outbox rowid
+        self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
+        self._finish = threading.Event()  # set by drain(): leave once the outbox is empty or the deadline passes
+        self._deadline = float("inf")
+        self._status_lock = threading.Lock()
+        self._camera_status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
+        self._status_dirty = True
+        self._connack_due: float | None = None
+        self._next_sweep = time.monotonic() + _AGE_SWEEP_S
+        self._wake = threading.Event()
+        self.metrics = PublisherMetrics()
+        self._client = self._build_client(client_id)
+        self._thread = threading.Thread(target=self._run, name="publish:mqtt", daemon=True)
+
+    # -- construction -------------------------------------------------------------------------------------
+    def _build_client(self, client_id: str) -> paho.Client:
+        v5 = self._settings.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=False,  # this thread reconnects, with jittered backoff and logged causes
+        )
+        client.enable_logger(logging.getLogger("paho"))
+        client.max_inflight_messages_set(self._settings.max_inflight)
+        client.max_queued_messages_set(0)
+        if self._settings.username:
+            client.username_pw_set(self._settings.username, self._settings.password_value())
+        if self._tls:
+            context = build_tls_context(self._settings)
+            client.tls_set_context(context)
+            if self._settings.tls_insecure:
+                client.tls_insecure_set(True)
+        will = self._status_payload(CameraState.OFFLINE, "connection lost (last will)", with_time=False)
+        client.will_set(self._status_topic, will, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _status_payload(self, state: CameraState, reason: str, *, with_time: bool = True) -> bytes:
+        body: dict[str, Any] = {"state": state.value, "reason": reason, "camera_id": self._camera_id}
+        if with_time:
+            body["at"] = rfc3339(utc_now())
+        body["linewatch_version"] = __version__
+        body["model"] = {"name": self._model.name, "sha256": self._model.sha256}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    # -- stage interface ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        """A new event is in the outbox (called from the event thread)."""
+        self._wake.set()
+
+    def set_camera_status(self, status: CameraStatus) -> None:
+        """Called from the capture thread on every camera state change; published retained."""
+        with self._status_lock:
+            self._camera_status = status
+            self._status_dirty = True
+
+    def drain(self, deadline_s: float) -> None:
+        """Upstream has stopped: deliver what is left within the deadline, publish `offline`, disconnect."""
+        self._deadline = time.monotonic() + deadline_s
+        self._finish.set()
+
+    def stop(self) -> None:
+        self.drain(0.0)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._done():
+                if not self._link_up():
+                    continue
+                self._fill_inflight()
+                self._publish_status_if_changed()
+                self._sweep_age_bound()
+                rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._lost(f"network loop: {paho.error_string(rc)}")
+        except Exception:
+            log.exception("publisher_crashed")
+            self._stop.set()
+        finally:
+            self._say_goodbye()
+
+    def _done(self) -> bool:
+        if not self._finish.is_set():
+            return False
+        if time.monotonic() >= self._deadline:
+            if self._inflight or self._outbox.stats().pending_events:
+                log.warning("shutdown_with_pending_events", pending=self._outbox.stats().pending_events,
+                            note="they stay in the outbox and are sent after the restart")
+            return True
+        return self.metrics.connected and not self._inflight and not self._outbox.pending(1, self._cursor)
+
+    def _link_up(self) -> bool:
+        """Connect if needed. True when the session is established (CONNACK received)."""
+        if self._client.is_connected():
+            return True
+        if self._connack_due is not None:  # TCP/TLS is up, waiting for CONNACK
+            if time.monotonic() < self._connack_due:
+                self._client.loop(timeout=_LOOP_TIMEOUT_S)
+                return False
+            self._lost("no CONNACK within deadline (broker stalled?)")
+            return False
+        try:
+            self._client.connect(self._host, self._port, keepalive=self._settings.keepalive_s)
+            self._connack_due = time.monotonic() + _CONNACK_TIMEOUT_S
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._lost(f"connect to {self._host}:{self._port} failed: {exc}")
+        return False
+
+    def _lost(self, reason: str) -> None:
+        was_connected = self.metrics.connected
+        self.metrics.connected = False
+        self._connack_due = None
+        self._client.disconnect()  # closes the socket; paho keeps un-acked messages for the resend
+        self.metrics.connect_failures_total += 1
+        if was_connected or reason != self.metrics.last_error:
+            log.error("mqtt_disconnected", reason=reason, broker=f"{self._host}:{self._port}",
+                      attempts=self._backoff.attempts + 1)
+        self.metrics.last_error = reason
+        delay = self._backoff.failed(reason)
+        if self._finish.is_set():  # draining: keep trying, but never past the drain deadline
+            time.sleep(min(delay, max(0.0, self._deadline - time.monotonic())))
+        else:
+            self._finish.wait(delay)
+
+    def _fill_inflight(self) -> None:
+        room = self._settings.max_inflight - len(self._inflight)
+        if room <= 0 or not self.metrics.connected:
+            return
+        self._wake.clear()
+        for stored in self._outbox.pending(room, after_rowid=self._cursor):
+            info = self._client.publish(stored.topic, stored.payload, qos=self._settings.qos, retain=False)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return  # connection dropped mid-fill; the cursor did not move past this one
+            self._inflight[info.mid] = stored.rowid
+            self._cursor = stored.rowid
+
+    def _publish_status_if_changed(self) -> None:
+        with self._status_lock:
+            if not self._status_dirty or not self.metrics.connected:
+                return
+            status, self._status_dirty = self._camera_status, False
+        payload = self._status_payload(status.state, status.reason)
+        self._client.publish(self._status_topic, payload, qos=1, retain=True)
+
+    def _sweep_age_bound(self) -> None:
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + _AGE_SWEEP_S
+            self._outbox.enforce_limits()
+
+    def _say_goodbye(self) -> None:
+        """Clean `offline` (retained) then DISCONNECT, so the broker does not send the last will."""
+        if self._client.is_connected():
+            info = self._client.publish(
+                self._status_topic, self._status_payload(CameraState.OFFLINE, "shutdown"), qos=1, retain=True
+            )
+            until = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < until and self._client.is_connected():
+                self._client.loop(timeout=_LOOP_TIMEOUT_S)
+            self._client.disconnect()
+            self._client.loop_write()  # flush the DISCONNECT so the broker discards our last will
+        log.info("mqtt_stopped", published_total=self.metrics.published_total, inflight=len(self._inflight))
+
+    # -- paho callbacks (run on this thread, inside client.loop()) --------------------------------------------
+    def _on_connect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        self._connack_due = None
+        if reason.is_failure:
+            # Bad credentials or not authorised: the broker closes the link; we retry with backoff.
+            self._lost(f"broker refused the connection: {reason} (code {reason.value})")
+            return
+        self.metrics.connected = True
+        self._backoff.succeeded()
+        with self._status_lock:
+            self._status_dirty = True  # re-assert our retained status over the broker's copy of the last will
+        log.info("mqtt_connected", broker=f"{self._host}:{self._port}", tls=self._tls,
+                 protocol=self._settings.protocol, resending=len(self._inflight))
+
+    def _on_disconnect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if self.metrics.connected and not self._finish.is_set():
+            log.warning("mqtt_connection_closed", reason=str(reason))
+        self.metrics.connected = False
+
+    def _on_publish(self, client: paho.Client, _: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        rowid = self._inflight.pop(mid, None)
+        if rowid is None:
+            return  # a status message
+        if reason.is_failure:
+            # The broker will never take this one (ACL); keeping it would block the queue forever.
+            self.metrics.refused_total += 1
+            log.error("mqtt_publish_refused", reason=str(reason), code=reason.value, rowid=rowid)
+        else:
+            self.metrics.published_total += 1
+        self._outbox.ack(rowid)
