@@ -20,6 +20,7 @@ from daemon.events.stage import EventStage
 from daemon.exitcodes import ExitCode
 from daemon.frames import Frame, Inference, utc_now
 from daemon.handoff import DropPolicy, Handoff
+from daemon.lifecycle import Stage, start_in_order, stop_in_reverse
 from daemon.logs import get_logger
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.ops.watchdog import CaptureWatchdog
@@ -84,15 +85,17 @@ class App:
         )
 
     @property
+    def stages(self) -> tuple[Stage, ...]:
+        """In start order: consumers first."""
+        return (self.publisher, self.events, self.detect, self.capture)
+
+    @property
     def stall_timeout_s(self) -> float:
         return self.settings.camera.stall_timeout_s or 5.0
 
     def run(self) -> ExitCode:
         """Start, supervise until stop or end of stream, then shut down in order. Returns the exit code."""
-        self.publisher.start()
-        self.events.start()
-        self.detect.start()
-        self.capture.start()
+        start_in_order(self.stages)
         log.info("daemon_ready", camera_id=self.camera_id, policy=self.frames.policy.value,
                  model=self.detector.info.name, device=self.detector.info.device, imgsz=self.detector.imgsz)
         sd_notify("READY=1")
@@ -126,14 +129,11 @@ class App:
         deadline = time.monotonic() + self.settings.pipeline.shutdown_timeout_s
         self.stop.set()
         log.info("shutdown_started", exit_code=int(code), deadline_s=self.settings.pipeline.shutdown_timeout_s)
-        for stage in (self.capture, self.detect, self.events):
-            if not stage.join(max(0.0, deadline - time.monotonic())):
-                log.error("stage_did_not_stop", thread=f"{type(stage).__name__}:{self.camera_id}")
-                if code is ExitCode.OK and stage is self.capture:
-                    code = ExitCode.WATCHDOG  # stuck in a native call: a restart is the only cure
-        # Leave the publisher at least a moment to say `offline`, even if upstream used the whole deadline.
-        self.publisher.drain(max(1.0, deadline - time.monotonic()))
-        self.publisher.join(max(1.0, deadline - time.monotonic()) + 3.0)
+        stuck = stop_in_reverse(self.stages, deadline)
+        if stuck:
+            log.error("stages_did_not_stop", stages=stuck)
+            if code is ExitCode.OK and self.capture.name in stuck:
+                code = ExitCode.WATCHDOG  # stuck in a native call: a restart is the only cure
         stats = self.outbox.stats()
         log.info("shutdown_complete", exit_code=int(code), frames_read=self.capture.frames_read,
                  frames_dropped=self.frames.dropped_total, frames_inspected=self.detect.frames_done,

@@ -16,6 +16,7 @@ from typing import Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
@@ -261,8 +262,8 @@ def _unknown_variables(names: Iterable[str], origin: str) -> list[str]:
     return problems
 
 
-def _describe(error: Mapping[str, object]) -> str:
-    loc = tuple(error["loc"])  # type: ignore[call-overload]
+def _describe(error: ErrorDetails) -> str:
+    loc = tuple(error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing":
         return f"{env_name(loc)}: required but not set"

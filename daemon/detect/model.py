@@ -59,7 +59,7 @@ class Detector:
         os.environ.setdefault("YOLO_OFFLINE", "1")  # never let Ultralytics reach for the network
         try:
             import torch
-            from ultralytics import YOLO
+            from ultralytics import YOLO  # type: ignore[attr-defined]
 
             adopt_foreign_loggers()  # Ultralytics installed its own handler on import; route it through ours
         except ImportError as exc:  # a broken wheel (e.g. torch/CUDA mismatch) shows here

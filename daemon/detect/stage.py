@@ -30,7 +30,8 @@ class DetectStage:
         self._frames = frames
         self._results = results
         self._stop = stop
-        self._thread = threading.Thread(target=self._run, name=f"detect:{camera_id}", daemon=True)
+        self.name = f"detect:{camera_id}"
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.frames_done = 0
         self.last_inference_ms = 0.0
         self.error: BaseException | None = None
@@ -38,8 +39,8 @@ class DetectStage:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, deadline: float | None = None) -> None:
+        self._stop.set()  # the shared stop event: this stage drains what it holds, then ends
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)

@@ -44,7 +44,8 @@ class EventStage:
         self._outbox = outbox
         self._stop = stop
         self._on_committed = on_committed
-        self._thread = threading.Thread(target=self._run, name=f"events:{camera_id}", daemon=True)
+        self.name = f"events:{camera_id}"
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.events_committed = 0
         self.events_lost = 0
         self.error: BaseException | None = None
@@ -52,8 +53,8 @@ class EventStage:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, deadline: float | None = None) -> None:
+        self._stop.set()  # the shared stop event: this stage drains what it holds, then ends
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)

@@ -69,7 +69,7 @@ class MqttPublisher:
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._inflight: dict[int, int] = {}  # paho mid → outbox rowid
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
-        self._finish = threading.Event()  # set by drain(): leave once the outbox is empty or the deadline passes
+        self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
         self._deadline = float("inf")
         self._status_lock = threading.Lock()
         self._camera_status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
@@ -79,7 +79,8 @@ class MqttPublisher:
         self._wake = threading.Event()
         self.metrics = PublisherMetrics()
         self._client = self._build_client(client_id)
-        self._thread = threading.Thread(target=self._run, name="publish:mqtt", daemon=True)
+        self.name = "publish:mqtt"
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     # -- construction -------------------------------------------------------------------------------------
     def _build_client(self, client_id: str) -> paho.Client:
@@ -130,13 +131,10 @@ class MqttPublisher:
             self._camera_status = status
             self._status_dirty = True
 
-    def drain(self, deadline_s: float) -> None:
-        """Upstream has stopped: deliver what is left within the deadline, publish `offline`, disconnect."""
-        self._deadline = time.monotonic() + deadline_s
+    def stop(self, deadline: float | None = None) -> None:
+        """Upstream has stopped: deliver what is left until `deadline`, publish `offline`, disconnect."""
+        self._deadline = time.monotonic() if deadline is None else deadline
         self._finish.set()
-
-    def stop(self) -> None:
-        self.drain(0.0)
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)

@@ -15,17 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import structlog
 
 from daemon.backoff import Backoff
-from daemon.frames import Frame, Image, utc_now
+from daemon.frames import Frame, utc_now
 from daemon.handoff import Handoff
 from daemon.logs import get_logger
 from daemon.sources.base import FrameSource, SourceFatal, SourceUnavailable
 
 log = get_logger("linewatch.capture")
+_T = TypeVar("_T")
 
 
 class CameraState(enum.Enum):
@@ -64,7 +66,8 @@ class CaptureStage:
         self._backoff = backoff
         self._stall_timeout_s = stall_timeout_s
         self._on_status = on_status
-        self._thread = threading.Thread(target=self._run, name=f"capture:{camera_id}", daemon=True)
+        self.name = f"capture:{camera_id}"
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
         self.fatal: SourceFatal | None = None
         self.frames_read = 0
@@ -80,8 +83,8 @@ class CaptureStage:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def stop(self, deadline: float | None = None) -> None:
+        self._stop.set()  # the shared stop event: this stage drains what it holds, then ends
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -99,16 +102,19 @@ class CaptureStage:
                             attempts=self._backoff.attempts, source=self._source.description)
         self._on_status(self.status)
 
-    def _native(self, call: Callable[[], Image | None]) -> Image | None:
+    def _native(self, call: Callable[[], _T]) -> _T:
         self.native_call_since = time.monotonic()
         try:
             return call()
         finally:
             self.native_call_since = None
 
+    def _open_source(self) -> None:
+        self._source.open()
+
     def _open(self) -> bool:
         try:
-            self._native(lambda: self._source.open())  # type: ignore[func-returns-value]
+            self._native(self._open_source)
         except SourceUnavailable as exc:
             self._retry_later(str(exc))
             return False

@@ -77,6 +77,9 @@ def parse_camera_url(url: str) -> CameraUrl:
             raise ValueError(f"{text!r} names no device; accepted: /dev/videoN or v4l2:///dev/videoN")
         return CameraUrl(SourceKind.V4L2, url, device)
     if scheme == "synthetic":
+        from daemon.sources.synthetic_line import LineParams
+
+        LineParams.from_url(text)  # raises ValueError naming the bad parameter
         return CameraUrl(SourceKind.SYNTHETIC, url, text)
     if scheme == "gst":
         pipeline = text[len("gst://") :]

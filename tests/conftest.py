@@ -1,0 +1,78 @@
+"""Shared fixtures. Nothing is downloaded: Ultralytics runs offline with the model that the repo ships."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["YOLO_OFFLINE"] = "1"  # before anything imports Ultralytics
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
+# Frames for tests come from seeds the model never saw in training (training uses seeds < 1000).
+TEST_SEED = 7001
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    assert SHIPPED_MODEL.is_file(), f"the shipped model {SHIPPED_MODEL} is missing"
+    return SHIPPED_MODEL
+
+
+def write_line_video(path: Path, *, seed: int, frames: int, fps: float = 10.0, width: int = 640,
+                     height: int = 480) -> Path:
+    """A real MP4 (mp4v) of the synthetic line, decoded later by FFmpeg like any camera recording."""
+    import cv2
+
+    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+
+    line = SyntheticLine(LineParams(fps=fps, width=width, height=height, seed=seed, defect_rate=0.6))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    for index in range(frames):
+        writer.write(line.render(index).image)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def line_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 frames (6 s at 10 fps) of the synthetic line with plenty of defects."""
+    return write_line_video(tmp_path_factory.mktemp("video") / "line.mp4", seed=TEST_SEED, frames=60)
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path, model_path: Path) -> Callable[..., dict[str, str]]:
+    """Environment for `linewatch run`: JSON logs, a private state dir, the shipped model."""
+
+    def make(camera_url: str, broker_url: str, **extra: str) -> dict[str, str]:
+        env = {
+            "LINEWATCH_CAMERA__URL": camera_url,
+            "LINEWATCH_MQTT__URL": broker_url,
+            "LINEWATCH_MODEL__PATH": str(model_path),
+            "LINEWATCH_OUTBOX__DIR": str(tmp_path / "state"),
+            "LINEWATCH_LOG__FORMAT": "json",
+            "LINEWATCH_LOG__LEVEL": "info",
+            "YOLO_OFFLINE": "1",
+        }
+        env.update(extra)
+        return env
+
+    return make

@@ -1,0 +1,96 @@
+"""End to end against a real mosquitto: a video file in, documented defect events out, status online/offline."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.detect.model import file_sha256
+from daemon.events.schema import status_topic
+from daemon.exitcodes import ExitCode
+from daemon.sources.synthetic_line import CLASS_NAMES
+from tests.integration.payloads import assert_gapless, assert_valid_defect_event
+from tests.support.mosquitto import Mosquitto
+from tests.support.procs import DaemonProcess
+from tests.support.subscriber import Subscriber
+
+
+def test_a_video_file_run_publishes_documented_events_and_ends_cleanly(
+    mosquitto: Mosquitto,
+    subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess],
+    daemon_env: Callable[..., dict[str, str]],
+    line_video: Path,
+    model_path: Path,
+) -> None:
+    # Given a subscriber on the events and status topics
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/#"])
+    # When the daemon reads a whole video file (no pacing: files lose nothing) and reaches its end
+    env = daemon_env(str(line_video), mosquitto.url, LINEWATCH_CAMERA__PACE="max")
+    daemon = daemon_factory(env)
+    assert daemon.wait(timeout=180) == ExitCode.OK, daemon.describe()
+    # Then every message is a documented event, numbered 1..N without gaps, one per frame with detections
+    # (the clean `offline` is published after the last event was acknowledged, so it arrives last)
+    messages = sub.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["reason"] == "shutdown"
+                                           for m in ms), 20)
+    events = [m.json() for m in messages if m.topic.endswith("/defects")]
+    assert len(events) >= 5, f"only {len(events)} events from 60 frames with many defects"
+    sha = file_sha256(model_path)
+    for event in events:
+        assert_valid_defect_event(event, camera_id="line", model_sha256=sha, width=640, height=480,
+                                  labels=set(CLASS_NAMES))
+    assert_gapless([e["seq"] for e in events])
+    frame_seqs = [e["frame_seq"] for e in events]
+    assert len(set(frame_seqs)) == len(frame_seqs), "two events for one frame"
+    assert max(frame_seqs) < 60
+    assert len({e["event_id"] for e in events}) == len(events)
+    summary = daemon.wait_for_event("shutdown_complete", 1)
+    assert summary["frames_read"] == 60 and summary["frames_inspected"] == 60 and summary["frames_dropped"] == 0
+    assert summary["events"] == summary["published"] == len(events)
+    # And the status topic went online, then a clean retained offline
+    states = [m.json()["state"] for m in sub.messages("/status")]
+    assert states[0] == "online" and states[-1] == "offline", states
+    assert daemon.non_json_lines == [], "every stdout line must be JSON"
+
+
+def test_sigterm_during_a_live_run_exits_0_within_10_s_with_offline_status(
+    mosquitto: Mosquitto,
+    subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess],
+    daemon_env: Callable[..., dict[str, str]],
+) -> None:
+    env = daemon_env("synthetic://line?fps=15", mosquitto.url)
+    daemon = daemon_factory(env)
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, [status_topic("linewatch", "synthetic-line")])
+    daemon.wait_for_event("daemon_ready", 120)
+    sub.wait_for(lambda ms: any(m.json()["state"] == "online" for m in ms), 20)
+    daemon.wait_for_event("defect_event", 60)  # mid-run: frames are flowing and events are being published
+    sent = time.monotonic()
+    daemon.send_signal(signal.SIGTERM)
+    code = daemon.wait(timeout=10)
+    took = time.monotonic() - sent
+    assert code == ExitCode.OK, daemon.describe()
+    assert took < 10
+    last = sub.wait_for(lambda ms: ms[-1].json()["state"] == "offline", 5)[-1]
+    assert last.json()["reason"] == "shutdown"
+    # The offline status is retained: a subscriber arriving later still learns the station is down.
+    late = subscriber_factory(mosquitto.host, mosquitto.port, [status_topic("linewatch", "synthetic-line")])
+    retained = late.wait_for(lambda ms: len(ms) >= 1, 5)[0]
+    assert retained.retain and retained.json()["state"] == "offline"
+
+
+def test_the_last_will_marks_the_camera_offline_when_the_daemon_dies(
+    mosquitto: Mosquitto,
+    subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess],
+    daemon_env: Callable[..., dict[str, str]],
+) -> None:
+    env = daemon_env("synthetic://line?fps=5", mosquitto.url, LINEWATCH_MQTT__KEEPALIVE_S="5")
+    daemon = daemon_factory(env)
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, [status_topic("linewatch", "synthetic-line")])
+    sub.wait_for(lambda ms: any(m.json()["state"] == "online" for m in ms), 120)
+    daemon.kill()
+    will = sub.wait_for(lambda ms: ms[-1].json()["state"] == "offline", 15)[-1].json()
+    assert "last will" in will["reason"]

@@ -1,0 +1,157 @@
+"""Configuration: every wrong value exits 2 and names its variable; good values load once, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.exitcodes import ExitCode
+from daemon.settings import ConfigError, broker_address, load_settings
+from daemon.sources.url import SourceKind, parse_camera_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def linewatch(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {"PATH": "/usr/bin:/bin", "YOLO_OFFLINE": "1", "HOME": str(Path.home()), **env}
+    return subprocess.run([sys.executable, "-m", "daemon", *args], env=clean, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def valid_env(model_path: Path, line_video: Path, tmp_path: Path) -> dict[str, str]:
+    return {
+        "LINEWATCH_CAMERA__URL": str(line_video),
+        "LINEWATCH_MODEL__PATH": str(model_path),
+        "LINEWATCH_MQTT__URL": "mqtt://127.0.0.1:1",
+        "LINEWATCH_OUTBOX__DIR": str(tmp_path / "state"),
+    }
+
+
+BAD_VALUES = {
+    "bad URL scheme": ("LINEWATCH_CAMERA__URL", "http://camera.local/stream", "accepted: rtsp://"),
+    "negative imgsz": ("LINEWATCH_MODEL__IMGSZ", "-640", "positive multiple of 32"),
+    "unknown device": ("LINEWATCH_MODEL__DEVICE", "tpu0", "accepted: auto, cpu, cuda, cuda:N"),
+    "missing model file": ("LINEWATCH_MODEL__PATH", "/nonexistent/model.pt", "no model file"),
+    "missing password file": ("LINEWATCH_MQTT__PASSWORD_FILE", "/nonexistent/secret", "cannot read"),
+    "unreadable password file": ("LINEWATCH_MQTT__PASSWORD_FILE", "/", "cannot read"),  # a directory
+    "unknown variable": ("LINEWATCH_MQTT__TOPIC_PREFX", "x", "did you mean LINEWATCH_MQTT__TOPIC_PREFIX"),
+    "bad broker URL": ("LINEWATCH_MQTT__URL", "tcp://broker", "accepted: mqtt://host[:port]"),
+    "QoS zero": ("LINEWATCH_MQTT__QOS", "0", "1 or 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_a_wrong_setting_exits_2_naming_the_variable_without_a_traceback(case: str,
+                                                                          valid_env: dict[str, str]) -> None:
+    variable, value, hint = BAD_VALUES[case]
+    result = linewatch(["run"], {**valid_env, variable: value})
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected exactly one problem line, got: {lines}"
+    assert lines[0].startswith(f"config error: {variable}:"), lines[0]
+    assert hint.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_every_problem_is_reported_at_once(valid_env: dict[str, str]) -> None:
+    env = {**valid_env, "LINEWATCH_MODEL__DEVICE": "tpu", "LINEWATCH_MODEL__CONFIDENCE": "1.5",
+           "LINEWATCH_LOG__LEVEL": "loud"}
+    result = linewatch(["check-config"], env)
+    assert result.returncode == ExitCode.CONFIG
+    named = sorted(line.split(":")[1].strip() for line in result.stderr.strip().splitlines())
+    assert named == ["LINEWATCH_LOG__LEVEL", "LINEWATCH_MODEL__CONFIDENCE", "LINEWATCH_MODEL__DEVICE"]
+
+
+def test_a_missing_camera_url_is_named(valid_env: dict[str, str]) -> None:
+    env = {k: v for k, v in valid_env.items() if k != "LINEWATCH_CAMERA__URL"}
+    result = linewatch(["check-config"], env)
+    assert result.returncode == ExitCode.CONFIG
+    assert "LINEWATCH_CAMERA__URL: required but not set" in result.stderr
+
+
+def test_check_config_prints_effective_settings_with_the_password_masked(valid_env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    result = linewatch(["check-config"], {**valid_env, "LINEWATCH_MQTT__PASSWORD": "hunter2-secret",
+                                          "LINEWATCH_MQTT__USERNAME": "line1"})
+    assert result.returncode == ExitCode.OK, result.stderr
+    view = json.loads(result.stdout)
+    assert view["LINEWATCH_MQTT__PASSWORD"] == "********"
+    assert view["LINEWATCH_MQTT__USERNAME"] == "line1"
+    assert view["LINEWATCH_MQTT__QOS"] == 1
+    assert view["(effective) camera id"] == "line"
+    assert "hunter2-secret" not in result.stdout + result.stderr
+
+
+def test_env_file_is_read_and_the_environment_wins_over_it(valid_env: dict[str, str], tmp_path: Path) -> None:
+    env_file = tmp_path / "linewatch.env"
+    env_file.write_text("LINEWATCH_MQTT__TOPIC_PREFIX=plant7/line2\nLINEWATCH_MODEL__CONFIDENCE=0.7\n")
+    result = linewatch(["check-config"], {**valid_env, "LINEWATCH_ENV_FILE": str(env_file),
+                                          "LINEWATCH_MODEL__CONFIDENCE": "0.6"})
+    assert result.returncode == ExitCode.OK, result.stderr
+    view = json.loads(result.stdout)
+    assert view["LINEWATCH_MQTT__TOPIC_PREFIX"] == "plant7/line2"
+    assert view["LINEWATCH_MODEL__CONFIDENCE"] == 0.6
+
+
+def test_a_typo_inside_the_env_file_is_reported(valid_env: dict[str, str], tmp_path: Path) -> None:
+    env_file = tmp_path / "linewatch.env"
+    env_file.write_text("LINEWATCH_CAMERA__FSP=30\n")
+    result = linewatch(["check-config"], {**valid_env, "LINEWATCH_ENV_FILE": str(env_file)})
+    assert result.returncode == ExitCode.CONFIG
+    assert f"LINEWATCH_CAMERA__FSP: unknown variable in {env_file}" in result.stderr
+
+
+def test_password_file_is_read_at_use_so_a_rotated_secret_is_picked_up(
+    valid_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("first\n")
+    for name, value in {**valid_env, "LINEWATCH_MQTT__PASSWORD_FILE": str(secret)}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.mqtt.password_value() == "first"
+    secret.write_text("second\n")
+    assert settings.mqtt.password_value() == "second"
+
+
+def test_load_settings_raises_config_error_not_validation_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEWATCH_CAMERA__URL", "ftp://x")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert any(p.startswith("LINEWATCH_CAMERA__URL:") for p in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "camera_id"),
+    [
+        ("rtsp://admin:pw@10.1.2.3:8554/line1/cam2", SourceKind.RTSP, "10.1.2.3-8554-line1-cam2"),
+        ("/dev/video0", SourceKind.V4L2, "video0"),
+        ("v4l2:///dev/video2", SourceKind.V4L2, "video2"),
+        ("synthetic://line?seed=3", SourceKind.SYNTHETIC, "synthetic-line"),
+        ("gst://videotestsrc ! videoconvert ! appsink", SourceKind.GSTREAMER, "gst"),
+    ],
+)
+def test_camera_urls_are_classified_with_a_stable_credential_free_id(url: str, kind: SourceKind,
+                                                                     camera_id: str) -> None:
+    parsed = parse_camera_url(url)
+    assert parsed.kind is kind
+    assert parsed.default_id == camera_id
+    assert "pw" not in parsed.default_id
+
+
+def test_a_video_file_is_accepted_as_a_path_or_a_file_url(line_video: Path) -> None:
+    assert parse_camera_url(str(line_video)).kind is SourceKind.FILE
+    assert parse_camera_url(f"file://{line_video}").target == str(line_video)
+
+
+def test_broker_urls() -> None:
+    assert broker_address("mqtt://broker.local") == ("broker.local", 1883, False)
+    assert broker_address("mqtts://broker.local") == ("broker.local", 8883, True)
+    assert broker_address("mqtt://[::1]:1884") == ("::1", 1884, False)
+    with pytest.raises(ValueError, match="accepted"):
+        broker_address("http://broker")
