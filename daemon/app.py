@@ -91,7 +91,10 @@ class App:
 
     @property
     def stall_timeout_s(self) -> float:
-        return self.settings.camera.stall_timeout_s or 5.0
+        camera = self.settings.camera
+        if camera.stall_timeout_s:
+            return camera.stall_timeout_s
+        return max(5.0, 10.0 / camera.fps) if camera.fps else 5.0
 
     def run(self) -> ExitCode:
         """Start, supervise until stop or end of stream, then shut down in order. Returns the exit code."""

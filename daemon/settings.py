@@ -66,7 +66,7 @@ class CameraSettings(_Section):
     exposure: float | None = Field(None, description="V4L2 manual exposure, in the driver's units")
     wait_for_device: bool = Field(False, description="V4L2: retry a missing device instead of exiting 4")
     stall_timeout_s: float | None = Field(
-        None, gt=0, le=600, description="Reopen after this long without a frame; default max(5 s, 10 frames)"
+        None, gt=0, le=600, description="Reopen after this long without a frame; default max(5 s, 10 frame intervals)"
     )
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")

@@ -41,6 +41,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import cv2
@@ -240,7 +241,7 @@ class SyntheticLine:
         offset = self._offset(index)
         period = self._belt.shape[1] - w
         start = (period - offset % period) % period  # the belt texture moves right with the parts
-        img = np.ascontiguousarray(self._belt[:, start : start + w])
+        img: npt.NDArray[Any] = np.ascontiguousarray(self._belt[:, start : start + w])  # cv2 retypes it
         parts = [self._part(g.part_id) for g in self._visible(offset)]
         for part in parts:
             self._blit(img, part, offset)
@@ -364,10 +365,8 @@ def _make_part(rng: np.random.Generator, geo: _Geometry, p: LineParams, s: float
     w, h = geo.w, geo.h
     mask = np.zeros((h, w), np.uint8)
     occupied: list[tuple[int, int, int, int]] = []
-    if geo.kind == "plate":
-        sprite = _draw_plate(rng, mask, occupied, s)
-    else:
-        sprite = _draw_pcb(rng, mask, occupied, s)
+    draw = _draw_plate if geo.kind == "plate" else _draw_pcb
+    sprite = draw(rng, mask, occupied, s)
     defects: list[tuple[int, int, int, int, int]] = []
     if geo.defective:
         count = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
@@ -413,10 +412,10 @@ def _draw_plate(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, 
     h, w = mask.shape
     base = float(rng.uniform(145, 200))
     # Brushed metal: streaks along x, made by smearing per-row and per-pixel noise horizontally.
-    tex = base + rng.normal(0, 5, (h, 1)) + rng.normal(0, 4, (h, w))
-    tex = cv2.blur(tex.astype(np.float32), (max(3, round(21 * s)), 1))
+    grain = (base + rng.normal(0, 5, (h, 1)) + rng.normal(0, 4, (h, w))).astype(np.float32)
+    tex = cv2.blur(grain, (max(3, round(21 * s)), 1))
     tint = np.array([1.0 + rng.uniform(0, 0.05), 1.0, 1.0 - rng.uniform(0, 0.05)], np.float32)
-    sprite = np.clip(tex[:, :, None] * tint, 0, 255).astype(np.uint8)
+    sprite: Image = np.clip(tex[:, :, None] * tint, 0, 255).astype(np.uint8)
     c = round(rng.uniform(6, 16) * s)
     outline = np.array([(c, 0), (w - 1 - c, 0), (w - 1, c), (w - 1, h - 1 - c), (w - 1 - c, h - 1),
                         (c, h - 1), (0, h - 1 - c), (0, c)], np.int32)
