@@ -10,6 +10,7 @@ is SIGKILLed, e.g. by a CI timeout, and no Python code runs at all.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -64,15 +65,12 @@ def spawn(
 def reap(proc: subprocess.Popen[Any]) -> None:
     """Kill ``proc`` if it still runs, collect its status and forget it."""
     if proc.poll() is None:
-        try:
-            # A SIGSTOPped process still dies on SIGKILL; SIGCONT is not needed.
+        # A SIGSTOPped process still dies on SIGKILL; SIGCONT is not needed.
+        with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        except ProcessLookupError:
-            pass
-        try:
+        # Past 10 s it is unkillable (D state); nothing more a test harness can do.
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass  # Unkillable (D state); nothing more a test harness can do.
     forget(proc)
 
 
@@ -82,16 +80,12 @@ def terminate(proc: subprocess.Popen[Any], timeout: float) -> int | None:
     Returns the exit code, negative for a signal, as ``Popen.returncode`` does.
     """
     if proc.poll() is None:
-        try:
-            # A stopped process keeps SIGTERM pending until continued.
+        # A stopped process keeps SIGTERM pending until continued.
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGCONT)
             proc.terminate()
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
     reap(proc)
     return proc.returncode
 
@@ -115,11 +109,7 @@ def system_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     Used for children run by the system interpreter, which must not pick up the
     venv's site-packages through PYTHONPATH/PYTHONHOME.
     """
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
-    }
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}}
     if extra:
         env.update(extra)
     return env

@@ -233,8 +233,15 @@ class Mosquitto:
                 parts.append(path.read_text(errors="replace"))
         return "".join(parts)
 
-    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
-        """Wait until a line of the log matches the regex ``pattern``.
+    def log_mark(self) -> int:
+        """Current end of the log file; pass as ``since`` to match only later lines."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0, since: int = 0) -> re.Match[str]:
+        """Wait until a log line after byte offset ``since`` matches the regex ``pattern``.
 
         The log is a file written by another process, which offers nothing to
         block on, so this re-reads it on a short interval until the deadline.
@@ -242,12 +249,44 @@ class Mosquitto:
         regex = re.compile(pattern, re.MULTILINE)
         end = time.monotonic() + timeout
         while True:
-            match = regex.search(self.log_text())
+            try:
+                with self.log_path.open("rb") as log:
+                    log.seek(since)
+                    text = log.read().decode(errors="replace")
+            except FileNotFoundError:
+                text = ""
+            match = regex.search(text)
             if match is not None:
                 return match
             if time.monotonic() >= end:
                 raise AssertionError(f"no log line matched {pattern!r} in {timeout}s; log tail:\n{self._log_tail()}")
             time.sleep(0.05)
+
+    @property
+    def db_path(self) -> Path:
+        return self.persistence_dir / "mosquitto.db"
+
+    def wait_persisted(self, needle: bytes, timeout: float = 5.0) -> None:
+        """Wait until mosquitto's database file on disk contains ``needle`` (e.g. a payload).
+
+        A PUBACK does not mean "on disk", and neither does the "Saving in-memory
+        database" log line, which is written before the file. mosquitto writes
+        ``mosquitto.db.new`` and renames it over the old file, so reading the
+        file sees a complete old or new database; polling it until the deadline
+        is the only signal available from outside the broker.
+        """
+        if not self.persistence:
+            raise RuntimeError("persistence is off for this broker")
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                if needle in self.db_path.read_bytes():
+                    return
+            except FileNotFoundError:
+                pass
+            if time.monotonic() >= end:
+                raise AssertionError(f"{needle!r} not in {self.db_path} after {timeout}s")
+            time.sleep(0.02)
 
     # -- internals ---------------------------------------------------------
 
@@ -307,7 +346,9 @@ class Mosquitto:
             self.passwd_path.unlink(missing_ok=True)
             create = True
             for user, password in self.users.items():
-                cmd = [MOSQUITTO_PASSWD_BIN, "-b"] + (["-c"] if create else []) + [str(self.passwd_path), user, password]
+                cmd = (
+                    [MOSQUITTO_PASSWD_BIN, "-b"] + (["-c"] if create else []) + [str(self.passwd_path), user, password]
+                )
                 subprocess.run(cmd, check=True, capture_output=True, timeout=30)
                 create = False
             self.passwd_path.chmod(0o600)
@@ -337,7 +378,7 @@ class Mosquitto:
             lines += [
                 "persistence true",
                 f"persistence_location {self.persistence_dir}/",
-                "persistence_file mosquitto.db",
+                f"persistence_file {self.db_path.name}",
                 f"autosave_interval {self.autosave_interval}",
                 f"autosave_on_changes {'true' if self.autosave_on_changes else 'false'}",
             ]

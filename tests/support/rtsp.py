@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import subprocess
@@ -143,7 +144,10 @@ class RtspServer:
         self._finalizer = weakref.finalize(self, _children.reap, proc)
         assert proc.stdout is not None
         threading.Thread(
-            target=self._read_output, args=(proc.stdout, generation), name=f"rtsp-server-output:{proc.pid}", daemon=True
+            target=self._read_output,
+            args=(proc.stdout, generation),
+            name=f"rtsp-server-output:{proc.pid}",
+            daemon=True,
         ).start()
 
         end = time.monotonic() + self.start_timeout
@@ -154,8 +158,13 @@ class RtspServer:
                     break
                 self._cond.wait(remaining)
             ready_url = self._ready_url
+            exited = self._eof
         if ready_url is None:
-            code = proc.poll()
+            code: int | None = None
+            if exited:
+                # Output closed: the process is exiting; give the kernel a moment to report it.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = proc.wait(timeout=5)
             self.kill()
             why = f"exited with {code}" if code is not None else f"not ready within {self.start_timeout}s"
             raise RtspError(f"RTSP server {why}; output:\n{self.output()}")

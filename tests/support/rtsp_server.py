@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
 
     def on_signal() -> bool:
         loop.quit()
-        return GLib.SOURCE_REMOVE
+        return False  # GLib.SOURCE_REMOVE: one signal is enough
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, sig, on_signal)

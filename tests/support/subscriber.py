@@ -11,14 +11,14 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, LogLevel
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -40,6 +40,8 @@ class Message:
 
 
 Predicate = Callable[[list[Message]], bool]
+
+_log = logging.getLogger(__name__)
 
 
 class Subscriber:
@@ -79,6 +81,7 @@ class Subscriber:
         self.mqtt5 = mqtt5
         self.session_expiry_s = session_expiry_s
         self.keepalive = keepalive
+        self._client_label = f"subscriber {client_id or '(auto id)'} -> {host}:{port}"
 
         self._cond = threading.Condition()
         self._messages: list[Message] = []
@@ -89,6 +92,7 @@ class Subscriber:
         self._connect_error: str | None = None
         self._pending_sub_mid: int | None = None
         self._started = False
+        self._closing = False
 
         protocol = mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311
         self._client = mqtt.Client(
@@ -107,9 +111,7 @@ class Subscriber:
                 keyfile=str(keyfile) if keyfile else None,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        # paho reports its own errors through logging; name the logger so pytest's
-        # captured log says which side (harness, not daemon) wrote them.
-        self._client.enable_logger(logging.getLogger(__name__))
+        self._client.on_log = self._on_log
         # Reconnect quickly: tests restart brokers and expect the subscriber back.
         self._client.reconnect_delay_set(min_delay=1, max_delay=2)
         self._client.on_connect = self._on_connect
@@ -124,7 +126,7 @@ class Subscriber:
         properties: Properties | None = None
         kwargs: dict[str, Any] = {}
         if self.mqtt5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.session_expiry_s if self.persistent else 0
             kwargs["clean_start"] = not self.persistent
         self._client.connect_async(self.host, self.port, self.keepalive, properties=properties, **kwargs)
@@ -138,6 +140,7 @@ class Subscriber:
         if not self._started:
             return
         self._started = False
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -284,6 +287,14 @@ class Subscriber:
             self._subscribed = False
             self._cond.notify_all()
 
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        # paho's loop thread runs one more time after our own disconnect() and
+        # reports the closed socket as an error; that is not a failure.
+        if self._closing and buf.startswith("Client is not connected"):
+            return
+        # A named logger, so pytest's captured log says the harness wrote it, not the daemon.
+        _log.log(mqtt.LOGGING_LEVEL.get(LogLevel(level), logging.DEBUG), "%s: %s", self._client_label, buf)
+
     # -- helpers -----------------------------------------------------------
 
     def _wait_state(self, ready: Callable[[], bool], timeout: float, what: str, fail_on_error: bool = True) -> None:
@@ -306,3 +317,81 @@ class Subscriber:
             preview = m.payload[:200].decode(errors="replace")
             lines.append(f"  {m.topic} retain={m.retain} qos={m.qos} {preview}")
         return "\n".join(lines)
+
+
+Outgoing = tuple[str, bytes | str, int, bool]  # topic, payload, qos, retain
+
+
+def publish(host: str, port: int, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
+            **connection: Any) -> None:  # fmt: skip
+    """Publish one message and return once the broker acknowledged it (QoS 1/2)."""
+    publish_many(host, port, [(topic, payload, qos, retain)], **connection)
+
+
+def publish_many(
+    host: str,
+    port: int,
+    messages: Iterable[Outgoing],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_certs: Path | None = None,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    mqtt5: bool = True,
+    timeout: float = 5.0,
+) -> None:
+    """Publish ``messages`` in order over one connection; wait for every acknowledgement.
+
+    Raises AssertionError if the connection is refused or an ack is missing by
+    ``timeout``. Used instead of ``paho.mqtt.publish`` so its end-of-loop error
+    log does not pollute a failing test's captured output.
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311)
+    cond = threading.Condition()
+    state: dict[str, Any] = {"connected": False, "error": None, "closing": False}
+
+    def on_connect(c: mqtt.Client, u: Any, f: mqtt.ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
+        with cond:
+            if rc.is_failure:
+                state["error"] = str(rc)
+            else:
+                state["connected"] = True
+            cond.notify_all()
+
+    def on_log(c: mqtt.Client, u: Any, level: int, buf: str) -> None:
+        if not (state["closing"] and buf.startswith("Client is not connected")):
+            _log.log(mqtt.LOGGING_LEVEL.get(LogLevel(level), logging.DEBUG), "publisher -> %s:%s: %s", host, port, buf)
+
+    client.on_connect = on_connect
+    client.on_log = on_log
+    if username is not None:
+        client.username_pw_set(username, password)
+    if ca_certs is not None or certfile is not None:
+        client.tls_set(
+            ca_certs=str(ca_certs) if ca_certs else None,
+            certfile=str(certfile) if certfile else None,
+            keyfile=str(keyfile) if keyfile else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    end = time.monotonic() + timeout
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        with cond:
+            while not state["connected"] and state["error"] is None:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"publisher: no CONNACK from {host}:{port} within {timeout}s")
+                cond.wait(remaining)
+            if state["error"] is not None:
+                raise AssertionError(f"publisher: connect to {host}:{port} refused: {state['error']}")
+        infos = [(t, client.publish(t, p, q, r)) for t, p, q, r in messages]
+        for topic, info in infos:
+            info.wait_for_publish(max(0.0, end - time.monotonic()))
+            if not info.is_published():
+                raise AssertionError(f"publisher: {topic} not acknowledged by {host}:{port} within {timeout}s")
+    finally:
+        state["closing"] = True
+        client.disconnect()
+        client.loop_stop()

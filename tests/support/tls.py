@@ -51,14 +51,22 @@ def make_pki(directory: Path) -> Pki:
     ca_key, ca_cert = _make_ca("linewatch test CA")
     wrong_ca_key, wrong_ca_cert = _make_ca("unrelated test CA")
     server_key, server_cert = _make_leaf(
-        ca_key, ca_cert, "localhost",
+        ca_key,
+        ca_cert,
+        "localhost",
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
     )
     wrong_host_key, wrong_host_cert = _make_leaf(
-        ca_key, ca_cert, "wrong.example", sans=[x509.DNSName("wrong.example")], usage=ExtendedKeyUsageOID.SERVER_AUTH
+        ca_key,
+        ca_cert,
+        "wrong.example",
+        sans=[x509.DNSName("wrong.example")],
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
     )
-    client_key, client_cert = _make_leaf(ca_key, ca_cert, "linewatch-client", sans=[], usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    client_key, client_cert = _make_leaf(
+        ca_key, ca_cert, "linewatch-client", sans=[], usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
     wc_client_key, wc_client_cert = _make_leaf(
         wrong_ca_key, wrong_ca_cert, "linewatch-client", sans=[], usage=ExtendedKeyUsageOID.CLIENT_AUTH
     )
@@ -114,12 +122,18 @@ def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifi
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -146,9 +160,7 @@ def _make_leaf(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
