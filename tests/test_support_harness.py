@@ -25,8 +25,6 @@ from tests.support.rtsp import RtspServer
 from tests.support.subscriber import Subscriber, publish, publish_many
 from tests.support.tls import Pki
 
-pytest_plugins = ("tests.support.fixtures",)
-
 MosquittoFactory = Callable[..., Mosquitto]
 SubscriberFactory = Callable[..., Subscriber]
 RtspFactory = Callable[..., RtspServer]
@@ -320,3 +318,12 @@ def test_broker_process_is_gone_after_context_exit(tmp_path: Path) -> None:
         assert pid is not None
         broker.pause()  # stop() must still work on a stopped process
     assert _process_gone(pid)
+
+
+@pytest.mark.integration
+def test_wait_for_treats_index_errors_as_not_yet(mosquitto: Mosquitto, subscriber_factory: SubscriberFactory) -> None:
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, "lw/#")
+    with pytest.raises(AssertionError, match="IndexError"):
+        sub.wait_for(lambda ms: ms[-1].json()["state"] == "x", timeout=0.2)
+    publish(mosquitto.host, mosquitto.port, "lw/s", b'{"state": "x"}')
+    assert sub.wait_for(lambda ms: ms[-1].json()["state"] == "x", timeout=5)[-1].topic == "lw/s"

@@ -196,19 +196,26 @@ class Subscriber:
         """Wait until ``predicate(all messages so far)`` is true; return that snapshot.
 
         Raises AssertionError summarising what did arrive when ``timeout`` passes.
-        The predicate runs on the test thread while holding the lock, so it must
-        be quick and must not call back into this object.
+        IndexError/KeyError from the predicate count as "not yet" (``ms[-1]`` on
+        no messages, a payload lacking a key) and are reported on timeout. The
+        predicate runs while holding the lock, so it must be quick and must not
+        call back into this object.
         """
         end = time.monotonic() + timeout
+        last_error: Exception | None = None
         with self._cond:
             while True:
                 snapshot = list(self._messages)
-                if predicate(snapshot):
-                    return snapshot
+                try:
+                    if predicate(snapshot):
+                        return snapshot
+                except (IndexError, KeyError) as exc:
+                    last_error = exc
                 remaining = end - time.monotonic()
                 if remaining <= 0:
+                    error = f"; predicate last raised {last_error!r}" if last_error is not None else ""
                     raise AssertionError(
-                        f"condition not met within {timeout}s on {self.topics}; {self._summary(snapshot)}"
+                        f"condition not met within {timeout}s on {self.topics}{error}; {self._summary(snapshot)}"
                     )
                 self._cond.wait(remaining)
 
