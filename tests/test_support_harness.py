@@ -21,8 +21,9 @@ from tests.support.hostile import DEFAULT_GARBAGE, BlackHole, GarbageServer
 from tests.support.mosquitto import Mosquitto, TlsListener
 from tests.support.net import free_port, wait_port
 from tests.support.procs import DaemonProcess, fd_count, thread_count
+from tests.support.publisher import publish, publish_many
 from tests.support.rtsp import RtspServer
-from tests.support.subscriber import Subscriber, publish, publish_many
+from tests.support.subscriber import Subscriber
 from tests.support.tls import Pki
 
 MosquittoFactory = Callable[..., Mosquitto]
