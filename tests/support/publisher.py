@@ -21,8 +21,9 @@ _log = logging.getLogger(__name__)
 Outgoing = tuple[str, bytes | str, int, bool]  # topic, payload, qos, retain
 
 
-def publish(host: str, port: int, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
-            **connection: Any) -> None:  # fmt: skip
+def publish(
+    host: str, port: int, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False, **connection: Any
+) -> None:
     """Publish one message and return once the broker acknowledged it (QoS 1/2)."""
     publish_many(host, port, [(topic, payload, qos, retain)], **connection)
 
