@@ -134,13 +134,13 @@ class App:
         log.info("shutdown_started", exit_code=int(code), deadline_s=self.settings.pipeline.shutdown_timeout_s)
         stuck = stop_in_reverse(self.stages, deadline)
         if stuck:
+            # The process exits anyway (stage threads are daemonic); a capture stuck in native code dies with it.
             log.error("stages_did_not_stop", stages=stuck)
-            if code is ExitCode.OK and self.capture.name in stuck:
-                code = ExitCode.WATCHDOG  # stuck in a native call: a restart is the only cure
         stats = self.outbox.stats()
         log.info("shutdown_complete", exit_code=int(code), frames_read=self.capture.frames_read,
                  frames_dropped=self.frames.dropped_total, frames_inspected=self.detect.frames_done,
                  events=self.events.events_committed, published=self.publisher.metrics.published_total,
-                 outbox_pending=stats.pending_events)
+                 refused=self.publisher.metrics.refused_total, outbox_pending=stats.pending_events,
+                 outbox_dropped_total=stats.dropped_total)
         self.outbox.close()
         return code

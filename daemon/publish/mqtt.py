@@ -229,9 +229,12 @@ class MqttPublisher:
     def _say_goodbye(self) -> None:
         """Clean `offline` (retained) then DISCONNECT, so the broker does not send the last will."""
         if self._client.is_connected():
-            info = self._client.publish(
-                self._status_topic, self._status_payload(CameraState.OFFLINE, "shutdown"), qos=1, retain=True
-            )
+            with self._status_lock:
+                last = self._camera_status
+            # A watchdog exit leaves `stalled` (the station is blind and restarting), anything else `offline`.
+            state, reason = (last.state, last.reason) if last.state is CameraState.STALLED else (
+                CameraState.OFFLINE, "shutdown")
+            info = self._client.publish(self._status_topic, self._status_payload(state, reason), qos=1, retain=True)
             until = time.monotonic() + 2.0
             while not info.is_published() and time.monotonic() < until and self._client.is_connected():
                 self._client.loop(timeout=_LOOP_TIMEOUT_S)
