@@ -15,7 +15,7 @@ fi
 command -v gst-inspect-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools)
 if ! gst-inspect-1.0 x264enc >/dev/null 2>&1 || ! gst-inspect-1.0 rtph264pay >/dev/null 2>&1; then
     need_apt+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-               gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+               gstreamer1.0-plugins-ugly)
 fi
 if ((${#need_apt[@]})); then
     echo "installing Debian packages: ${need_apt[*]}"

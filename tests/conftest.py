@@ -40,14 +40,17 @@ def model_path() -> Path:
 
 def write_line_video(path: Path, *, seed: int, frames: int, fps: float = 10.0, width: int = 640,
                      height: int = 480) -> Path:
-    """A real MP4 (mp4v) of the synthetic line, decoded later by FFmpeg like any camera recording."""
+    """A real MJPG .avi of the synthetic line, decoded later by FFmpeg (and GStreamer) like any recording.
+
+    MJPG, not mp4v: Debian's GStreamer decodes it with the base/good plugins, no libav needed.
+    """
     import cv2
 
     from daemon.sources.synthetic_line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams(fps=fps, width=width, height=height, seed=seed, defect_rate=0.6))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
-    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened(), "OpenCV cannot write MJPG here"
     for index in range(frames):
         writer.write(line.render(index).image)
     writer.release()
@@ -57,7 +60,7 @@ def write_line_video(path: Path, *, seed: int, frames: int, fps: float = 10.0, w
 @pytest.fixture(scope="session")
 def line_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 frames (6 s at 10 fps) of the synthetic line with plenty of defects."""
-    return write_line_video(tmp_path_factory.mktemp("video") / "line.mp4", seed=TEST_SEED, frames=60)
+    return write_line_video(tmp_path_factory.mktemp("video") / "line.avi", seed=TEST_SEED, frames=60)
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ class RtspSource(CaptureSource):
     def _open_capture(self) -> Any:
         # TCP by default: UDP loses packets under load and smears H.264 frames, which a detector sees as
         # defects. The deadlines stop FFmpeg from blocking forever on a black-holed or stalled camera.
-        options = f"rtsp_transport;{self._transport}|fflags;nobuffer|max_delay;500000"
+        # analyzeduration: probing 0.5 s instead of FFmpeg's 5 s default cuts the (re)connect time from ~3 s
+        # to under 1 s, which is most of a camera's time back after an outage.
+        options = f"rtsp_transport;{self._transport}|analyzeduration;500000|fflags;nobuffer|max_delay;500000"
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_ms]
         return open_ffmpeg(self._url, options=options, params=params)
