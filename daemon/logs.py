@@ -34,6 +34,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),  # stdlib `extra={...}` fields (the outbox's drop reports) become keys
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
         _add_thread,
     ]
