@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -49,8 +50,12 @@ def test_yolo_dataset_labels_match_the_rendered_ground_truth(exported: Path) -> 
         label = labels[f"train_{index:08d}"]
         expected_cls = [d.class_id for d in frame.defects]
         expected_xywh = [
-            ((d.x1 + d.x2) / 2 / PARAMS.width, (d.y1 + d.y2) / 2 / PARAMS.height,
-             (d.x2 - d.x1) / PARAMS.width, (d.y2 - d.y1) / PARAMS.height)
+            (
+                (d.x1 + d.x2) / 2 / PARAMS.width,
+                (d.y1 + d.y2) / 2 / PARAMS.height,
+                (d.x2 - d.x1) / PARAMS.width,
+                (d.y2 - d.y1) / PARAMS.height,
+            )
             for d in frame.defects
         ]
         assert label["cls"].reshape(-1).astype(int).tolist() == expected_cls
@@ -64,7 +69,7 @@ def test_splits_come_from_their_own_seeds_and_frames_are_spread_out(exported: Pa
     assert {split: manifest["splits"][split]["seed"] for split in SEEDS} == SEEDS
     indices = manifest["splits"]["train"]["indices"]
     stride = -(-PARAMS.width // int(PARAMS.speed))  # one frame width of belt travel
-    assert all(b - a >= stride // 2 for a, b in zip(indices, indices[1:]))
+    assert all(b - a >= stride // 2 for a, b in itertools.pairwise(indices))
     assert indices == sample_indices(replace(PARAMS, seed=SEEDS["train"]), 8)
 
 

@@ -155,3 +155,13 @@ def test_broker_urls() -> None:
     assert broker_address("mqtt://[::1]:1884") == ("::1", 1884, False)
     with pytest.raises(ValueError, match="accepted"):
         broker_address("http://broker")
+
+
+def test_the_example_env_file_uses_only_known_variables() -> None:
+    example = REPO_ROOT / "config" / "linewatch.env.example"
+    result = linewatch(["check-config"], {"LINEWATCH_ENV_FILE": str(example)})
+    # Its paths (model, secrets, CA) point at a target system, so only those may be reported here.
+    for line in result.stderr.strip().splitlines():
+        assert "unknown variable" not in line, line
+        assert line.split(":")[1].strip() in {"LINEWATCH_MODEL__PATH", "LINEWATCH_MQTT__PASSWORD_FILE",
+                                               "LINEWATCH_MQTT__TLS_CA_FILE"}, line

@@ -19,7 +19,7 @@ def test_same_seed_renders_byte_identical_frames_and_truth_in_any_order() -> Non
     forward, backward = SyntheticLine(params), SyntheticLine(params)
     first = [forward.render(i) for i in INDICES]
     second = [backward.render(i) for i in reversed(INDICES)][::-1]  # other order, other sprite-cache state
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.image.tobytes() == b.image.tobytes()
         assert a.defects == b.defects
         assert a.parts == b.parts
@@ -37,7 +37,8 @@ def test_different_seeds_give_different_scenes() -> None:
     for index in (0, 400):
         fa, fb = a.render(index), b.render(index)
         assert fa.image.tobytes() != fb.image.tobytes()
-        assert [(p.kind, p.x1, p.y1, p.x2, p.y2) for p in fa.parts] != [(p.kind, p.x1, p.y1, p.x2, p.y2) for p in fb.parts]
+        layout_a = [(p.kind, p.x1, p.y1, p.x2, p.y2) for p in fa.parts]
+        assert layout_a != [(p.kind, p.x1, p.y1, p.x2, p.y2) for p in fb.parts]
 
 
 def test_frame_is_read_only_bgr_of_the_configured_size() -> None:
@@ -84,12 +85,27 @@ def test_defect_rate_bounds_and_part_kinds() -> None:
 
 
 def test_url_round_trip_parses_every_parameter() -> None:
-    url = ("synthetic://line?fps=10&width=800&height=600&speed=4.5&parts=pcbs&defect_rate=0.25&min_defect_px=12"
-           "&max_defect_px=40&seed=9&noise=2&blur=0&lighting=0.1&frames=300&realtime=false")
+    url = (
+        "synthetic://line?fps=10&width=800&height=600&speed=4.5&parts=pcbs&defect_rate=0.25&min_defect_px=12"
+        "&max_defect_px=40&seed=9&noise=2&blur=0&lighting=0.1&frames=300&realtime=false"
+    )
     params = LineParams.from_url(url)
-    assert params == LineParams(fps=10, width=800, height=600, speed=4.5, parts="pcbs", defect_rate=0.25,
-                                min_defect_px=12, max_defect_px=40, seed=9, noise=2, blur=0, lighting=0.1,
-                                frames=300, realtime=False)
+    assert params == LineParams(
+        fps=10,
+        width=800,
+        height=600,
+        speed=4.5,
+        parts="pcbs",
+        defect_rate=0.25,
+        min_defect_px=12,
+        max_defect_px=40,
+        seed=9,
+        noise=2,
+        blur=0,
+        lighting=0.1,
+        frames=300,
+        realtime=False,
+    )
     assert LineParams.from_url(params.to_url()) == params
     assert LineParams.from_url("synthetic://line") == LineParams()
 

@@ -6,9 +6,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon.detect.model import file_sha256
 from daemon.exitcodes import ExitCode
 from daemon.sources.synthetic_line import CLASS_NAMES
-from daemon.detect.model import file_sha256
 from tests.integration.payloads import assert_gapless, assert_valid_defect_event
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import DaemonProcess
