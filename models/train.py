@@ -41,8 +41,12 @@ TRAIN_URL = "synthetic://line?defect_rate=0.5"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/linewatch-data"),
-                        help="dataset folder; exported there first unless it has a data.yaml")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/tmp/linewatch-data"),
+        help="dataset folder; exported there first unless it has a data.yaml",
+    )
     parser.add_argument("--url", default=TRAIN_URL, help=f"line parameters of the dataset (default {TRAIN_URL})")
     parser.add_argument("--train", type=int, default=1200)
     parser.add_argument("--val", type=int, default=200)
@@ -65,31 +69,69 @@ def main(argv: list[str] | None = None) -> int:
     data_yaml = args.data_dir / "data.yaml"
     if not data_yaml.exists():
         t0 = time.monotonic()
-        export_dataset(args.data_dir, train=args.train, val=args.val, test=args.test,
-                       params=LineParams.from_url(args.url), seeds=dict(DEFAULT_SEEDS))
+        export_dataset(
+            args.data_dir,
+            train=args.train,
+            val=args.val,
+            test=args.test,
+            params=LineParams.from_url(args.url),
+            seeds=dict(DEFAULT_SEEDS),
+        )
         print(f"exported dataset to {args.data_dir} in {time.monotonic() - t0:.0f} s", flush=True)
     manifest = json.loads((args.data_dir / "manifest.json").read_text())
 
     model = YOLO(args.model)
     started = time.monotonic()
     model.train(
-        data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device="cpu",
-        workers=2, seed=args.seed, deterministic=True, pretrained=False, amp=False, plots=False,
-        project=str(args.project), name=args.name, exist_ok=True, cache="ram", patience=0,
+        data=str(data_yaml),
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device="cpu",
+        workers=2,
+        seed=args.seed,
+        deterministic=True,
+        pretrained=False,
+        amp=False,
+        plots=False,
+        project=str(args.project),
+        name=args.name,
+        exist_ok=True,
+        cache="ram",
+        patience=0,
         # AdamW at a fixed lr rather than "auto": the same run on another machine picks the same optimizer.
-        optimizer="AdamW", lr0=0.002, cos_lr=True, warmup_epochs=2, close_mosaic=5,
+        optimizer="AdamW",
+        lr0=0.002,
+        cos_lr=True,
+        warmup_epochs=2,
+        close_mosaic=5,
         # The camera is fixed and looks straight down: no rotation, mild scale jitter, flips are harmless.
-        degrees=0.0, scale=0.3, translate=0.1, fliplr=0.5, flipud=0.5, mosaic=1.0,
+        degrees=0.0,
+        scale=0.3,
+        translate=0.1,
+        fliplr=0.5,
+        flipud=0.5,
+        mosaic=1.0,
     )
     train_s = time.monotonic() - started
     best = Path(model.trainer.best)
 
     record = {
-        "model": args.model, "imgsz": args.imgsz, "epochs": args.epochs, "batch": args.batch,
-        "train_seed": args.seed, "threads": args.threads, "train_seconds": round(train_s),
-        "dataset": {"dir": str(args.data_dir), "url": manifest["url"],
-                    "splits": {k: {"seed": v["seed"], "images": v["images"], "boxes": v["boxes"]}
-                               for k, v in manifest["splits"].items()}},
+        "model": args.model,
+        "imgsz": args.imgsz,
+        "epochs": args.epochs,
+        "batch": args.batch,
+        "train_seed": args.seed,
+        "threads": args.threads,
+        "train_seconds": round(train_s),
+        "dataset": {
+            "dir": str(args.data_dir),
+            "url": manifest["url"],
+            "splits": {
+                k: {"seed": v["seed"], "images": v["images"], "boxes": v["boxes"]}
+                for k, v in manifest["splits"].items()
+            },
+        },
         "torch": torch.__version__,
     }
     # Ultralytics already stripped the optimizer from best.pt; add the record so the weights carry it.

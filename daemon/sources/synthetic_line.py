@@ -91,8 +91,12 @@ class LineParams:
         _check("parts", self.parts in _PART_KINDS, self.parts, "plates, pcbs or both")
         _check("defect_rate", 0 <= self.defect_rate <= 1, self.defect_rate, "a fraction 0..1")
         _check("min_defect_px", 6 <= self.min_defect_px <= 400, self.min_defect_px, "an integer 6..400")
-        _check("max_defect_px", self.min_defect_px <= self.max_defect_px <= 400, self.max_defect_px,
-               f"an integer {self.min_defect_px} (min_defect_px)..400")
+        _check(
+            "max_defect_px",
+            self.min_defect_px <= self.max_defect_px <= 400,
+            self.max_defect_px,
+            f"an integer {self.min_defect_px} (min_defect_px)..400",
+        )
         _check("seed", self.seed >= 0, self.seed, "an integer >= 0")
         _check("noise", 0 <= self.noise <= 50, self.noise, "grey levels 0..50")
         _check("blur", 0 <= self.blur <= 31, self.blur, "an integer 0..31")
@@ -324,9 +328,7 @@ class SyntheticLine:
         roi = img[geo.y : geo.y + geo.h, x1:x2]
         np.copyto(roi, part.sprite[:, sx1:sx2], where=part.mask[:, sx1:sx2])
 
-    def _truth(
-        self, parts: list[_Part], offset: int
-    ) -> tuple[tuple[PartTruth, ...], tuple[TruthBox, ...]]:
+    def _truth(self, parts: list[_Part], offset: int) -> tuple[tuple[PartTruth, ...], tuple[TruthBox, ...]]:
         fw = self.params.width
         part_truth: list[PartTruth] = []
         defect_truth: list[TruthBox] = []
@@ -341,8 +343,15 @@ class SyntheticLine:
                 visible = max(0, min(fw, right) - max(0, left)) / (right - left)
                 if visible >= MIN_VISIBLE_FRACTION:
                     defect_truth.append(
-                        TruthBox(geo.part_id, class_id, CLASS_NAMES[class_id], max(0, left), geo.y + dy1,
-                                 min(fw, right), geo.y + dy2)
+                        TruthBox(
+                            geo.part_id,
+                            class_id,
+                            CLASS_NAMES[class_id],
+                            max(0, left),
+                            geo.y + dy1,
+                            min(fw, right),
+                            geo.y + dy2,
+                        )
                     )
         return tuple(part_truth), tuple(defect_truth)
 
@@ -417,8 +426,19 @@ def _draw_plate(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, 
     tint = np.array([1.0 + rng.uniform(0, 0.05), 1.0, 1.0 - rng.uniform(0, 0.05)], np.float32)
     sprite: Image = np.clip(tex[:, :, None] * tint, 0, 255).astype(np.uint8)
     c = round(rng.uniform(6, 16) * s)
-    outline = np.array([(c, 0), (w - 1 - c, 0), (w - 1, c), (w - 1, h - 1 - c), (w - 1 - c, h - 1),
-                        (c, h - 1), (0, h - 1 - c), (0, c)], np.int32)
+    outline = np.array(
+        [
+            (c, 0),
+            (w - 1 - c, 0),
+            (w - 1, c),
+            (w - 1, h - 1 - c),
+            (w - 1 - c, h - 1),
+            (c, h - 1),
+            (0, h - 1 - c),
+            (0, c),
+        ],
+        np.int32,
+    )
     cv2.fillPoly(mask, [outline], 255)
     light, dark = (int(min(255, base + 45)),) * 3, (int(base * 0.55),) * 3
     cv2.polylines(sprite, [outline[[7, 0, 1]]], False, light, max(1, round(2 * s)))
@@ -486,14 +506,20 @@ def _draw_pcb(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, in
         x, y = spot[0] - bw // 2, spot[1] - bh // 2
         cv2.rectangle(sprite, (x, y), (x + bw - 1, y + bh - 1), (185, 185, 190), -1)
         inner = (x + 2, y) if bw > bh else (x, y + 2)
-        cv2.rectangle(sprite, inner, (x + bw - 1 - (bw > bh) * 2, y + bh - 1 - (bh >= bw) * 2),
-                      _color(rng, (90, 150, 190), 15), -1)
+        cv2.rectangle(
+            sprite,
+            inner,
+            (x + bw - 1 - (bw > bh) * 2, y + bh - 1 - (bh >= bw) * 2),
+            _color(rng, (90, 150, 190), 15),
+            -1,
+        )
         occupied.append((x, y, x + bw, y + bh))
     return sprite
 
 
-def _footprint(rng: np.random.Generator, sprite: Image, local: Mask, cx: int, cy: int, size: int,
-               with_body: bool) -> None:
+def _footprint(
+    rng: np.random.Generator, sprite: Image, local: Mask, cx: int, cy: int, size: int, with_body: bool
+) -> None:
     """An IC footprint: silkscreen outline and two rows of tinned pads; a mounted chip covers the middle."""
     long_side, short_side = size, max(8, round(size * rng.uniform(0.45, 0.7)))
     horizontal = bool(rng.random() < 0.5)
@@ -564,8 +590,16 @@ def _stain(rng: np.random.Generator, sprite: Image, local: Mask, cx: int, cy: in
     for _ in range(int(rng.integers(3, 7))):
         ox, oy = rng.uniform(-size / 4, size / 4, 2)
         r = rng.uniform(size / 7, size / 4)
-        cv2.ellipse(blob, (round(cx + ox), round(cy + oy)), (round(r), round(r * rng.uniform(0.6, 1.0))),
-                    float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        cv2.ellipse(
+            blob,
+            (round(cx + ox), round(cy + oy)),
+            (round(r), round(r * rng.uniform(0.6, 1.0))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            255,
+            -1,
+        )
     soft = cv2.GaussianBlur(blob, (7, 7), 0)
     local[soft > 40] = 255
     x, y, w, h = cv2.boundingRect(local)

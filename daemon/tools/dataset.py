@@ -96,7 +96,10 @@ def export_dataset(
             (out_dir / "labels" / split / f"{name}.txt").write_text(yolo_labels(frame))
             boxes += len(frame.defects)
         manifest["splits"][split] = {  # type: ignore[index]
-            "seed": seeds[split], "images": len(indices), "boxes": boxes, "indices": indices,
+            "seed": seeds[split],
+            "images": len(indices),
+            "boxes": boxes,
+            "indices": indices,
         }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     names = "".join(f"  {i}: {name}\n" for i, name in enumerate(CLASS_NAMES))
@@ -115,22 +118,37 @@ def main(argv: list[str] | None = None) -> int:
         description="Export frames of the synthetic line as a YOLO dataset (train/val/test from disjoint seeds).",
     )
     parser.add_argument("out_dir", type=Path, help="output folder (created; existing files are overwritten)")
-    parser.add_argument("--url", default="synthetic://line", help="line parameters, e.g. synthetic://line?defect_rate=0.5")
+    parser.add_argument(
+        "--url", default="synthetic://line", help="line parameters, e.g. synthetic://line?defect_rate=0.5"
+    )
     parser.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
     parser.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     parser.add_argument("--test", type=int, default=200, help="test images (default 200)")
     for split in SPLITS:
-        parser.add_argument(f"--seed-{split}", type=int, default=DEFAULT_SEEDS[split],
-                            help=f"scene seed of the {split} split (default {DEFAULT_SEEDS[split]})")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="frames between samples (default: one frame width of belt travel)")
+        parser.add_argument(
+            f"--seed-{split}",
+            type=int,
+            default=DEFAULT_SEEDS[split],
+            help=f"scene seed of the {split} split (default {DEFAULT_SEEDS[split]})",
+        )
+    parser.add_argument(
+        "--stride", type=int, default=None, help="frames between samples (default: one frame width of belt travel)"
+    )
     parser.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg)")
     args = parser.parse_args(argv)
     try:
         params = LineParams.from_url(args.url)
         seeds = {split: getattr(args, f"seed_{split}") for split in SPLITS}
-        data_yaml = export_dataset(args.out_dir, train=args.train, val=args.val, test=args.test, params=params,
-                                   seeds=seeds, stride=args.stride, image_format=args.format)
+        data_yaml = export_dataset(
+            args.out_dir,
+            train=args.train,
+            val=args.val,
+            test=args.test,
+            params=params,
+            seeds=seeds,
+            stride=args.stride,
+            image_format=args.format,
+        )
     except ValueError as exc:
         print(f"export-dataset: {exc}", file=sys.stderr)
         return 2  # daemon.exitcodes.ExitCode.CONFIG: a wrong argument, not a crash
