@@ -336,7 +336,9 @@ class SyntheticLine:
             geo = part.geo
             x = self._screen_x(geo, offset)
             part_truth.append(
-                PartTruth(geo.part_id, geo.kind, geo.defective, max(0, x), geo.y, min(fw, x + geo.w), geo.y + geo.h)
+                PartTruth(
+                    geo.part_id, geo.kind, bool(part.defects), max(0, x), geo.y, min(fw, x + geo.w), geo.y + geo.h
+                )
             )
             for class_id, dx1, dy1, dx2, dy2 in part.defects:
                 left, right = x + dx1, x + dx2
@@ -370,13 +372,18 @@ def _draw_belt(rng: np.random.Generator, w: int, h: int, s: float) -> Image:
     return np.clip(belt, 0, 255).astype(np.uint8)
 
 
+Rect = tuple[int, int, int, int]
+
+
 def _make_part(rng: np.random.Generator, geo: _Geometry, p: LineParams, s: float) -> _Part:
+    """Draw one part. Defect spots are reserved before the optional features (bolts, chips, passives), so a
+    defective part always has room for its defects; the features then fill whatever space is left."""
     w, h = geo.w, geo.h
     mask = np.zeros((h, w), np.uint8)
-    occupied: list[tuple[int, int, int, int]] = []
-    draw = _draw_plate if geo.kind == "plate" else _draw_pcb
-    sprite = draw(rng, mask, occupied, s)
-    defects: list[tuple[int, int, int, int, int]] = []
+    occupied: list[Rect] = []
+    plate = geo.kind == "plate"
+    sprite = _plate_base(rng, mask, occupied, s) if plate else _pcb_base(rng, mask, occupied, s)
+    spots: list[tuple[int, int, int, int]] = []  # (class_id, cx, cy, size)
     if geo.defective:
         count = 1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)
         classes = _CLASSES_BY_KIND[geo.kind]
@@ -384,20 +391,29 @@ def _make_part(rng: np.random.Generator, geo: _Geometry, p: LineParams, s: float
             class_id = classes[int(rng.integers(0, len(classes)))]
             size = min(int(rng.integers(p.min_defect_px, p.max_defect_px + 1)), int(0.6 * min(w, h)))
             spot = _free_spot(rng, w, h, size, round(8 * s), occupied)
-            if spot is None:
-                continue
-            local = np.zeros((h, w), np.uint8)
-            _DRAW_DEFECT[class_id](rng, sprite, local, spot[0], spot[1], size, geo.kind)
-            bx, by, bw, bh = cv2.boundingRect(local)
-            if bw > 0 and bh > 0:
-                defects.append((class_id, bx, by, bx + bw, by + bh))
-                occupied.append((bx, by, bx + bw, by + bh))
+            while spot is None and size > 12:  # a crowded part gets a smaller defect rather than none
+                size = max(12, round(size * 0.75))
+                spot = _free_spot(rng, w, h, size, round(8 * s), occupied)
+            if spot is not None:
+                half = (size + 1) // 2
+                occupied.append((spot[0] - half, spot[1] - half, spot[0] + half, spot[1] + half))
+                spots.append((class_id, spot[0], spot[1], size))
+    if plate:
+        _plate_bolts(rng, sprite, occupied, s)
+    else:
+        _pcb_components(rng, sprite, occupied, s)
+    defects: list[tuple[int, int, int, int, int]] = []
+    for class_id, cx, cy, size in spots:
+        local = np.zeros((h, w), np.uint8)
+        _DRAW_DEFECT[class_id](rng, sprite, local, cx, cy, size, geo.kind)
+        bx, by, bw, bh = cv2.boundingRect(local)
+        defects.append((class_id, bx, by, bx + bw, by + bh))
     sprite.flags.writeable = False
     return _Part(geo, sprite, (mask > 0)[:, :, None], tuple(defects))
 
 
 def _free_spot(
-    rng: np.random.Generator, w: int, h: int, size: int, margin: int, occupied: list[tuple[int, int, int, int]]
+    rng: np.random.Generator, w: int, h: int, size: int, margin: int, occupied: list[Rect]
 ) -> tuple[int, int] | None:
     """A centre for a size x size square inside the part that keeps clear of features and other defects."""
     half = (size + 1) // 2
@@ -417,7 +433,8 @@ def _color(rng: np.random.Generator, base: tuple[int, int, int], spread: int) ->
     return b, g, r
 
 
-def _draw_plate(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, int, int, int]], s: float) -> Image:
+def _plate_base(rng: np.random.Generator, mask: Mask, occupied: list[Rect], s: float) -> Image:
+    """Brushed steel with chamfered corners, bevelled edges, four through holes and an engraved serial."""
     h, w = mask.shape
     base = float(rng.uniform(145, 200))
     # Brushed metal: streaks along x, made by smearing per-row and per-pixel noise horizontally.
@@ -426,19 +443,8 @@ def _draw_plate(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, 
     tint = np.array([1.0 + rng.uniform(0, 0.05), 1.0, 1.0 - rng.uniform(0, 0.05)], np.float32)
     sprite: Image = np.clip(tex[:, :, None] * tint, 0, 255).astype(np.uint8)
     c = round(rng.uniform(6, 16) * s)
-    outline = np.array(
-        [
-            (c, 0),
-            (w - 1 - c, 0),
-            (w - 1, c),
-            (w - 1, h - 1 - c),
-            (w - 1 - c, h - 1),
-            (c, h - 1),
-            (0, h - 1 - c),
-            (0, c),
-        ],
-        np.int32,
-    )
+    corners = [(c, 0), (w - 1 - c, 0), (w - 1, c), (w - 1, h - 1 - c), (w - 1 - c, h - 1), (c, h - 1), (0, h - 1 - c)]
+    outline = np.array([*corners, (0, c)], np.int32)
     cv2.fillPoly(mask, [outline], 255)
     light, dark = (int(min(255, base + 45)),) * 3, (int(base * 0.55),) * 3
     cv2.polylines(sprite, [outline[[7, 0, 1]]], False, light, max(1, round(2 * s)))
@@ -449,6 +455,18 @@ def _draw_plate(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, 
         cv2.circle(sprite, (hx, hy), r, (42, 42, 44), -1, cv2.LINE_AA)  # through hole: belt shows through
         cv2.circle(sprite, (hx, hy), r, dark, 1, cv2.LINE_AA)
         occupied.append((hx - r, hy - r, hx + r, hy + r))
+    text = f"LW-{int(rng.integers(1000, 9999))}"
+    scale = 0.35 * s
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    tx, ty = round(w / 2 - tw / 2), h - round(10 * s)
+    cv2.putText(sprite, text, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (int(base * 0.7),) * 3, 1, cv2.LINE_AA)
+    occupied.append((tx, ty - th, tx + tw, ty + 2))
+    return sprite
+
+
+def _plate_bolts(rng: np.random.Generator, sprite: Image, occupied: list[Rect], s: float) -> None:
+    """Up to two hex bolt heads: round-ish, shaded features a dent detector must learn to ignore."""
+    h, w = sprite.shape[:2]
     for _ in range(int(rng.integers(0, 3))):
         rb = max(4, round(rng.uniform(8, 12) * s))
         spot = _free_spot(rng, w, h, 2 * rb, round(6 * s), occupied)
@@ -459,16 +477,10 @@ def _draw_plate(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, 
         cv2.fillPoly(sprite, [hexagon], _color(rng, (118, 120, 124), 10), cv2.LINE_AA)
         cv2.circle(sprite, spot, max(2, rb // 2), (150, 152, 156), -1, cv2.LINE_AA)
         occupied.append((spot[0] - rb, spot[1] - rb, spot[0] + rb, spot[1] + rb))
-    text = f"LW-{int(rng.integers(1000, 9999))}"
-    scale = 0.35 * s
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    tx, ty = round(w / 2 - tw / 2), h - round(10 * s)
-    cv2.putText(sprite, text, (tx, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (int(base * 0.7),) * 3, 1, cv2.LINE_AA)
-    occupied.append((tx, ty - th, tx + tw, ty + 2))
-    return sprite
 
 
-def _draw_pcb(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, int, int, int]], s: float) -> Image:
+def _pcb_base(rng: np.random.Generator, mask: Mask, occupied: list[Rect], s: float) -> Image:
+    """Green solder mask over copper traces, with four gold-plated mounting holes."""
     h, w = mask.shape
     mask[:] = 255
     green = _color(rng, (45, 115, 35), 12)
@@ -486,9 +498,15 @@ def _draw_pcb(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, in
     r = max(3, round(6 * s))
     inset = round(6 * s) + r
     for hx, hy in ((inset, inset), (w - inset, inset), (inset, h - inset), (w - inset, h - inset)):
-        cv2.circle(sprite, (hx, hy), r, (60, 165, 215), -1, cv2.LINE_AA)  # gold plated mounting hole
+        cv2.circle(sprite, (hx, hy), r, (60, 165, 215), -1, cv2.LINE_AA)
         cv2.circle(sprite, (hx, hy), max(1, r // 2), (40, 40, 40), -1, cv2.LINE_AA)
         occupied.append((hx - r, hy - r, hx + r, hy + r))
+    return sprite
+
+
+def _pcb_components(rng: np.random.Generator, sprite: Image, occupied: list[Rect], s: float) -> None:
+    """One to three mounted ICs (the look a missing component lacks) and a few passives."""
+    h, w = sprite.shape[:2]
     for _ in range(int(rng.integers(1, 4))):
         size = round(rng.uniform(24, 56) * s)
         spot = _free_spot(rng, w, h, size, round(6 * s), occupied)
@@ -505,16 +523,11 @@ def _draw_pcb(rng: np.random.Generator, mask: Mask, occupied: list[tuple[int, in
             continue
         x, y = spot[0] - bw // 2, spot[1] - bh // 2
         cv2.rectangle(sprite, (x, y), (x + bw - 1, y + bh - 1), (185, 185, 190), -1)
-        inner = (x + 2, y) if bw > bh else (x, y + 2)
+        end = 2 if bw > bh else 0
         cv2.rectangle(
-            sprite,
-            inner,
-            (x + bw - 1 - (bw > bh) * 2, y + bh - 1 - (bh >= bw) * 2),
-            _color(rng, (90, 150, 190), 15),
-            -1,
+            sprite, (x + end, y + 2 - end), (x + bw - 1 - end, y + bh - 3 + end), _color(rng, (90, 150, 190), 15), -1
         )
         occupied.append((x, y, x + bw, y + bh))
-    return sprite
 
 
 def _footprint(
@@ -545,8 +558,6 @@ def _footprint(
         body = (x1 + 2, y1 + inset, x2 - 2, y2 - inset) if horizontal else (x1 + inset, y1 + 2, x2 - inset, y2 - 2)
         cv2.rectangle(sprite, body[:2], body[2:], _color(rng, (28, 28, 30), 6), -1)
         cv2.circle(sprite, (body[0] + 4, body[1] + 4), 1, (150, 150, 150), -1)
-    else:
-        cv2.circle(sprite, (x1 - 3, y1 - 3), 1, (225, 228, 230), -1)
 
 
 def _scratch(rng: np.random.Generator, sprite: Image, local: Mask, cx: int, cy: int, size: int, kind: str) -> None:
