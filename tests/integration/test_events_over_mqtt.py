@@ -53,6 +53,9 @@ def test_a_video_file_run_publishes_documented_events_and_ends_cleanly(
     states = [m.json()["state"] for m in sub.messages("/status")]
     assert states[0] == "online" and states[-1] == "offline", states
     assert daemon.non_json_lines == [], "every stdout line must be JSON"
+    assert daemon.stderr_text() == "", "native and library output must be routed into the JSON log"
+    camera_lines = [r for r in daemon.logs if r.get("thread", "").split(":")[0] in ("capture", "detect", "events")]
+    assert camera_lines and all(r.get("camera_id") == "line" for r in camera_lines)
 
 
 def test_sigterm_during_a_live_run_exits_0_within_10_s_with_offline_status(
@@ -94,3 +97,23 @@ def test_the_last_will_marks_the_camera_offline_when_the_daemon_dies(
     daemon.kill()
     will = sub.wait_for(lambda ms: ms[-1].json()["state"] == "offline", 15)[-1].json()
     assert "last will" in will["reason"]
+
+
+def test_a_second_sigint_forces_the_exit_while_a_graceful_stop_waits_for_the_broker(
+    daemon_factory: Callable[..., DaemonProcess],
+    daemon_env: Callable[..., dict[str, str]],
+) -> None:
+    # Given a broker that is down, so a graceful stop would spend its deadline trying to deliver
+    from tests.support.net import free_port
+
+    env = daemon_env("synthetic://line?fps=15", f"mqtt://127.0.0.1:{free_port()}",
+                     LINEWATCH_PIPELINE__SHUTDOWN_TIMEOUT_S="60")
+    daemon = daemon_factory(env)
+    daemon.wait_for_event("daemon_ready", 120)
+    daemon.send_signal(signal.SIGINT)
+    daemon.wait_for_event("shutdown_requested", 10)
+    daemon.wait_for_event("shutdown_started", 10)
+    # When the operator presses Ctrl-C again
+    daemon.send_signal(signal.SIGINT)
+    # Then the process exits at once with the documented code instead of waiting 60 s
+    assert daemon.wait(timeout=5) == ExitCode.FORCED, daemon.describe()
