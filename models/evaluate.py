@@ -1,12 +1,14 @@
 """Evaluate the linewatch defect model against the synthetic line's ground truth.
 
-Three commands (all offline, CPU):
+Four commands (all offline, CPU):
 
     python models/evaluate.py boxes  [--model M] [--seed 3000] [--images 300]
         (a) Ultralytics val on a held-out seed: mAP50, mAP50-95, per-class precision/recall/AP; plus
         precision/recall at the daemon's confidence threshold (0.5), matched by class and IoU.
     python models/evaluate.py events --jsonl events.jsonl --url 'synthetic://line?seed=5000&frames=20000'
         (b) event-level figures from the daemon's published event payloads (one JSON object per line).
+    python models/evaluate.py examples [--url 'synthetic://line?seed=5000'] [--out models/examples]
+        annotated example frames for the model card.
     python models/evaluate.py simulate --url 'synthetic://line?seed=5000' --frames 20000 [--jsonl out.jsonl]
         runs the model in-process, one event per frame with detections (what a daemon without debouncing
         would publish), then scores those events as in (b).
@@ -26,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ["YOLO_OFFLINE"] = "1"  # before Ultralytics is imported: never reach for the hub or a download
 os.environ["YOLO_AUTOINSTALL"] = "0"
@@ -277,6 +281,55 @@ def simulate_events(
     return events
 
 
+COLORS = ((60, 60, 255), (255, 160, 0), (0, 200, 255), (255, 0, 255))  # BGR per class: red, blue, amber, magenta
+
+
+def write_examples(model: Any, params: LineParams, out_dir: Path, count: int = 4, conf: float = 0.5) -> list[Path]:
+    """Annotated frames: ground truth in thin green, the model's boxes in class colours with confidence.
+
+    Frames are picked greedily so that together they show every class, and one of them has no defect
+    at all (a reader should also see that clean parts stay clean).
+    """
+    import cv2
+
+    line = SyntheticLine(params)
+    candidates = [line.render(i) for i in sample_indices(params, 60)]
+    chosen: list[Any] = []
+    shown: set[int] = set()
+    for _ in range(count - 1):
+        best = max(candidates, key=lambda f: (len({d.class_id for d in f.defects} - shown), len(f.defects)))
+        chosen.append(best)
+        shown |= {d.class_id for d in best.defects}
+        candidates.remove(best)
+    chosen.append(next(f for f in candidates if not f.defects))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, (frame, preds) in enumerate(
+        zip(chosen, predict(model, [f.image for f in chosen], conf), strict=True), start=1
+    ):
+        image = frame.image.copy()
+        for d in frame.defects:
+            cv2.rectangle(image, (int(d.x1) - 3, int(d.y1) - 3), (int(d.x2) + 2, int(d.y2) + 2), (0, 220, 0), 1)
+        for class_id, score, (x1, y1, x2, y2) in preds:
+            color = COLORS[class_id % len(COLORS)]
+            cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), color, 2)
+            text = f"{CLASS_NAMES[class_id]} {score:.2f}"
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+            top = max(th + 4, int(y1) - 2)
+            cv2.rectangle(image, (int(x1), top - th - 4), (int(x1) + tw + 4, top), color, -1)
+            cv2.putText(image, text, (int(x1) + 2, top - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        caption = (
+            f"{params.to_url()} frame {frame.index}: {len(frame.defects)} defects, {len(preds)} detections"
+            f" (green = truth, colour = model at conf {conf})"
+        )
+        banner = np.zeros((22, image.shape[1], 3), np.uint8)
+        cv2.putText(banner, caption, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        path = out_dir / f"example_{number}.png"
+        cv2.imwrite(str(path), np.vstack([banner, image]))
+        paths.append(path)
+    return paths
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -301,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--frames", type=int, default=20000)
     sim.add_argument("--conf", type=float, default=0.5)
     sim.add_argument("--jsonl", type=Path, default=None, help="also write the simulated events here")
+    examples = sub.add_parser("examples", help="annotated example frames (PNG) for the model card")
+    examples.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    examples.add_argument("--url", default="synthetic://line?seed=5000")
+    examples.add_argument("--out", type=Path, default=REPO / "models" / "examples")
     args = parser.parse_args(argv)
 
     import torch
@@ -311,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         result = box_metrics(
             args.model, params=LineParams.from_url(args.url), seed=args.seed, images=args.images, workdir=args.workdir
         )
+    elif args.command == "examples":
+        from ultralytics import YOLO
+
+        paths = write_examples(YOLO(str(args.model)), LineParams.from_url(args.url), args.out)
+        result = {"examples": [str(p) for p in paths]}
     elif args.command == "events":
         result = score_events(read_jsonl(args.jsonl), LineParams.from_url(args.url), frames=args.frames)
     else:
