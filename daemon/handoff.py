@@ -12,6 +12,7 @@ import collections
 import enum
 import threading
 import time
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from daemon.frames import END_OF_STREAM, EndOfStream
@@ -83,3 +84,10 @@ class Handoff(Generic[T]):
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
+
+
+def consume(handoff: Handoff[T], handle: Callable[[T], None], poll_s: float = 0.5) -> None:
+    """Call `handle` on every item until END_OF_STREAM: the consumer drains the hand-off even after a stop."""
+    while (item := handoff.get(poll_s)) is not END_OF_STREAM:
+        if item is not None:
+            handle(item)

@@ -12,21 +12,21 @@ import time
 import uuid
 from collections.abc import Callable
 
-import structlog
-
 from daemon.events.schema import defect_topic, render_defect
-from daemon.frames import END_OF_STREAM, DefectEvent, Inference, ModelInfo, utc_now
-from daemon.handoff import Handoff
+from daemon.frames import DefectEvent, Inference, ModelInfo, utc_now
+from daemon.handoff import Handoff, consume
+from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.publish.outbox import Outbox, OutboxError
 
 log = get_logger("linewatch.events")
 
-_GET_TIMEOUT_S = 0.5
 _DISK_RETRY_S = 1.0  # a full disk is retried, not fatal: the operator may free space
 
 
-class EventStage:
+class EventStage(CameraStage):
+    kind = "events"
+
     def __init__(
         self,
         camera_id: str,
@@ -37,42 +37,21 @@ class EventStage:
         stop: threading.Event,
         on_committed: Callable[[], None],
     ) -> None:
-        self.camera_id = camera_id
+        super().__init__(camera_id, stop)
         self._model = model
         self._topic = defect_topic(topic_prefix, camera_id)
         self._results = results
         self._outbox = outbox
-        self._stop = stop
         self._on_committed = on_committed
-        self.name = f"events:{camera_id}"
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.events_committed = 0
         self.events_lost = 0
-        self.error: BaseException | None = None
 
-    def start(self) -> None:
-        self._thread.start()
+    def run(self) -> None:
+        consume(self._results, self._apply_rules)
 
-    def stop(self, deadline: float | None = None) -> None:
-        self._stop.set()  # the shared stop event: this stage drains what it holds, then ends
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def _run(self) -> None:
-        structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
-        try:
-            while True:
-                result = self._results.get(_GET_TIMEOUT_S)
-                if result is END_OF_STREAM:
-                    break
-                if result is not None and result.detections:
-                    self._commit(self._to_event(result))
-        except Exception as exc:
-            self.error = exc
-            log.exception("event_stage_crashed")
-            self._stop.set()
+    def _apply_rules(self, result: Inference) -> None:
+        if result.detections:
+            self._commit(self._to_event(result))
 
     def _to_event(self, result: Inference) -> DefectEvent:
         frame = result.frame
