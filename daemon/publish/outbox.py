@@ -274,9 +274,7 @@ class Outbox:
         # Outside a transaction, as journal_mode requires; also the first read, so a non-database fails here.
         mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         if mode.lower() != "wal":
-            raise OutboxError(
-                f"outbox {self._path}: journal_mode is {mode!r}, need WAL (not on a network FS)"
-            )
+            raise OutboxError(f"outbox {self._path}: journal_mode is {mode!r}, need WAL (not on a network FS)")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
@@ -338,9 +336,7 @@ class Outbox:
                 # The drop is committed; raising would make the caller think the append failed and retry it.
                 log.exception("outbox_on_drop_failed")
 
-    def append(
-        self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes]
-    ) -> StoredEvent:
+    def append(self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes]) -> StoredEvent:
         """Assign the next seq for camera_id, store render(seq), enforce bounds: one transaction.
 
         The event just stored is never dropped by the bounds it triggers (older ones make room). A payload
@@ -354,11 +350,7 @@ class Outbox:
                 " ON CONFLICT (camera_id) DO UPDATE SET last_seq = last_seq + 1",
                 (camera_id,),
             )
-            seq = int(
-                conn.execute(
-                    "SELECT last_seq FROM seq_counters WHERE camera_id = ?", (camera_id,)
-                ).fetchone()[0]
-            )
+            seq = int(conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?", (camera_id,)).fetchone()[0])
             payload = render(seq)
             if not isinstance(payload, bytes):
                 raise TypeError(f"render must return bytes, got {type(payload).__name__}")
@@ -368,8 +360,7 @@ class Outbox:
                     f" over max_bytes={self._limits.max_bytes}; not stored"
                 )
             cursor = conn.execute(
-                "INSERT INTO events (camera_id, seq, event_id, topic, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (camera_id, seq, event_id, topic, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (camera_id, seq, event_id, topic, payload, now),
             )
             rowid = cursor.lastrowid
@@ -410,9 +401,7 @@ class Outbox:
     def last_seq(self, camera_id: str) -> int:
         """The last seq assigned to camera_id (0 if none), acked or not."""
         with self._tx("last_seq", write=False) as conn:
-            row = conn.execute(
-                "SELECT last_seq FROM seq_counters WHERE camera_id = ?", (camera_id,)
-            ).fetchone()
+            row = conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?", (camera_id,)).fetchone()
         return 0 if row is None else int(row[0])
 
     def stats(self) -> OutboxStats:
@@ -420,8 +409,7 @@ class Outbox:
             count, nbytes = conn.execute("SELECT events, bytes FROM totals").fetchone()
             oldest = conn.execute("SELECT min(created_at) FROM events").fetchone()[0]
             by_reason = {
-                str(reason): int(total)
-                for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
+                str(reason): int(total) for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
             }
         now = self._clock()
         return OutboxStats(
@@ -503,27 +491,28 @@ class Outbox:
 
 
 def _drop(conn: sqlite3.Connection, reason: DropReason, where: str, param: float) -> DropReport | None:
-    # `where` is one of the literals in Outbox._enforce, never caller input.
-    rows = conn.execute(
-        "SELECT camera_id, min(seq), max(seq), count(*), sum(length(payload))"
-        f" FROM events WHERE {where} GROUP BY camera_id ORDER BY camera_id",
-        (param,),
-    ).fetchall()
-    if not rows:
+    # `where` is one of the literals in Outbox._enforce, never caller input. Aggregated here, not with
+    # GROUP BY: without ANALYZE stats SQLite serves GROUP BY camera_id from the (camera_id, seq) index, a
+    # full scan on every append once a bound is reached. This way it stays a range search.
+    per_camera: dict[str, list[int]] = {}  # camera_id -> [first_seq, last_seq, count]
+    dropped_bytes = 0
+    for camera_id, seq, size in conn.execute(
+        f"SELECT camera_id, seq, length(payload) FROM events WHERE {where}", (param,)
+    ):
+        span = per_camera.setdefault(camera_id, [seq, seq, 0])
+        span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
+        dropped_bytes += size
+    if not per_camera:
         return None
     conn.execute(f"DELETE FROM events WHERE {where}", (param,))
-    dropped = sum(int(r[3]) for r in rows)
+    dropped = sum(span[2] for span in per_camera.values())
     conn.execute(
         "INSERT INTO drop_counters (reason, total) VALUES (?, ?)"
         " ON CONFLICT (reason) DO UPDATE SET total = total + excluded.total",
         (reason.value, dropped),
     )
-    return DropReport(
-        reason=reason,
-        dropped=dropped,
-        dropped_bytes=sum(int(r[4]) for r in rows),
-        cameras=tuple(DroppedRange(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows),
-    )
+    cameras = tuple(DroppedRange(cam, *per_camera[cam]) for cam in sorted(per_camera))
+    return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
