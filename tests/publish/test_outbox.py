@@ -168,9 +168,7 @@ def test_pending_is_oldest_first_and_pages_with_after_rowid(tmp_path: Path) -> N
 def test_reopen_returns_unacked_events_with_identical_fields(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     with open_outbox(path) as outbox:
-        stored = [
-            outbox.append("cam", f"e{i}", f"line/cam/{i}", payload_for("cam", f"e{i}")) for i in range(5)
-        ]
+        stored = [outbox.append("cam", f"e{i}", f"line/cam/{i}", payload_for("cam", f"e{i}")) for i in range(5)]
         outbox.ack(stored[1].rowid)
     with open_outbox(path) as outbox:
         assert outbox.pending(10) == [stored[0], *stored[2:]]
