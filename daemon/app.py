@@ -140,7 +140,7 @@ class App:
         log.info("shutdown_complete", exit_code=int(code), frames_read=self.capture.frames_read,
                  frames_dropped=self.frames.dropped_total, frames_inspected=self.detect.frames_done,
                  events=self.events.events_committed, published=self.publisher.metrics.published_total,
-                 refused=self.publisher.metrics.refused_total, outbox_pending=stats.pending_events,
+                 refused=self.publisher.metrics.refused_total, lost=self.events.events_lost, outbox_pending=stats.pending_events,
                  outbox_dropped_total=stats.dropped_total)
         self.outbox.close()
         return code

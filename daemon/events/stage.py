@@ -17,7 +17,7 @@ from daemon.frames import DefectEvent, Inference, ModelInfo, utc_now
 from daemon.handoff import Handoff, consume
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
-from daemon.publish.outbox import Outbox, OutboxError
+from daemon.publish.outbox import Outbox, OutboxRetryableError, PayloadTooLargeError
 
 log = get_logger("linewatch.events")
 
@@ -53,6 +53,10 @@ class EventStage(CameraStage):
         if result.detections:
             self._commit(self._to_event(result))
 
+    def _lose(self, event: DefectEvent, reason: str) -> None:
+        self.events_lost += 1
+        log.critical("event_lost", reason=reason, event_id=event.event_id, frame_seq=event.frame_seq)
+
     def _to_event(self, result: Inference) -> DefectEvent:
         frame = result.frame
         return DefectEvent(
@@ -77,16 +81,19 @@ class EventStage(CameraStage):
             try:
                 stored = self._outbox.append(self.camera_id, event.event_id, self._topic, render)
                 break
-            except OutboxError as exc:
-                # Disk full or I/O error: keep the event in hand and retry; detection upstream keeps running
-                # into its bounded hand-off. Giving up here would be the silent loss we promise never to do.
+            except PayloadTooLargeError as exc:
+                # Larger than the whole outbox bound: it can never be stored. Loud, counted, never silent.
+                self._lose(event, f"payload larger than the outbox bound: {exc}")
+                return
+            except OutboxRetryableError as exc:
+                # Disk full, I/O error, lock contention: keep the event in hand and retry. Detection upstream keeps
+                # running into its bounded hand-off. Giving up here would be the silent loss we promise never to do.
                 log.error("outbox_write_failed", error=str(exc), event_id=event.event_id)
                 if self._stop.wait(_DISK_RETRY_S):
                     # Shutting down with a broken disk: we cannot hold the process forever. Say so loudly.
-                    self.events_lost += 1
-                    log.critical("event_lost", reason="outbox unwritable at shutdown", event_id=event.event_id,
-                                 frame_seq=event.frame_seq)
+                    self._lose(event, "outbox unwritable at shutdown")
                     return
+            # Any other OutboxError (a corrupt database) propagates: the stage stops the daemon (exit 1).
         self.events_committed += 1
         log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=event.frame_seq,
                  detections=len(event.detections), labels=sorted({d.label for d in event.detections}))

@@ -68,6 +68,7 @@ class MqttPublisher:
         self._host, self._port, self._tls = broker_address(settings.url)
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._inflight: dict[int, int] = {}  # paho mid → outbox rowid
+        self._acked: list[int] = []  # rowids PUBACKed during this loop pass: deleted in one transaction (one fsync)
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
         self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
         self._deadline = float("inf")
@@ -150,6 +151,7 @@ class MqttPublisher:
                 self._publish_status_if_changed()
                 self._sweep_age_bound()
                 rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+                self._delete_acked()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._lost(f"network loop: {paho.error_string(rc)}")
         except Exception:
@@ -157,6 +159,7 @@ class MqttPublisher:
             self._stop.set()
         finally:
             self._say_goodbye()
+            self._delete_acked()
 
     def _done(self) -> bool:
         if not self._finish.is_set():
@@ -200,6 +203,11 @@ class MqttPublisher:
             time.sleep(min(delay, max(0.0, self._deadline - time.monotonic())))
         else:
             self._finish.wait(delay)
+
+    def _delete_acked(self) -> None:
+        if self._acked:
+            self._outbox.ack_many(self._acked)
+            self._acked = []
 
     def _fill_inflight(self) -> None:
         room = self._settings.max_inflight - len(self._inflight)
@@ -271,4 +279,4 @@ class MqttPublisher:
             log.error("mqtt_publish_refused", reason=str(reason), code=reason.value, rowid=rowid)
         else:
             self.metrics.published_total += 1
-        self._outbox.ack(rowid)
+        self._acked.append(rowid)
