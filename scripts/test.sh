@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, against real services. Installs what is missing first:
-#  - Debian: mosquitto, GStreamer's RTSP server (python3-gi + gir1.2-gst-rtsp-server-1.0) and plugins
+#  - Debian: mosquitto, GStreamer's RTSP server (python3-gi + gir1.2-gst-rtsp-server-1.0) and plugins,
+#    systemd-analyze
 #  - Python: .venv with the pinned set (torch 2.14.1 / torchvision 0.29.1 on x86_64) and the test tools
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/test_settings.py -x
 set -euo pipefail
@@ -13,6 +14,7 @@ if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0');
     need_apt+=(python3-gi gir1.2-gst-rtsp-server-1.0)
 fi
 command -v gst-inspect-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # verifies systemd/linewatch.service
 if ! gst-inspect-1.0 x264enc >/dev/null 2>&1 || ! gst-inspect-1.0 rtph264pay >/dev/null 2>&1; then
     need_apt+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
                gstreamer1.0-plugins-ugly)
