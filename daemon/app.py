@@ -69,7 +69,7 @@ class App:
             settings.mqtt, settings.mqtt_client_id, self.camera_id, detector.info, outbox, stop
         )
         self.events = EventStage(self.camera_id, detector.info, settings.mqtt.topic_prefix, self.results,
-                                 outbox, stop, on_committed=self.publisher.notify)
+                                 outbox, stop)
         self.detect = DetectStage(self.camera_id, detector, self.frames, self.results, stop)
         self.capture = CaptureStage(
             self.camera_id,
@@ -140,7 +140,7 @@ class App:
         log.info("shutdown_complete", exit_code=int(code), frames_read=self.capture.frames_read,
                  frames_dropped=self.frames.dropped_total, frames_inspected=self.detect.frames_done,
                  events=self.events.events_committed, published=self.publisher.metrics.published_total,
-                 refused=self.publisher.metrics.refused_total, lost=self.events.events_lost, outbox_pending=stats.pending_events,
-                 outbox_dropped_total=stats.dropped_total)
+                 refused=self.publisher.metrics.refused_total, lost=self.events.events_lost,
+                 outbox_pending=stats.pending_events, outbox_dropped_total=stats.dropped_total)
         self.outbox.close()
         return code

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
 
 from daemon.events.schema import defect_topic, render_defect
 from daemon.frames import DefectEvent, Inference, ModelInfo, utc_now
@@ -35,14 +34,12 @@ class EventStage(CameraStage):
         results: Handoff[Inference],
         outbox: Outbox,
         stop: threading.Event,
-        on_committed: Callable[[], None],
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
         self._topic = defect_topic(topic_prefix, camera_id)
         self._results = results
         self._outbox = outbox
-        self._on_committed = on_committed
         self.events_committed = 0
         self.events_lost = 0
 
@@ -97,4 +94,3 @@ class EventStage(CameraStage):
         self.events_committed += 1
         log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=event.frame_seq,
                  detections=len(event.detections), labels=sorted({d.label for d in event.detections}))
-        self._on_committed()
