@@ -13,6 +13,7 @@ an outage fails the test at once instead of being noticed later.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import signal
 import sqlite3
@@ -101,7 +102,8 @@ def wait_delivered(sub: Subscriber, event_ids: set[str], timeout: float) -> dict
         sub.wait_for(all_there, timeout)
     except AssertionError:
         missing = event_ids - by_event_id(sub.messages("/defects")).keys()
-        raise AssertionError(f"{len(missing)} of {len(event_ids)} events never arrived: {sorted(missing)[:10]}")
+        lost = f"{len(missing)} of {len(event_ids)} events never arrived: {sorted(missing)[:10]}"
+        raise AssertionError(lost) from None
     return by_event_id(sub.messages("/defects"))
 
 
@@ -318,7 +320,7 @@ def test_a_full_outbox_drops_the_oldest_events_counts_them_and_keeps_running(
     summary = stop_and_summarise(daemon)
     drops = [r for r in daemon.logs if r.get("event") == "outbox_dropped"]
     ranges = [r["cameras"][CAMERA_ID] for r in drops]
-    for (_, last, _), (first, _, _) in zip(ranges, ranges[1:]):
+    for (_, last, _), (first, _, _) in itertools.pairwise(ranges):
         assert first == last + 1, f"drops are not the oldest events in order: {ranges}"
     dropped = sum(r["dropped"] for r in drops)
     assert all(count == last - first + 1 for first, last, count in ranges)
