@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import cv2
 
+from daemon.frames import Image
+from daemon.sources.base import SourceUnavailable
 from daemon.sources.opencv import CaptureSource, open_ffmpeg, redact
 
 
@@ -16,6 +19,7 @@ class RtspSource(CaptureSource):
         self._transport = transport
         self._open_ms = int(open_timeout_s * 1000)
         self._read_ms = int(read_timeout_s * 1000)
+        self._read_timeout_s = read_timeout_s
         self.description = f"rtsp {redact(url)} ({transport})"
 
     def _open_capture(self) -> Any:
@@ -26,3 +30,18 @@ class RtspSource(CaptureSource):
         options = f"rtsp_transport;{self._transport}|analyzeduration;500000|fflags;nobuffer|max_delay;500000"
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_ms]
         return open_ffmpeg(self._url, options=options, params=params)
+
+    def read(self) -> Image | None:
+        # When the read deadline fires, OpenCV drains the decoder and returns one of the frames it still
+        # holds (frame threading delays output by up to one frame per decoder thread) with ok=True. Those
+        # frames are stale, and taking them as fresh made a hung camera cost (1 + threads) x the read
+        # deadline to notice (6 s instead of 2 s on 2 cores; more on a many-core box). A read that lasted the
+        # whole deadline therefore counts as a timeout, whatever it returned.
+        started = time.monotonic()
+        image = super().read()
+        waited = time.monotonic() - started
+        if waited >= self._read_timeout_s:
+            raise SourceUnavailable(
+                f"no frame within the {self._read_timeout_s:g} s read timeout on {self.description}"
+            )
+        return image
