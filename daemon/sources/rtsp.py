@@ -18,6 +18,7 @@ class RtspSource(CaptureSource):
         self._url = url
         self._transport = transport
         self._open_ms = int(open_timeout_s * 1000)
+        self._open_timeout_s = open_timeout_s
         self._read_ms = int(read_timeout_s * 1000)
         self._read_timeout_s = read_timeout_s
         self.description = f"rtsp {redact(url)} ({transport})"
@@ -30,6 +31,19 @@ class RtspSource(CaptureSource):
         options = f"rtsp_transport;{self._transport}|analyzeduration;500000|fflags;nobuffer|max_delay;500000"
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_ms]
         return open_ffmpeg(self._url, options=options, params=params)
+
+    def open(self) -> None:
+        # OpenCV reports every failed open alike; say when it was the deadline, so the log tells a camera
+        # that hangs or speaks no RTSP (a timeout) from one that refused or answered with an error (fast).
+        started = time.monotonic()
+        try:
+            super().open()
+        except SourceUnavailable:
+            if time.monotonic() - started < self._open_timeout_s:
+                raise
+            raise SourceUnavailable(
+                f"no RTSP answer within the {self._open_timeout_s:g} s open timeout on {self.description}"
+            ) from None
 
     def read(self) -> Image | None:
         # When the read deadline fires, OpenCV drains the decoder and returns one of the frames it still
