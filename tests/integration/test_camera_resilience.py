@@ -8,7 +8,6 @@ stopped); everything else waits on log records, MQTT messages or deadlines, neve
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import threading
 import time
@@ -58,12 +57,8 @@ EnvFactory = Callable[..., dict[str, str]]
 def camera_env(daemon_env: EnvFactory, url: str, broker_url: str, **camera: str) -> dict[str, str]:
     """The daemon's environment: camera `cam1`, debug logs (for `camera_retry`), the given camera settings."""
     extra = {f"LINEWATCH_CAMERA__{key.upper()}": value for key, value in camera.items()}
-    env = daemon_env(url, broker_url, LINEWATCH_CAMERA__ID=CAM, LINEWATCH_LOG__LEVEL="debug",
-                     LINEWATCH_PIPELINE__SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_S), **extra)
-    # TEMPORARY, development only (a young checkpoint detects little): removed before the final commit.
-    if os.environ.get("LW_TEST_CONFIDENCE"):
-        env["LINEWATCH_MODEL__CONFIDENCE"] = os.environ["LW_TEST_CONFIDENCE"]
-    return env
+    return daemon_env(url, broker_url, LINEWATCH_CAMERA__ID=CAM, LINEWATCH_LOG__LEVEL="debug",
+                      LINEWATCH_PIPELINE__SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_S), **extra)
 
 
 def rtsp_env(daemon_env: EnvFactory, url: str, broker_url: str) -> dict[str, str]:
@@ -73,7 +68,7 @@ def rtsp_env(daemon_env: EnvFactory, url: str, broker_url: str) -> dict[str, str
 
 
 def stop_cleanly(daemon: DaemonProcess) -> float:
-    """SIGTERM; assert exit code 0 within the shutdown deadline; return how long the exit took."""
+    """SIGTERM; assert exit code 0; return how long the exit took (the tests about shutdown bound it)."""
     daemon.send_signal(signal.SIGTERM)
     sent = time.monotonic()
     code = daemon.wait(timeout=SHUTDOWN_S + 10)
