@@ -27,7 +27,7 @@ from daemon.events.schema import status_topic
 from daemon.frames import ModelInfo, rfc3339, utc_now
 from daemon.logs import get_logger
 from daemon.publish.outbox import Outbox
-from daemon.publish.tls import build_tls_context
+from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.settings import MqttSettings, broker_address
 from daemon.sources.capture import CameraState, CameraStatus
 
@@ -78,6 +78,7 @@ class MqttPublisher:
         self._camera_status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
         self._status_dirty = True
         self._connack_due: float | None = None
+        self._socket_error: str | None = None  # paho's first socket error of this connection attempt
         self._next_sweep = time.monotonic() + _AGE_SWEEP_S
         self.metrics = PublisherMetrics()
         self._client = self._build_client(client_id)
@@ -109,6 +110,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_log = self._on_paho_log
         return client
 
     def _status_payload(self, state: CameraState, reason: str, *, with_time: bool = True) -> bytes:
@@ -174,16 +176,28 @@ class MqttPublisher:
             return True
         if self._connack_due is not None:  # TCP/TLS is up, waiting for CONNACK
             if time.monotonic() < self._connack_due:
-                self._client.loop(timeout=_LOOP_TIMEOUT_S)
+                rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self._connack_due is not None:
+                    # Closed before CONNACK. With TLS 1.3 the broker's refusal of our client certificate lands
+                    # here, after the handshake: report it now with its cause, not as a "stall" 10 s later.
+                    cause = self._socket_error or paho.error_string(rc)
+                    self._lost(self._with_tls_hint(f"connection closed before CONNACK: {cause}", after_handshake=True))
                 return False
             self._lost("no CONNACK within deadline (broker stalled?)")
             return False
         try:
+            self._socket_error = None
             self._client.connect(self._host, self._port, keepalive=self._settings.keepalive_s)
             self._connack_due = time.monotonic() + _CONNACK_TIMEOUT_S
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self._lost(f"connect to {self._host}:{self._port} failed: {exc}")
+            reason = f"connect to {self._host}:{self._port} failed: {exc}"
+            self._lost(self._with_tls_hint(reason, after_handshake=False))
         return False
+
+    def _with_tls_hint(self, reason: str, *, after_handshake: bool) -> str:
+        """OpenSSL's words are exact but cryptic to an operator; add what to check, for mqtts:// only."""
+        hint = tls_failure_hint(reason, self._settings, after_handshake=after_handshake) if self._tls else ""
+        return f"{reason} ({hint})" if hint else reason
 
     def _lost(self, reason: str) -> None:
         was_connected = self.metrics.connected
@@ -259,6 +273,13 @@ class MqttPublisher:
             self._status_dirty = True  # re-assert our retained status over the broker's copy of the last will
         log.info("mqtt_connected", broker=f"{self._host}:{self._port}", tls=self._tls,
                  protocol=self._settings.protocol, resending=len(self._inflight))
+
+    def _on_paho_log(self, client: paho.Client, _: Any, level: int, message: str) -> None:
+        # paho tells why a socket failed (a TLS alert, a reset) only in its log and returns a bare "connection
+        # lost"; keep the first such message of this attempt (later ones are follow-ups like "not connected") so
+        # `mqtt_disconnected` can name the cause. (enable_logger still logs every message.)
+        if level == paho.MQTT_LOG_ERR and self._socket_error is None:
+            self._socket_error = message
 
     def _on_disconnect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if self.metrics.connected and not self._finish.is_set():

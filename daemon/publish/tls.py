@@ -29,3 +29,25 @@ def build_tls_context(settings: MqttSettings) -> ssl.SSLContext:
         log.error("tls_verification_disabled", variable="LINEWATCH_MQTT__TLS_INSECURE",
                   risk="anyone on the network can impersonate the broker and read every event")
     return context
+
+
+def tls_failure_hint(reason: str, settings: MqttSettings, *, after_handshake: bool) -> str:
+    """What to check for the TLS failures met first in the field; "" when OpenSSL's words say it already.
+
+    `reason` is the failure text (OpenSSL's, through Python's ssl module), either from connect(), which does
+    the handshake, or from the link closing after the handshake but before CONNACK (`after_handshake`).
+    """
+    text = reason.lower()
+    cut = any(s in text for s in ("connection reset", "eof occurred", "unexpected eof", "wrong version number"))
+    if not settings.tls_cert_file and (
+        "certificate required" in text or "handshake failure" in text or (after_handshake and cut)
+    ):
+        # TLS 1.3 finishes the client's side of the handshake before the broker checks our certificate; a
+        # broker that wants one may then just close the link (mosquitto does) instead of sending an alert.
+        return ("the broker closed the link over TLS: it probably requires a client certificate; set "
+                "LINEWATCH_MQTT__TLS_CERT_FILE and LINEWATCH_MQTT__TLS_KEY_FILE")
+    if "unable to get local issuer certificate" in text or "self-signed certificate in" in text:
+        return "the broker's certificate is not signed by a CA in LINEWATCH_MQTT__TLS_CA_FILE (or the system store)"
+    if cut and not after_handshake:
+        return "the TLS handshake was cut off: is this port a TLS listener? mqtts:// needs one, mqtt:// is plain"
+    return ""
