@@ -98,8 +98,6 @@ class MqttPublisher:
         client.enable_logger(logging.getLogger("paho"))
         client.max_inflight_messages_set(self._settings.max_inflight)
         client.max_queued_messages_set(0)
-        if self._settings.username:
-            client.username_pw_set(self._settings.username, self._settings.password_value())
         if self._tls:
             context = build_tls_context(self._settings)
             client.tls_set_context(context)
@@ -187,6 +185,9 @@ class MqttPublisher:
             return False
         try:
             self._socket_error = None
+            if self._settings.username:
+                # Read at every connect (README, Secrets): a rotated or corrected PASSWORD_FILE is picked up.
+                self._client.username_pw_set(self._settings.username, self._settings.password_value())
             self._client.connect(self._host, self._port, keepalive=self._settings.keepalive_s)
             self._connack_due = time.monotonic() + _CONNACK_TIMEOUT_S
         except (OSError, ssl.SSLError, ValueError) as exc:
