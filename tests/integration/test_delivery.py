@@ -270,9 +270,9 @@ def test_detection_goes_on_and_nothing_is_lost_when_the_broker_hangs_for_20_s(
     noticed_s = time.monotonic() - stopped
     ride_out(daemon, resume_at)
     during = produced(daemon, mark)
+    back = daemon.mark()
     mosquitto.resume()
     resumed = time.monotonic()
-    back = daemon.mark()
     # And detection went on during the hang
     assert len(during) >= 5, f"only {len(during)} events while the broker was stopped"
 
@@ -288,7 +288,8 @@ def test_detection_goes_on_and_nothing_is_lost_when_the_broker_hangs_for_20_s(
     assert_seq_unique_and_gapless(copies)
     assert summary["events"] == len(ids) and summary["outbox_pending"] == 0
     report(record_property, produced=len(ids), produced_during_stop=len(during), dead_link_noticed_s=round(
-        noticed_s, 2), dead_link_log=lost["event"], duplicates=duplicates, reconnect_after_sigcont_s=round(
+        noticed_s, 2), dead_link_log=lost["event"],
+           dead_link_reason=lost["reason"], duplicates=duplicates, reconnect_after_sigcont_s=round(
         reconnect_s, 2), stop_events_delivered_s=round(drained_s, 2))
 
 
