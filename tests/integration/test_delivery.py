@@ -365,3 +365,4 @@ def test_events_are_delivered_over_mqtt_3_1_1(
     assert_seq_unique_and_gapless(copies)
     summary = daemon.wait_for_event("shutdown_complete", 1)
     assert summary["events"] == summary["published"] == len(ids)
+    print("figures:", json.dumps({"produced": len(ids), "received": sum(map(len, copies.values()))}))

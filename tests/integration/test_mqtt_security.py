@@ -93,6 +93,7 @@ def test_a_valid_client_certificate_connects_over_tls_and_events_are_delivered(
     sub.wait_for(lambda ms: ids <= {m.json()["event_id"] for m in ms}, 30)
     summary = daemon.wait_for_event("shutdown_complete", 1)
     assert summary["published"] == summary["events"] == len(ids)
+    print("figures:", json.dumps({"produced": len(ids), "received": len(sub.messages("/defects"))}))
     # And nothing used the plain listener
     assert plain_connections(broker) == READINESS_PROBES, broker.log_text()
 
@@ -247,3 +248,4 @@ def test_an_acl_refusal_of_the_events_topic_is_counted_not_retried_forever(
     # And the reader saw the status (the daemon was connected) but no event got through
     sub.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["reason"] == "shutdown" for m in ms), 10)
     assert sub.messages("/defects") == []
+    print("figures:", json.dumps({"produced": len(ids), "refused": summary["refused"]}))
