@@ -43,7 +43,7 @@ LIVE_LINE = "synthetic://line?fps=15&defect_rate=0.6&seed=7001"
 # These tests are about transport, not model quality. A low confidence threshold makes almost every
 # inspected frame an event, so each outage window holds many events (and the outbox bound is reached
 # quickly) without running the line longer. Model quality is tested elsewhere at the shipped threshold.
-MANY_EVENTS = {"LINEWATCH_MODEL__CONFIDENCE": __import__("os").environ.get("LW_DEV_CONF", "0.1")}  # DEVONLY
+MANY_EVENTS = {"LINEWATCH_MODEL__CONFIDENCE": "0.1"}
 # Reconnect with a short cap so the time to recover measures the daemon, not a 10 s backoff wait.
 FAST_RECONNECT = {"LINEWATCH_MQTT__RECONNECT_MAX_S": "1"}
 BOOT_S = 120  # model load and warm-up on a shared CPU

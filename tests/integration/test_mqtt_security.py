@@ -37,7 +37,7 @@ IDLE_LINE = "synthetic://line?fps=2&seed=7001"
 QUICK_STOP = {"LINEWATCH_PIPELINE__SHUTDOWN_TIMEOUT_S": "1"}
 # Transport tests, not model tests: a low threshold makes nearly every frame an event, so a short run has
 # plenty to deliver (or to be refused).
-MANY_EVENTS = {"LINEWATCH_MODEL__CONFIDENCE": __import__("os").environ.get("LW_DEV_CONF", "0.1")}  # DEVONLY
+MANY_EVENTS = {"LINEWATCH_MODEL__CONFIDENCE": "0.1"}
 BOOT_S = 120
 
 
