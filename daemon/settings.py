@@ -150,7 +150,8 @@ class MqttSettings(_Section):
     password_file: Path | None = Field(None, description="File holding the password (Docker/systemd secret)")
     topic_prefix: str = Field("linewatch", description="First topic level: {prefix}/{camera_id}/…")
     client_id: str | None = Field(None, description="MQTT client id; default linewatch-{camera_id}")
-    qos: Literal[1, 2] = Field(1, description="QoS of defect events; 1 or 2 (0 cannot be acknowledged)")
+    # An int range, not Literal[1, 2]: pydantic does not coerce the environment's "1" into a Literal int.
+    qos: int = Field(1, ge=1, le=2, description="QoS of defect events; 1 or 2 (0 cannot be acknowledged)")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; a dead link shows in 1.5x this")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
     max_inflight: int = Field(20, ge=1, le=65535, description="Unacknowledged events on the wire at once")

@@ -15,7 +15,7 @@ pytest_plugins = ["tests.support.fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
-# Frames for tests come from seeds the model never saw in training (training uses seeds < 1000).
+# Frames for tests come from a seed the model never saw (the dataset splits use seeds 1000, 2000, 3000).
 TEST_SEED = 7001
 
 

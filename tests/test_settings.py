@@ -41,7 +41,7 @@ BAD_VALUES = {
     "unreadable password file": ("LINEWATCH_MQTT__PASSWORD_FILE", "/", "cannot read"),  # a directory
     "unknown variable": ("LINEWATCH_MQTT__TOPIC_PREFX", "x", "did you mean LINEWATCH_MQTT__TOPIC_PREFIX"),
     "bad broker URL": ("LINEWATCH_MQTT__URL", "tcp://broker", "accepted: mqtt://host[:port]"),
-    "QoS zero": ("LINEWATCH_MQTT__QOS", "0", "1 or 2"),
+    "QoS zero": ("LINEWATCH_MQTT__QOS", "0", "greater than or equal to 1"),
 }
 
 
