@@ -72,6 +72,21 @@ class EventPrinter:
             print(f"status  {body.get('camera_id')}: {body.get('state')} ({body.get('reason')})", flush=True)
 
 
+def _stop_child(child: subprocess.Popen[bytes], *, already_signalled: bool) -> int:
+    if not already_signalled and child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        return child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        # The signal did not reach it (e.g. SIGINT sent to the demo alone): ask once, then insist.
+        child.send_signal(signal.SIGTERM)
+        try:
+            return child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait()
+
+
 def run_demo(seconds: float, camera_url: str | None) -> int:
     env = dict(os.environ)
     env["LINEWATCH_CAMERA__URL"] = camera_url or env.get("LINEWATCH_CAMERA__URL", DEFAULT_CAMERA)
@@ -89,6 +104,7 @@ def run_demo(seconds: float, camera_url: str | None) -> int:
         broker = EmbeddedBroker()
         broker.start()
         env["LINEWATCH_MQTT__URL"] = broker.url
+        env["LINEWATCH_MQTT__PROTOCOL"] = "3.1.1"  # amqtt speaks MQTT 3.1.1 only; mosquitto speaks both
         print(f"demo: no LINEWATCH_MQTT__URL given; started an embedded MQTT broker at {broker.url}", flush=True)
     printer = EventPrinter(env["LINEWATCH_MQTT__URL"], env.get("LINEWATCH_MQTT__TOPIC_PREFIX", "linewatch"))
     printer.start()
@@ -96,20 +112,15 @@ def run_demo(seconds: float, camera_url: str | None) -> int:
           f"{f' for {seconds:g} s' if seconds else ' (Ctrl-C to stop)'}", flush=True)
     child = subprocess.Popen([sys.executable, "-m", "daemon", "run"], env=env)
     finished = threading.Event()
+    interrupted = False
     try:
         deadline = time.monotonic() + seconds if seconds else float("inf")
         while child.poll() is None and time.monotonic() < deadline:
             finished.wait(min(0.2, max(0.0, deadline - time.monotonic())))
     except KeyboardInterrupt:
-        pass  # the terminal sent SIGINT to the daemon too; it is already shutting down
+        interrupted = True  # Ctrl-C reached the daemon too (same process group); a second signal would force it
     finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-        try:
-            code = child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
+        code = _stop_child(child, already_signalled=interrupted)
         printer.stop()
         if broker is not None:
             broker.stop()
