@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-import structlog
 
 from daemon.backoff import Backoff
 from daemon.frames import Frame, utc_now
 from daemon.handoff import Handoff
+from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.sources.base import FrameSource, SourceFatal, SourceUnavailable
 
@@ -47,7 +47,9 @@ class CameraStatus:
     attempts: int = 0
 
 
-class CaptureStage:
+class CaptureStage(CameraStage):
+    kind = "capture"
+
     def __init__(
         self,
         camera_id: str,
@@ -59,15 +61,12 @@ class CaptureStage:
         stall_timeout_s: float,
         on_status: Callable[[CameraStatus], None],
     ) -> None:
-        self.camera_id = camera_id
+        super().__init__(camera_id, stop)
         self._source = source
         self._handoff = handoff
-        self._stop = stop
         self._backoff = backoff
         self._stall_timeout_s = stall_timeout_s
         self._on_status = on_status
-        self.name = f"capture:{camera_id}"
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
         self.fatal: SourceFatal | None = None
         self.frames_read = 0
@@ -79,16 +78,6 @@ class CaptureStage:
     @property
     def backoff(self) -> Backoff:
         return self._backoff
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, deadline: float | None = None) -> None:
-        self._stop.set()  # the shared stop event: this stage drains what it holds, then ends
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
 
     def _set_state(self, state: CameraState, reason: str) -> None:
         if state is self.status.state and reason == self.status.reason:
@@ -128,8 +117,7 @@ class CaptureStage:
         log.debug("camera_retry", delay_s=round(delay, 2), attempts=self._backoff.attempts, reason=reason)
         self._stop.wait(delay)
 
-    def _run(self) -> None:
-        structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
+    def run(self) -> None:
         end_reason = "shutdown"
         try:
             while not self._stop.is_set():
