@@ -8,11 +8,13 @@ stamp=".venv/.linewatch-installed${extras:+-$extras}"
 if [[ -f "$stamp" && "$stamp" -nt pyproject.toml && "$stamp" -nt constraints.txt ]]; then
     exit 0
 fi
+# The machine's pip config lists extra local indexes; pip warns for each one a package is missing from.
+quiet_pip() { .venv/bin/pip install -q "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 python3 -m venv .venv
 # torch/torchvision first and exactly: on x86_64 they come from the local wheel store; an open range
 # would pull a multi-GB CUDA build from the index.
 if [[ "$(uname -m)" == "x86_64" ]]; then
-    .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+    quiet_pip "torch==2.14.1" "torchvision==0.29.1"
 fi
-.venv/bin/pip install -q -c constraints.txt -e ".${extras:+[$extras]}"
+quiet_pip -c constraints.txt -e ".${extras:+[$extras]}"
 touch "$stamp"
