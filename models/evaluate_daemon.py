@@ -1,0 +1,124 @@
+"""Event-level evaluation of the daemon itself: it runs on a held-out synthetic stream and publishes over MQTT;
+what a subscriber receives is scored against the generator's ground truth.
+
+    .venv/bin/python models/evaluate_daemon.py --url "synthetic://line?seed=5000" --frames 20000 \
+        --json models/eval-daemon.json
+
+The daemon is started exactly as in production (`python -m daemon run`) with `realtime=false`, so its hand-off
+waits and every frame is inspected; an embedded broker on loopback carries the events. The figures
+(defective-part recall, false events per 1,000 good parts) come from `models/evaluate.py:score_events`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from daemon.ops.embedded_broker import EmbeddedBroker  # noqa: E402
+from daemon.sources.synthetic_line import LineParams  # noqa: E402
+from models.evaluate import score_events  # noqa: E402
+
+
+class Collector:
+    """A QoS 1 subscriber that keeps every defect payload."""
+
+    def __init__(self, port: int) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self._lock = threading.Condition()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id="linewatch-eval")
+        self._client.on_connect = lambda c, *_: c.subscribe("linewatch/+/defects", qos=1)
+        self._client.on_message = self._on_message
+        self._subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("subscriber did not get its SUBACK")
+
+    def _on_message(self, _: paho.Client, __: Any, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.payloads.append(json.loads(message.payload))
+            self._lock.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        with self._lock:
+            self._lock.wait_for(lambda: len(self.payloads) >= count, timeout)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
+    env.update({
+        "LINEWATCH_CAMERA__URL": f"{url}&frames={frames}&realtime=false",
+        "LINEWATCH_MODEL__PATH": str(model),
+        "LINEWATCH_MQTT__URL": broker_url,
+        "LINEWATCH_MQTT__PROTOCOL": "3.1.1",  # the embedded broker speaks 3.1.1
+        "LINEWATCH_OUTBOX__DIR": state_dir,
+        "LINEWATCH_LOG__FORMAT": "json",
+        "YOLO_OFFLINE": "1",
+    })
+    proc = subprocess.run([sys.executable, "-m", "daemon", "run"], env=env, cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"daemon exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return next(r for r in records if r.get("event") == "shutdown_complete")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="synthetic://line?seed=5000", help="held-out line (seed not trained on)")
+    parser.add_argument("--frames", type=int, default=20000)
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "linewatch-defects.pt")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    broker = EmbeddedBroker()
+    broker.start()
+    collector = Collector(broker.port)
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="linewatch-eval-") as state_dir:
+            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir)
+        collector.wait_for(summary["published"], timeout=30)
+    finally:
+        collector.close()
+        broker.stop()
+    elapsed = time.monotonic() - started
+    params = LineParams.from_url(f"{args.url}&frames={args.frames}")
+    figures = score_events(collector.payloads, params)
+    result = {
+        "command": "models/evaluate_daemon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "url": args.url,
+        "frames": args.frames,
+        "daemon": {k: summary[k] for k in ("frames_read", "frames_inspected", "frames_dropped", "events",
+                                           "published")},
+        "received_over_mqtt": len(collector.payloads),
+        "wall_s": round(elapsed, 1),
+        "figures": figures,
+    }
+    print(json.dumps(result, indent=2, default=str))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
