@@ -52,7 +52,7 @@ def test_a_video_file_run_publishes_documented_events_and_ends_cleanly(
     # And the status topic went online, then a clean retained offline
     states = [m.json()["state"] for m in sub.messages("/status")]
     # `connecting` shows first when the broker link is up before the camera opened.
-    assert [s for s in states if s != "connecting"][0] == "online" and states[-1] == "offline", states
+    assert next(s for s in states if s != "connecting") == "online" and states[-1] == "offline", states
     assert daemon.non_json_lines == [], "every stdout line must be JSON"
     assert daemon.stderr_text() == "", "native and library output must be routed into the JSON log"
     camera_lines = [r for r in daemon.logs if r.get("thread", "").split(":")[0] in ("capture", "detect", "events")]

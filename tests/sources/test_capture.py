@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_a_file_is_read_whole_with_numbered_timestamped_frames_then_ends(tmp_pat
     frames, statuses = run_capture(FileSource(str(video), loop=False, realtime=False))
     assert [f.seq for f in frames] == list(range(12))
     assert all(f.width == 320 and f.height == 240 for f in frames)
-    assert all(a.captured_mono <= b.captured_mono for a, b in zip(frames, frames[1:], strict=False))
+    assert all(a.captured_mono <= b.captured_mono for a, b in itertools.pairwise(frames))
     assert all(f.captured_utc.tzinfo is not None for f in frames)
     assert not frames[0].image.flags.writeable, "frames crossing threads must be read-only"
     assert [s.state for s in statuses] == [CameraState.ONLINE, CameraState.OFFLINE]
