@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--init", type=Path, default=None, help="continue from weights this script wrote (stage 2), not the YAML"
+    )
+    parser.add_argument("--lr0", type=float, default=0.002)
+    parser.add_argument("--warmup-epochs", type=float, default=2.0)
+    parser.add_argument("--close-mosaic", type=int, default=5, help="last epochs trained without mosaic")
     parser.add_argument("--seed", type=int, default=0, help="training seed (weight init, augmentation order)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--project", type=Path, default=Path("/tmp/linewatch-runs"))
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.data_dir / "manifest.json").read_text())
 
     model = YOLO(args.model)
+    previous = torch.load(args.init, map_location="cpu", weights_only=False).get("linewatch") if args.init else None
     started = time.monotonic()
     model.train(
         data=str(data_yaml),
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=2,
         seed=args.seed,
         deterministic=True,
-        pretrained=False,
+        pretrained=str(args.init) if args.init else False,  # only ever our own earlier weights
         amp=False,
         plots=False,
         project=str(args.project),
@@ -101,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         patience=0,
         # AdamW at a fixed lr rather than "auto": the same run on another machine picks the same optimizer.
         optimizer="AdamW",
-        lr0=0.002,
+        lr0=args.lr0,
         cos_lr=True,
-        warmup_epochs=2,
-        close_mosaic=5,
+        warmup_epochs=args.warmup_epochs,
+        close_mosaic=args.close_mosaic,
         # The camera is fixed and looks straight down: no rotation, mild scale jitter, flips are harmless.
         degrees=0.0,
         scale=0.3,
@@ -118,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     record = {
         "model": args.model,
+        "init": previous,  # the record of the run these weights continued from, if any
+        "lr0": args.lr0,
         "imgsz": args.imgsz,
         "epochs": args.epochs,
         "batch": args.batch,

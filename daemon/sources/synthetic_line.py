@@ -465,17 +465,23 @@ def _plate_base(rng: np.random.Generator, mask: Mask, occupied: list[Rect], s: f
 
 
 def _plate_bolts(rng: np.random.Generator, sprite: Image, occupied: list[Rect], s: float) -> None:
-    """Up to two hex bolt heads: round-ish, shaded features a dent detector must learn to ignore."""
+    """Up to two socket-head cap screws: dark round heads with a darker hex socket and a rim highlight.
+
+    Distractors on purpose, but unlike any defect at the model's input scale (half the frame): an earlier
+    light-grey hex head with a bright centre was, at 8-12 px, too close to a short bright scratch.
+    """
     h, w = sprite.shape[:2]
     for _ in range(int(rng.integers(0, 3))):
-        rb = max(4, round(rng.uniform(8, 12) * s))
+        rb = max(5, round(rng.uniform(9, 13) * s))
         spot = _free_spot(rng, w, h, 2 * rb, round(6 * s), occupied)
         if spot is None:
             continue
+        cv2.circle(sprite, spot, rb, _color(rng, (62, 64, 68), 8), -1, cv2.LINE_AA)
+        cv2.circle(sprite, spot, rb, (118, 120, 124), 1, cv2.LINE_AA)
+        rs = max(2, round(rb * 0.45))
         angles = rng.uniform(0, np.pi / 3) + np.arange(6) * np.pi / 3
-        hexagon = np.stack([spot[0] + rb * np.cos(angles), spot[1] + rb * np.sin(angles)], 1).astype(np.int32)
-        cv2.fillPoly(sprite, [hexagon], _color(rng, (118, 120, 124), 10), cv2.LINE_AA)
-        cv2.circle(sprite, spot, max(2, rb // 2), (150, 152, 156), -1, cv2.LINE_AA)
+        socket = np.stack([spot[0] + rs * np.cos(angles), spot[1] + rs * np.sin(angles)], 1).astype(np.int32)
+        cv2.fillPoly(sprite, [socket], (24, 24, 26), cv2.LINE_AA)
         occupied.append((spot[0] - rb, spot[1] - rb, spot[0] + rb, spot[1] + rb))
 
 
@@ -515,7 +521,8 @@ def _pcb_components(rng: np.random.Generator, sprite: Image, occupied: list[Rect
             _footprint(rng, sprite, local, spot[0], spot[1], size, with_body=True)
             x, y, bw, bh = cv2.boundingRect(local)
             occupied.append((x, y, x + bw, y + bh))
-    for _ in range(int(rng.integers(2, 6))):  # passives: tan body, tinned ends
+    # Passives: tinned ends and a near-black body. A tan body read as a copper scratch at the model's scale.
+    for _ in range(int(rng.integers(2, 6))):
         lw, sw = max(6, round(12 * s)), max(3, round(6 * s))
         bw, bh = (lw, sw) if rng.random() < 0.5 else (sw, lw)
         spot = _free_spot(rng, w, h, lw, round(6 * s), occupied)
@@ -525,7 +532,7 @@ def _pcb_components(rng: np.random.Generator, sprite: Image, occupied: list[Rect
         cv2.rectangle(sprite, (x, y), (x + bw - 1, y + bh - 1), (185, 185, 190), -1)
         end = 2 if bw > bh else 0
         cv2.rectangle(
-            sprite, (x + end, y + 2 - end), (x + bw - 1 - end, y + bh - 3 + end), _color(rng, (90, 150, 190), 15), -1
+            sprite, (x + end, y + 2 - end), (x + bw - 1 - end, y + bh - 3 + end), _color(rng, (34, 34, 38), 6), -1
         )
         occupied.append((x, y, x + bw, y + bh))
 
