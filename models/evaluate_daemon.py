@@ -82,12 +82,24 @@ def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: s
     return next(r for r in records if r.get("event") == "shutdown_complete")
 
 
+def above(events: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """The events the daemon would have published at a higher confidence threshold."""
+    kept = []
+    for event in events:
+        detections = [d for d in event["detections"] if d["confidence"] >= threshold]
+        if detections:
+            kept.append({**event, "detections": detections})
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="synthetic://line?seed=5000", help="held-out line (seed not trained on)")
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "linewatch-defects.pt")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--thresholds", default="", help="also re-score at these confidence thresholds, e.g. "
+                        "0.6,0.7 (an operating-point sweep: choose on a validation seed, report on the test seed)")
     args = parser.parse_args(argv)
 
     broker = EmbeddedBroker()
@@ -104,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     params = LineParams.from_url(f"{args.url}&frames={args.frames}")
     figures = score_events(collector.payloads, params)
+    thresholds = [t for t in args.thresholds.split(",") if t]
+    sweep = {t: score_events(above(collector.payloads, float(t)), params) for t in thresholds}
     result = {
         "command": "models/evaluate_daemon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "url": args.url,
@@ -113,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         "received_over_mqtt": len(collector.payloads),
         "wall_s": round(elapsed, 1),
         "figures": figures,
+        "figures_by_threshold": {t: {k: f[k] for k in ("defective_part_recall", "false_events_per_1000_good_parts",
+                                                       "good_parts_with_false_event", "good_parts")}
+                                 for t, f in sweep.items()},
     }
     print(json.dumps(result, indent=2, default=str))
     if args.json:
