@@ -337,6 +337,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate the linewatch defect model (offline).")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     sub = parser.add_subparsers(dest="command", required=True)
     boxes = sub.add_parser("boxes", help="(a) mAP and per-class P/R on a held-out seed")
     boxes.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -385,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"url": params.to_url(), "conf": args.conf, **score_events(simulated, params, frames=args.frames)}
     result["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
