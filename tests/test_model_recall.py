@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from daemon.settings import ModelSettings
 from daemon.sources.synthetic_line import LineParams, SyntheticLine
 from daemon.tools.dataset import sample_indices
-from daemon.settings import ModelSettings
 from models.evaluate import box_recall_precision, score_events
 
 CONFIDENCE = ModelSettings.model_fields["confidence"].default  # the daemon's default LINEWATCH_MODEL__CONFIDENCE
 MODEL = Path(__file__).resolve().parent.parent / "models" / "linewatch-defects.pt"
-UNSEEN_SEED = 4242  # training used 1000 (train), 2000 (val), 3000 (test); the event evaluation uses 5000
-
+UNSEEN_SEED = 4242  # training: 1000 train, 2000 val, 3000 test; events: 4000 threshold sweep, 5000 test
 
 
 @pytest.fixture(scope="module")
