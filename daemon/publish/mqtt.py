@@ -162,8 +162,9 @@ class MqttPublisher:
         if not self._finish.is_set():
             return False
         if time.monotonic() >= self._deadline:
-            if self._inflight or self._outbox.stats().pending_events:
-                log.warning("shutdown_with_pending_events", pending=self._outbox.stats().pending_events,
+            pending = self._outbox.stats().pending_events
+            if self._inflight or pending:
+                log.warning("shutdown_with_pending_events", pending=pending,
                             note="they stay in the outbox and are sent after the restart")
             return True
         return self.metrics.connected and not self._inflight and not self._outbox.pending(1, self._cursor)
