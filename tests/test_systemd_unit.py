@@ -32,7 +32,7 @@ def test_the_unit_is_hardened() -> None:
                             capture_output=True, text=True, timeout=60)
     match = re.search(r"Overall exposure level for linewatch.service: ([\d.]+)", result.stdout + result.stderr)
     assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 3.0, f"exposure {match.group(1)} (0 safest, 10 unsafe)"
+    assert float(match.group(1)) <= 1.5, f"exposure {match.group(1)} (0 safest, 10 unsafe)"
 
 
 def test_restart_policy_matches_the_exit_codes() -> None:
