@@ -7,11 +7,17 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.exitcodes import ExitCode
+from daemon.logs import get_logger
 from daemon.settings import ConfigError, Settings, known_variables, load_settings, masked_view
+
+if TYPE_CHECKING:
+    from daemon.metrics import Metrics
+    from daemon.ops.health import Health
 
 
 def _load_or_report() -> Settings | None:
@@ -43,28 +49,53 @@ def cmd_run(_: argparse.Namespace) -> int:
     from daemon.logs import NativeStderrRelay, configure_logging, get_logger
     from daemon.ops.signals import install_stop_handlers
 
-    configure_logging(settings.log)
+    configure_logging(settings.log.level, settings.log.format)
     log = get_logger("linewatch")
     relay = NativeStderrRelay()
     relay.start()
     stop = threading.Event()
-    install_stop_handlers(stop)
+    signals = install_stop_handlers(stop)
     log.info("starting", version=__version__, camera_id=settings.camera.camera_id,
              source=settings.camera.source.kind.value, broker=settings.mqtt.url, pid=os.getpid())
     try:
-        return _run_daemon(settings, stop)
+        return _run_daemon(settings, stop, signals.report)
     except Exception:
         log.exception("daemon_crashed")
         return ExitCode.INTERNAL
     finally:
+        signals.report()
         relay.stop()
 
 
-def _run_daemon(settings: Settings, stop: threading.Event) -> int:
+def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[], None]) -> int:
+    from daemon.metrics import Metrics
+    from daemon.ops.health import Health
+    from daemon.ops.http import OpsHttpServer, OpsServerError
+
+    metrics = Metrics()
+    health = Health(metrics)
+    server = None
+    if settings.http.enabled:
+        try:
+            # Before the model loads: /healthz answers at once, /readyz says 503 until warm-up is done.
+            server = OpsHttpServer(settings.http.host, settings.http.port, metrics, health)
+        except OpsServerError as exc:
+            get_logger("linewatch").error("http_unusable", error=str(exc), exit_code=int(ExitCode.BOOT))
+            return ExitCode.BOOT
+        server.start()
+    try:
+        return _boot_and_run(settings, stop, on_tick, metrics, health)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
+                  health: Health) -> int:
     from daemon.app import App, open_outbox
     from daemon.detect.model import Detector, ModelLoadError
-    from daemon.logs import get_logger
-    from daemon.publish.outbox import OutboxError
+    from daemon.ops.fingerprint import fingerprint
+    from daemon.outbox import DropReport, OutboxError, log_drop
 
     log = get_logger("linewatch")
     try:
@@ -77,15 +108,24 @@ def _run_daemon(settings: Settings, stop: threading.Event) -> int:
     except ModelLoadError as exc:
         log.error("model_load_failed", error=str(exc), exit_code=int(ExitCode.BOOT))
         return ExitCode.BOOT
+    prints = fingerprint(detector.info.sha256, detector.device)
+    metrics.build.info({**prints, "model_sha256": detector.info.sha256})
+
+    def on_drop(report: DropReport) -> None:
+        log_drop(report)
+        metrics.events_dropped.labels(report.reason.value).inc(report.dropped)
+
     try:
-        outbox = open_outbox(settings)
+        outbox = open_outbox(settings, on_drop)
     except (OutboxError, OSError) as exc:
         log.error("outbox_unusable", error=str(exc), dir=str(settings.outbox.dir), exit_code=int(ExitCode.BOOT))
         return ExitCode.BOOT
     if stop.is_set():
         outbox.close()
         return ExitCode.OK
-    return App(settings, stop, detector, outbox).run()
+    app = App(settings, stop, detector, outbox, metrics=metrics, health=health, fingerprint=prints)
+    health.model_ready.set()
+    return app.run(on_tick)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -98,9 +98,8 @@ def run_demo(seconds: float, camera_url: str | None) -> int:
     if not env.get("LINEWATCH_MQTT__URL"):
         from daemon.logs import configure_logging
         from daemon.ops.embedded_broker import EmbeddedBroker
-        from daemon.settings import LogSettings
 
-        configure_logging(LogSettings(level="warning", format="auto"))
+        configure_logging("warning", "auto")
         broker = EmbeddedBroker()
         broker.start()
         env["LINEWATCH_MQTT__URL"] = broker.url

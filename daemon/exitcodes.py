@@ -1,12 +1,17 @@
-"""Process exit codes: distinct per cause so a supervisor can tell a typo from a crash.
+"""Process exit codes, and the one place that maps a kind of failure to one.
 
-systemd's unit lists CONFIG and BOOT in RestartPreventExitStatus= so that a wrong setting does not
-restart-loop; WATCHDOG is meant to be restarted.
+Distinct codes per cause, so a supervisor can tell a typo from a crash. systemd's unit lists CONFIG, BOOT and
+CAMERA in RestartPreventExitStatus= so that a wrong setting does not restart-loop; INTERNAL and WATCHDOG are
+meant to be restarted.
+
+Every stage reports a failure as a `StageFailure` of some `FailureKind`; `exit_code_for` alone turns the
+kind into the process's exit code. Health, metrics and sd_notify read the same failures.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class ExitCode(enum.IntEnum):
@@ -15,5 +20,36 @@ class ExitCode(enum.IntEnum):
     CONFIG = 2  # a setting is wrong (one line per problem on stderr); fix the configuration
     BOOT = 3  # the configuration is valid but a fatal resource failed: model will not load, CUDA missing
     CAMERA = 4  # the camera is permanently unusable (e.g. V4L2 device missing and retries disabled)
-    WATCHDOG = 5  # a capture thread is stuck in a native call; exit so the supervisor restarts us
+    WATCHDOG = 5  # a stage is stuck (a capture thread in a native call); exit so the supervisor restarts us
     FORCED = 130  # a second SIGINT/SIGTERM forced the exit before the graceful shutdown finished
+
+
+class FailureKind(enum.Enum):
+    """Why a stage stopped working. Retryable trouble (a camera or broker outage) is not a failure."""
+
+    BUG = "bug"  # an exception nobody expected: a defect in linewatch or a library
+    CONFIG = "config"  # a setting that can never work
+    BOOT = "boot"  # a resource the daemon cannot run without (model, outbox database)
+    CAMERA_WIRING = "camera_wiring"  # the camera can never work as configured (device missing, no GStreamer)
+    STALLED = "stalled"  # a thread is stuck where Python cannot interrupt it
+
+
+_EXIT_CODES: dict[FailureKind, ExitCode] = {
+    FailureKind.BUG: ExitCode.INTERNAL,
+    FailureKind.CONFIG: ExitCode.CONFIG,
+    FailureKind.BOOT: ExitCode.BOOT,
+    FailureKind.CAMERA_WIRING: ExitCode.CAMERA,
+    FailureKind.STALLED: ExitCode.WATCHDOG,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StageFailure:
+    stage: str  # the stage's thread name, e.g. "capture:cam1" or "publish:mqtt"
+    kind: FailureKind
+    reason: str
+
+
+def exit_code_for(failures: list[StageFailure]) -> ExitCode:
+    """The exit code for a run that ended with these failures (the first one decides; none: OK)."""
+    return _EXIT_CODES[failures[0].kind] if failures else ExitCode.OK

@@ -52,6 +52,23 @@ class EndOfStream(enum.Enum):
 END_OF_STREAM = EndOfStream.TOKEN
 
 
+class CameraState(enum.Enum):
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    STALLED = "stalled"  # a native call is stuck; the process is about to exit for a restart
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    camera_id: str
+    state: CameraState
+    reason: str
+    at: dt.datetime
+    attempts: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class BBox:
     x1: float

@@ -29,7 +29,15 @@ class DropPolicy(enum.Enum):
 
 
 class Handoff(Generic[T]):
-    def __init__(self, name: str, capacity: int, policy: DropPolicy, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        policy: DropPolicy,
+        stop: threading.Event,
+        *,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.name = name
@@ -39,6 +47,7 @@ class Handoff(Generic[T]):
         self._items: collections.deque[T] = collections.deque()
         self._closed = False
         self._cond = threading.Condition()
+        self._on_drop = on_drop  # counts each drop in the daemon's metrics
         self.put_total = 0
         self.dropped_total = 0
 
@@ -55,6 +64,8 @@ class Handoff(Generic[T]):
             elif len(self._items) >= self.capacity:
                 self._items.popleft()
                 self.dropped_total += 1
+                if self._on_drop is not None:
+                    self._on_drop()
             self._items.append(item)
             self.put_total += 1
             self._cond.notify_all()

@@ -1,18 +1,24 @@
-"""Starting stages in order and stopping them in reverse, within one deadline.
+"""Stage threads, and starting them in order and stopping them in reverse, within one deadline.
 
 Stages are started consumer-first (publisher … capture) so nothing is produced before its consumer runs,
 and stopped producer-first, so each stage drains what it holds into a consumer that is still alive.
+
+Every stage is a `StageThread`: one named thread, the pipeline's single stop event, one way to report a
+failure (`fail`, by kind; see exitcodes.py) and one `Progress` record that health checks, metrics and the
+sd_notify watchdog read.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import structlog
 
+from daemon.exitcodes import FailureKind, StageFailure
 from daemon.logs import get_logger
 
 _log = get_logger("linewatch.lifecycle")
@@ -28,6 +34,36 @@ class Stage(Protocol):
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread; True when it has ended."""
+
+
+class Progress:
+    """When a stage last moved, and since when it has been inside one unit of work.
+
+    A stage marks each blocking unit of work (a camera read, an inference, an outbox commit, a network pass)
+    with `busy()`. A unit that has not finished long after it should have is a wedged stage: Python cannot
+    interrupt a thread blocked in C, but it can notice and say so. Idle waiting (an empty hand-off, a
+    reconnect backoff) is not busy: a camera that is reconnecting is alive.
+    """
+
+    def __init__(self) -> None:
+        self.busy_since: float | None = None  # time.monotonic() when the current unit began; None when idle
+        self.last_done: float | None = None  # when the last unit finished
+        self.units = 0
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        self.busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.busy_since = None
+            self.last_done = time.monotonic()
+            self.units += 1
+
+    def stuck_for(self, now: float | None = None) -> float:
+        """Seconds the current unit of work has lasted (0 when idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else max(0.0, (time.monotonic() if now is None else now) - since)
 
 
 def start_in_order(stages: Sequence[Stage]) -> None:
@@ -52,22 +88,47 @@ def stop_in_reverse(stages: Sequence[Stage], deadline: float, *, min_last_s: flo
     return stuck
 
 
-class CameraStage:
-    """One named thread per camera stage (`detect:cam1`), sharing the pipeline's single stop event.
+class StageThread:
+    """One named thread sharing the pipeline's single stop event.
 
-    Subclasses implement `run()`. Every log line from the thread carries `camera_id`. An exception escaping
-    `run()` is a bug: it is logged, kept in `error`, and sets the stop event, because a stage that died
-    quietly would leave the daemon looking healthy while it inspects nothing.
+    Subclasses implement `run()`. A stage that cannot go on calls `fail(kind, reason)`: the failure is kept,
+    logged once and sets the stop event, and the composition root turns its kind into the exit code. An
+    exception escaping `run()` is a bug (`FailureKind.BUG`, exit 1): a stage that died quietly would leave
+    the daemon looking healthy while it inspects nothing.
     """
 
-    kind = "stage"
-
-    def __init__(self, camera_id: str, stop: threading.Event) -> None:
+    def __init__(self, name: str, stop: threading.Event, camera_id: str | None = None) -> None:
+        self.name = name
         self.camera_id = camera_id
-        self.name = f"{self.kind}:{camera_id}"
         self._stop = stop
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self.progress = Progress()
+        self._failure: StageFailure | None = None
+        self._failure_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    @property
+    def failure(self) -> StageFailure | None:
+        return self._failure
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def fail(self, kind: FailureKind, reason: str) -> None:
+        """Report that this stage cannot go on. The first failure wins; it stops the pipeline.
+
+        Thread-safe: the main loop reports a stage stuck in native code on the stage's behalf.
+        """
+        with self._failure_lock:
+            if self._failure is not None:
+                return
+            self._failure = StageFailure(self.name, kind, reason)
+        _log.error("stage_failed", stage=self.name, kind=kind.value, reason=reason)
+        self._stop.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -76,17 +137,28 @@ class CameraStage:
         self._stop.set()  # the shared stop event: the stage drains what it holds, then ends
 
     def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
+        if self.started:
+            self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def run(self) -> None:
         raise NotImplementedError
 
     def _main(self) -> None:
-        structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
+        if self.camera_id is not None:
+            structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
         try:
             self.run()
         except Exception as exc:
-            self.error = exc
             _log.exception("stage_crashed", stage=self.name)
-            self._stop.set()
+            self.fail(FailureKind.BUG, f"{type(exc).__name__}: {exc}")
+
+
+class CameraStage(StageThread):
+    """A stage of one camera's pipeline, named `kind:camera_id`; every line it logs carries `camera_id`."""
+
+    kind = "stage"
+
+    def __init__(self, camera_id: str, stop: threading.Event) -> None:
+        super().__init__(f"{self.kind}:{camera_id}", stop, camera_id)
+        self.camera_id: str = camera_id

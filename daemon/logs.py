@@ -16,8 +16,6 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from daemon.settings import LogSettings
-
 # Ultralytics installs its own handler on import; we take these loggers over so their lines are JSON too.
 _FOREIGN_LOGGERS = ("ultralytics", "paho", "amqtt", "transitions", "passlib")
 
@@ -27,9 +25,10 @@ def _add_thread(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """`level`: debug|info|warning|error; `fmt`: json|console|auto (console on a TTY)."""
     out = stream or sys.stdout
-    use_console = settings.format == "console" or (settings.format == "auto" and out.isatty())
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -63,7 +62,7 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.level.upper())
+    root.setLevel(level.upper())
     adopt_foreign_loggers()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -27,7 +28,39 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")
+# Certificates, keys and passwords are small. A bound keeps /dev/zero or a mistyped path to a video from
+# being read into memory until the kernel kills us.
+SECRET_FILE_MAX_BYTES = 1024 * 1024
 _TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def read_small_file(path: Path, limit: int = SECRET_FILE_MAX_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. ValueError (one line) for anything else.
+
+    Opened non-blocking, so a FIFO cannot hang us; checked on the open descriptor, so a file swapped after a
+    check cannot slip through; read with a bound, so a file that grows meanwhile cannot either.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
+                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a file")
+            raise ValueError(f"{str(path)!r} is {kind}; give a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{str(path)!r} is {info.st_size} bytes; a certificate, key or password file is at most "
+                             f"{limit // 1024} KiB")
+        data = b""
+        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{str(path)!r} is larger than {limit // 1024} KiB")
+    return data
 
 
 class ConfigError(Exception):
@@ -116,7 +149,10 @@ class ModelSettings(_Section):
     confidence: float = Field(0.7, gt=0, le=1, description="Minimum confidence of a published detection")
     iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
     half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
-    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads; default: all cores")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="torch and OpenCV CPU threads; default: the container's CPU quota (cgroup)")
+    gpu_memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="CUDA: cap this process at this fraction of the GPU's memory")
     warmup_runs: int = Field(2, ge=0, le=50, description="Inferences run before the daemon reports ready")
 
     @field_validator("path")
@@ -174,10 +210,7 @@ class MqttSettings(_Section):
     @classmethod
     def _file_readable(cls, value: Path | None) -> Path | None:
         if value is not None:
-            try:
-                value.read_bytes()
-            except OSError as exc:
-                raise ValueError(f"cannot read {str(value)!r}: {exc.strerror or exc}") from None
+            read_small_file(value)
         return value
 
     @field_validator("topic_prefix")
@@ -191,7 +224,7 @@ class MqttSettings(_Section):
     def password_value(self) -> str | None:
         """The password, read from PASSWORD_FILE at call time so a rotated secret is picked up."""
         if self.password_file is not None:
-            return self.password_file.read_text().rstrip("\r\n")
+            return read_small_file(self.password_file).decode("utf-8", "replace").rstrip("\r\n")
         return self.password.get_secret_value() if self.password else None
 
 
@@ -217,10 +250,22 @@ class OutboxSettings(_Section):
     max_mb: float = Field(256.0, gt=0, description="Outbox size bound; the oldest events go beyond it")
     max_age_h: float = Field(168.0, gt=0, description="Outbox age bound; older events are dropped")
     sync: Literal["full", "normal"] = Field("full", description="SQLite fsync policy; full survives power loss")
+    reserve_mb: float = Field(
+        8.0, ge=0, le=1024,
+        description="Disk space set aside beside the outbox, lent to SQLite when the disk fills up; 0: none")
 
 
 class PipelineSettings(_Section):
     shutdown_timeout_s: float = Field(8.0, gt=0, le=120, description="Deadline for a graceful stop")
+    wedge_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="A stage stuck in one inference, commit or network pass this long is wedged: /healthz 503")
+
+
+class HttpSettings(_Section):
+    enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics")
+    host: str = Field("0.0.0.0", description="Bind address of the ops HTTP server (127.0.0.1: this host only)")
+    port: int = Field(9464, ge=1, le=65535, description="Port of the ops HTTP server")
 
 
 class Settings(BaseSettings):
@@ -234,6 +279,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
     outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
     pipeline: PipelineSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
+    http: HttpSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
 
     @property
     def mqtt_client_id(self) -> str:

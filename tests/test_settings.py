@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +40,7 @@ BAD_VALUES = {
     "unknown device": ("LINEWATCH_MODEL__DEVICE", "tpu0", "accepted: auto, cpu, cuda, cuda:N"),
     "missing model file": ("LINEWATCH_MODEL__PATH", "/nonexistent/model.pt", "no model file"),
     "missing password file": ("LINEWATCH_MQTT__PASSWORD_FILE", "/nonexistent/secret", "cannot read"),
-    "unreadable password file": ("LINEWATCH_MQTT__PASSWORD_FILE", "/", "cannot read"),  # a directory
+    "password file is a directory": ("LINEWATCH_MQTT__PASSWORD_FILE", "/", "is a directory"),
     "unknown variable": ("LINEWATCH_MQTT__TOPIC_PREFX", "x", "did you mean LINEWATCH_MQTT__TOPIC_PREFIX"),
     "bad broker URL": ("LINEWATCH_MQTT__URL", "tcp://broker", "accepted: mqtt://host[:port]"),
     "QoS zero": ("LINEWATCH_MQTT__QOS", "0", "greater than or equal to 1"),
@@ -165,3 +167,44 @@ def test_the_example_env_file_uses_only_known_variables() -> None:
         assert "unknown variable" not in line, line
         assert line.split(":")[1].strip() in {"LINEWATCH_MODEL__PATH", "LINEWATCH_MQTT__PASSWORD_FILE",
                                                "LINEWATCH_MQTT__TLS_CA_FILE"}, line
+
+
+CREDENTIAL_VARIABLES = ("LINEWATCH_MQTT__TLS_CERT_FILE", "LINEWATCH_MQTT__TLS_CA_FILE", "LINEWATCH_MQTT__PASSWORD_FILE")
+
+
+@pytest.fixture
+def not_a_credential(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(path, what the error must say) for each kind of file a credential must not be."""
+    kind = request.param
+    if kind == "device":
+        return "/dev/zero", "is a device"
+    if kind == "fifo":
+        fifo = tmp_path / "secret.fifo"
+        os.mkfifo(fifo)  # opening it for reading would block until a writer came
+        return str(fifo), "is a FIFO"
+    if kind == "directory":
+        return str(tmp_path), "is a directory"
+    big = tmp_path / "big.pem"
+    with big.open("wb") as handle:
+        handle.truncate(1024**3)  # 1 GB, sparse: costs no disk
+    return str(big), "at most 1024 KiB"
+
+
+@pytest.mark.parametrize("not_a_credential", ["device", "fifo", "directory", "1 GB file"], indirect=True)
+@pytest.mark.parametrize("variable", CREDENTIAL_VARIABLES)
+def test_a_credential_path_that_is_not_a_small_regular_file_exits_2_naming_the_variable(
+    variable: str, not_a_credential: tuple[str, str], valid_env: dict[str, str]
+) -> None:
+    """Before the fix, /dev/zero was read until the kernel killed check-config, and a FIFO hung it."""
+    path, says = not_a_credential
+
+    def cap_memory() -> None:  # as the report did: a 3 GB limit turns the old unbounded read into a MemoryError
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))
+
+    clean = {"PATH": "/usr/bin:/bin", "YOLO_OFFLINE": "1", "HOME": str(Path.home()), **valid_env, variable: path}
+    result = subprocess.run([sys.executable, "-m", "daemon", "check-config"], env=clean, cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=30, preexec_fn=cap_memory)
+    assert result.returncode == ExitCode.CONFIG, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith(f"config error: {variable}:"), lines
+    assert says in lines[0], lines[0]

@@ -1,7 +1,8 @@
 """Loading the YOLO model: device choice, thread count, fingerprint, warm-up, one inference.
 
 Importing Ultralytics sets OMP_NUM_THREADS to cores-1 (one thread on a 2-core box), which halves CPU
-throughput; we set torch's thread count explicitly after the import.
+throughput; we set torch's (and OpenCV's) thread count explicitly after the import, from the container's CPU
+quota rather than the host's core count (cpus.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from daemon.cpus import cpu_limit
 from daemon.frames import BBox, Detection, Image, ModelInfo
-from daemon.logs import adopt_foreign_loggers
+from daemon.logs import adopt_foreign_loggers, get_logger
 from daemon.settings import ModelSettings
+
+log = get_logger("linewatch.model")
 
 
 class ModelLoadError(Exception):
@@ -64,8 +68,18 @@ class Detector:
             adopt_foreign_loggers()  # Ultralytics installed its own handler on import; route it through ours
         except ImportError as exc:  # a broken wheel (e.g. torch/CUDA mismatch) shows here
             raise ModelLoadError(f"cannot import the inference stack: {exc}") from exc
-        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        import cv2
+
+        limit = cpu_limit()
+        self.threads = settings.threads or limit.count
+        torch.set_num_threads(self.threads)
+        cv2.setNumThreads(self.threads)
+        log.info("cpu_threads", threads=self.threads, cpus=limit.count, source="LINEWATCH_MODEL__THREADS"
+                 if settings.threads else limit.source)
         self.device = resolve_device(settings.device)
+        if settings.gpu_memory_fraction is not None and self.device.startswith("cuda"):
+            torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, torch.device(self.device))
+            log.info("gpu_memory_fraction", fraction=settings.gpu_memory_fraction, device=self.device)
         self._half = settings.half and self.device.startswith("cuda")
         self._conf = settings.confidence
         self._iou = settings.iou

@@ -8,6 +8,10 @@ from daemon.detect.model import Detector
 from daemon.frames import Frame, Inference
 from daemon.handoff import Handoff, consume
 from daemon.lifecycle import CameraStage
+from daemon.logs import get_logger
+from daemon.metrics import Metrics
+
+log = get_logger("linewatch.detect")
 
 
 class DetectStage(CameraStage):
@@ -20,12 +24,16 @@ class DetectStage(CameraStage):
         frames: Handoff[Frame],
         results: Handoff[Inference],
         stop: threading.Event,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._detector = detector
         self._frames = frames
         self._results = results
-        self.frames_done = 0
+        metrics = metrics or Metrics()
+        self._inspected = metrics.frames_inspected.labels(camera_id)
+        self._inference_s = metrics.inference_seconds.labels(camera_id)
+        self._lost = metrics.inferences_lost.labels(camera_id)
         self.last_inference_ms = 0.0
 
     def run(self) -> None:
@@ -36,7 +44,14 @@ class DetectStage(CameraStage):
             self._results.close()
 
     def _inspect(self, frame: Frame) -> None:
-        detections, elapsed_ms = self._detector.infer(frame.image)
-        self.frames_done += 1
+        with self.progress.busy():
+            detections, elapsed_ms = self._detector.infer(frame.image)
+        self._inspected.inc()
+        self._inference_s.observe(elapsed_ms / 1000.0)
         self.last_inference_ms = elapsed_ms
-        self._results.put(Inference(frame, detections, elapsed_ms))
+        if not self._results.put(Inference(frame, detections, elapsed_ms)):
+            # Only a stopping pipeline refuses a result (the hand-off waits otherwise). Say so, and count it:
+            # a result with detections that vanished here would be a defect nobody heard of.
+            self._lost.inc()
+            log.error("inference_lost", frame_seq=frame.seq, detections=len(detections),
+                      reason="the event stage stopped before it took the result")

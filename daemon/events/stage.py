@@ -16,11 +16,12 @@ from daemon.frames import DefectEvent, Inference, ModelInfo, utc_now
 from daemon.handoff import Handoff, consume
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
-from daemon.publish.outbox import Outbox, OutboxRetryableError, PayloadTooLargeError
+from daemon.metrics import Metrics
+from daemon.outbox import Outbox, OutboxFullError, OutboxRetryableError, PayloadTooLargeError
 
 log = get_logger("linewatch.events")
 
-_DISK_RETRY_S = 1.0  # a full disk is retried, not fatal: the operator may free space
+_RETRY_S = 1.0  # a locked or failing database is retried: the operator may fix it
 
 
 class EventStage(CameraStage):
@@ -34,25 +35,28 @@ class EventStage(CameraStage):
         results: Handoff[Inference],
         outbox: Outbox,
         stop: threading.Event,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
         self._topic = defect_topic(topic_prefix, camera_id)
         self._results = results
         self._outbox = outbox
-        self.events_committed = 0
-        self.events_lost = 0
+        self._metrics = metrics or Metrics()
+        self._committed = self._metrics.events_committed.labels(camera_id)
+        self._latency = self._metrics.capture_to_commit_seconds.labels(camera_id)
 
     def run(self) -> None:
         consume(self._results, self._apply_rules)
 
     def _apply_rules(self, result: Inference) -> None:
         if result.detections:
-            self._commit(self._to_event(result))
+            with self.progress.busy():
+                self._commit(self._to_event(result))
 
-    def _lose(self, event: DefectEvent, reason: str) -> None:
-        self.events_lost += 1
-        log.critical("event_lost", reason=reason, event_id=event.event_id, frame_seq=event.frame_seq)
+    def _lose(self, event: DefectEvent, reason: str, detail: str) -> None:
+        self._metrics.events_lost.labels(self.camera_id, reason).inc()
+        log.critical("event_lost", reason=reason, detail=detail, event_id=event.event_id, frame_seq=event.frame_seq)
 
     def _to_event(self, result: Inference) -> DefectEvent:
         frame = result.frame
@@ -80,17 +84,25 @@ class EventStage(CameraStage):
                 break
             except PayloadTooLargeError as exc:
                 # Larger than the whole outbox bound: it can never be stored. Loud, counted, never silent.
-                self._lose(event, f"payload larger than the outbox bound: {exc}")
+                self._lose(event, "too_large", str(exc))
+                return
+            except OutboxFullError as exc:
+                # The outbox already dropped every older event to make room (each drop counted as a seq gap) and
+                # the filesystem still has no space for this one. Holding it would stall inspection for a disk
+                # nobody may free; count it and go on, and /readyz says the outbox is not accepting.
+                self._lose(event, "disk_full", str(exc))
                 return
             except OutboxRetryableError as exc:
-                # Disk full, I/O error, lock contention: keep the event in hand and retry. Detection upstream keeps
-                # running into its bounded hand-off. Giving up here would be the silent loss we promise never to do.
+                # Locked by another process, or an I/O error: keep the event in hand and retry. The progress
+                # record shows this stage as stuck, so /healthz and the systemd watchdog report a wedged
+                # pipeline while it lasts. Giving up would be the silent loss we promise never to do.
                 log.error("outbox_write_failed", error=str(exc), event_id=event.event_id)
-                if self._stop.wait(_DISK_RETRY_S):
+                if self._stop.wait(_RETRY_S):
                     # Shutting down with a broken disk: we cannot hold the process forever. Say so loudly.
-                    self._lose(event, "outbox unwritable at shutdown")
+                    self._lose(event, "unwritable_at_shutdown", str(exc))
                     return
-            # Any other OutboxError (a corrupt database) propagates: the stage stops the daemon (exit 1).
-        self.events_committed += 1
+            # Any other OutboxError (a corrupt database) propagates: the stage fails as a bug (exit 1).
+        self._committed.inc()
+        self._latency.observe(max(0.0, time.monotonic() - event.captured_mono))
         log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=event.frame_seq,
                  detections=len(event.detections), labels=sorted({d.label for d in event.detections}))

@@ -1,4 +1,4 @@
-"""The capture watchdog: notices a capture thread stuck inside a native call (OpenCV/FFmpeg/V4L2).
+"""The stall watchdog: notices a stage stuck inside one unit of work (a native camera call, above all).
 
 Python cannot interrupt a thread blocked in C. When a read or open has not returned long after its own
 deadline, the only honest move is to say so (status `stalled`) and exit with ExitCode.WATCHDOG so that
@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import time
 
+from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
-from daemon.sources.capture import CaptureStage
 
 log = get_logger("linewatch.watchdog")
 
 
-class CaptureWatchdog:
-    def __init__(self, capture: CaptureStage, limit_s: float) -> None:
-        self._capture = capture
+class StallWatchdog:
+    def __init__(self, stage: StageThread, limit_s: float) -> None:
+        self._stage = stage
         self.limit_s = limit_s
 
     def check(self, now: float | None = None) -> str | None:
-        """A reason string when the capture thread is stuck, else None."""
-        since = self._capture.native_call_since
-        if since is None:
+        """A reason string when the stage is stuck, else None."""
+        stuck_for = self._stage.progress.stuck_for(time.monotonic() if now is None else now)
+        if stuck_for < self.limit_s or stuck_for == 0.0:
             return None
-        stuck_for = (time.monotonic() if now is None else now) - since
-        if stuck_for < self.limit_s:
-            return None
-        reason = f"capture stuck in a native call for {stuck_for:.1f} s (limit {self.limit_s:.1f} s)"
-        log.critical("capture_stalled", reason=reason, camera_id=self._capture.camera_id)
+        reason = f"{self._stage.name} stuck in a native call for {stuck_for:.1f} s (limit {self.limit_s:.1f} s)"
+        log.critical("capture_stalled", reason=reason, stage=self._stage.name)
         return reason
+
+
+CaptureWatchdog = StallWatchdog  # the name the capture tests and the README use

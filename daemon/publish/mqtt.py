@@ -14,7 +14,7 @@ import logging
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -24,12 +24,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from daemon import __version__
 from daemon.backoff import Backoff
 from daemon.events.schema import status_topic
-from daemon.frames import ModelInfo, rfc3339, utc_now
+from daemon.frames import CameraState, CameraStatus, ModelInfo, rfc3339, utc_now
+from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
-from daemon.publish.outbox import Outbox
+from daemon.metrics import Metrics
+from daemon.outbox import Outbox, OutboxRetryableError
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.settings import MqttSettings, broker_address
-from daemon.sources.capture import CameraState, CameraStatus
 
 log = get_logger("linewatch.mqtt")
 
@@ -40,16 +41,10 @@ _CONNACK_TIMEOUT_S = 10.0  # a broker that accepts TCP but never answers CONNECT
 _AGE_SWEEP_S = 60.0  # how often the outbox's age bound is enforced without new events
 
 
-@dataclass
-class PublisherMetrics:
-    connected: bool = False
-    published_total: int = 0  # PUBACKed events
-    refused_total: int = 0  # PUBACK with a failure reason (e.g. 0x87 not authorised): dropped, counted
-    connect_failures_total: int = 0
-    last_error: str | None = None
+DISK_FULL_REASON = "outbox disk full: the oldest stored events give way to the newest"
 
 
-class MqttPublisher:
+class MqttPublisher(StageThread):
     def __init__(
         self,
         settings: MqttSettings,
@@ -60,7 +55,10 @@ class MqttPublisher:
         stop: threading.Event,
         *,
         topic_prefix: str | None = None,
+        metrics: Metrics | None = None,
+        fingerprint: Mapping[str, object] | None = None,
     ) -> None:
+        super().__init__("publish:mqtt", stop)
         self._settings = settings
         self._camera_id = camera_id
         self._model = model
@@ -80,10 +78,12 @@ class MqttPublisher:
         self._connack_due: float | None = None
         self._socket_error: str | None = None  # paho's first socket error of this connection attempt
         self._next_sweep = time.monotonic() + _AGE_SWEEP_S
-        self.metrics = PublisherMetrics()
+        self._metrics = metrics or Metrics()
+        self._fingerprint = dict(fingerprint or {})
+        self._disk_full = False  # as last published in the status
+        self.connected = False
+        self.last_error: str | None = None
         self._client = self._build_client(client_id)
-        self.name = "publish:mqtt"
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     # -- construction -------------------------------------------------------------------------------------
     def _build_client(self, client_id: str) -> paho.Client:
@@ -117,12 +117,12 @@ class MqttPublisher:
             body["at"] = rfc3339(utc_now())
         body["linewatch_version"] = __version__
         body["model"] = {"name": self._model.name, "sha256": self._model.sha256}
+        body["degraded"] = [DISK_FULL_REASON] if self._disk_full else []
+        if self._fingerprint and state is not CameraState.OFFLINE:
+            body["fingerprint"] = self._fingerprint
         return json.dumps(body, separators=(",", ":")).encode()
 
     # -- stage interface ----------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
     def set_camera_status(self, status: CameraStatus) -> None:
         """Called from the capture thread on every camera state change; published retained."""
         with self._status_lock:
@@ -134,29 +134,28 @@ class MqttPublisher:
         self._deadline = time.monotonic() if deadline is None else deadline
         self._finish.set()
 
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     # -- the loop -------------------------------------------------------------------------------------------
-    def _run(self) -> None:
+    def run(self) -> None:
+        # An exception escaping is a bug: the stage base reports it (exit 1) after the goodbye below.
         try:
             while not self._done():
                 if not self._link_up():
                     continue
-                self._fill_inflight()
-                self._publish_status_if_changed()
-                self._sweep_age_bound()
-                rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
-                self._delete_acked()
+                with self.progress.busy():
+                    rc = self._one_pass()
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._lost(f"network loop: {paho.error_string(rc)}")
-        except Exception:
-            log.exception("publisher_crashed")
-            self._stop.set()
         finally:
             self._say_goodbye()
             self._delete_acked()
+
+    def _one_pass(self) -> MQTTErrorCode:
+        self._fill_inflight()
+        self._publish_status_if_changed()
+        self._sweep_age_bound()
+        rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+        self._delete_acked()
+        return rc
 
     def _done(self) -> bool:
         if not self._finish.is_set():
@@ -167,7 +166,7 @@ class MqttPublisher:
                 log.warning("shutdown_with_pending_events", pending=pending,
                             note="they stay in the outbox and are sent after the restart")
             return True
-        return self.metrics.connected and not self._inflight and not self._outbox.pending(1, self._cursor)
+        return self.connected and not self._inflight and not self._outbox.pending(1, self._cursor)
 
     def _link_up(self) -> bool:
         """Connect if needed. True when the session is established (CONNACK received)."""
@@ -201,16 +200,20 @@ class MqttPublisher:
         hint = tls_failure_hint(reason, self._settings, after_handshake=after_handshake) if self._tls else ""
         return f"{reason} ({hint})" if hint else reason
 
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        self._metrics.mqtt_connected.set(1 if connected else 0)
+
     def _lost(self, reason: str) -> None:
-        was_connected = self.metrics.connected
-        self.metrics.connected = False
+        was_connected = self.connected
+        self._set_connected(False)
         self._connack_due = None
         self._client.disconnect()  # closes the socket; paho keeps un-acked messages for the resend
-        self.metrics.connect_failures_total += 1
-        if was_connected or reason != self.metrics.last_error:
+        self._metrics.mqtt_connect_failures.inc()
+        if was_connected or reason != self.last_error:
             log.error("mqtt_disconnected", reason=reason, broker=f"{self._host}:{self._port}",
                       attempts=self._backoff.attempts + 1)
-        self.metrics.last_error = reason
+        self.last_error = reason
         delay = self._backoff.failed(reason)
         if self._finish.is_set():  # draining: keep trying, but never past the drain deadline
             time.sleep(min(delay, max(0.0, self._deadline - time.monotonic())))
@@ -219,12 +222,16 @@ class MqttPublisher:
 
     def _delete_acked(self) -> None:
         if self._acked:
-            self._outbox.ack_many(self._acked)
+            try:
+                self._outbox.ack_many(self._acked)
+            except OutboxRetryableError as exc:
+                # The broker has them; they stay stored and are sent again after a restart (at least once).
+                log.warning("outbox_ack_failed", error=str(exc), events=len(self._acked))
             self._acked = []
 
     def _fill_inflight(self) -> None:
         room = self._settings.max_inflight - len(self._inflight)
-        if room <= 0 or not self.metrics.connected:
+        if room <= 0 or not self.connected:
             return
         for stored in self._outbox.pending(room, after_rowid=self._cursor):
             info = self._client.publish(stored.topic, stored.payload, qos=self._settings.qos, retain=False)
@@ -234,8 +241,11 @@ class MqttPublisher:
             self._cursor = stored.rowid
 
     def _publish_status_if_changed(self) -> None:
+        disk_full = self._outbox.disk_full
         with self._status_lock:
-            if not self._status_dirty or not self.metrics.connected:
+            if disk_full != self._disk_full:
+                self._disk_full, self._status_dirty = disk_full, True
+            if not self._status_dirty or not self.connected:
                 return
             status, self._status_dirty = self._camera_status, False
         payload = self._status_payload(status.state, status.reason)
@@ -260,7 +270,8 @@ class MqttPublisher:
                 self._client.loop(timeout=_LOOP_TIMEOUT_S)
             self._client.disconnect()
             self._client.loop_write()  # flush the DISCONNECT so the broker discards our last will
-        log.info("mqtt_stopped", published_total=self.metrics.published_total, inflight=len(self._inflight))
+        log.info("mqtt_stopped", published_total=int(self._metrics.value("linewatch_events_published_total")),
+                 inflight=len(self._inflight))
 
     # -- paho callbacks (run on this thread, inside client.loop()) --------------------------------------------
     def _on_connect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
@@ -269,7 +280,7 @@ class MqttPublisher:
             # Bad credentials or not authorised: the broker closes the link; we retry with backoff.
             self._lost(f"broker refused the connection: {reason} (code {reason.value})")
             return
-        self.metrics.connected = True
+        self._set_connected(True)
         self._backoff.succeeded()
         with self._status_lock:
             self._status_dirty = True  # re-assert our retained status over the broker's copy of the last will
@@ -284,9 +295,9 @@ class MqttPublisher:
             self._socket_error = message
 
     def _on_disconnect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
-        if self.metrics.connected and not self._finish.is_set():
+        if self.connected and not self._finish.is_set():
             log.warning("mqtt_connection_closed", reason=str(reason))
-        self.metrics.connected = False
+        self._set_connected(False)
 
     def _on_publish(self, client: paho.Client, _: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         rowid = self._inflight.pop(mid, None)
@@ -294,8 +305,8 @@ class MqttPublisher:
             return  # a status message
         if reason.is_failure:
             # The broker will never take this one (ACL); keeping it would block the queue forever.
-            self.metrics.refused_total += 1
+            self._metrics.events_refused.inc()
             log.error("mqtt_publish_refused", reason=str(reason), code=reason.value, rowid=rowid)
         else:
-            self.metrics.published_total += 1
+            self._metrics.events_published.inc()
         self._acked.append(rowid)

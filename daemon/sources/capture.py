@@ -9,42 +9,24 @@ reopened; a native call that never returns is the watchdog's business (see ops/w
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
 from daemon.backoff import Backoff
-from daemon.frames import Frame, utc_now
+from daemon.exitcodes import FailureKind
+from daemon.frames import CameraState, CameraStatus, Frame, utc_now
 from daemon.handoff import Handoff
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
+from daemon.metrics import Metrics
 from daemon.sources.base import FrameSource, SourceFatal, SourceUnavailable
 
 log = get_logger("linewatch.capture")
 _T = TypeVar("_T")
-
-
-class CameraState(enum.Enum):
-    CONNECTING = "connecting"
-    ONLINE = "online"
-    RECONNECTING = "reconnecting"
-    STALLED = "stalled"  # a native call is stuck; the process is about to exit for a restart
-    OFFLINE = "offline"
-
-
-@dataclass(frozen=True)
-class CameraStatus:
-    camera_id: str
-    state: CameraState
-    reason: str
-    at: dt.datetime
-    attempts: int = 0
 
 
 class CaptureStage(CameraStage):
@@ -60,20 +42,28 @@ class CaptureStage(CameraStage):
         backoff: Backoff,
         stall_timeout_s: float,
         on_status: Callable[[CameraStatus], None],
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._source = source
         self._handoff = handoff
         self._backoff = backoff
-        self._stall_timeout_s = stall_timeout_s
+        self.stall_timeout_s = stall_timeout_s
         self._on_status = on_status
+        self._metrics = metrics or Metrics()
+        self._frames_read = self._metrics.frames_read.labels(camera_id)
+        self._reconnects = self._metrics.camera_reconnects.labels(camera_id)
+        self._state_metric = self._metrics.camera_state.labels(camera_id)
         self.status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
-        self.fatal: SourceFatal | None = None
-        self.frames_read = 0
+        self._state_metric.state(CameraState.CONNECTING.value)
+        self.frames_read = 0  # this run's frame numbers (Frame.seq); the metric counts the same frames
         self.finished = threading.Event()  # set when the thread has left run(), whatever the reason
-        # The watchdog reads these: when a native call began (None outside one), and when a frame last came.
-        self.native_call_since: float | None = None
-        self.last_frame_mono: float | None = None
+        self.last_frame_mono: float | None = None  # readiness: when a frame last came
+
+    @property
+    def native_call_since(self) -> float | None:
+        """When the native call in progress (open or read) began; None outside one. The watchdog reads it."""
+        return self.progress.busy_since
 
     @property
     def backoff(self) -> Backoff:
@@ -84,6 +74,7 @@ class CaptureStage(CameraStage):
             return
         previous = self.status.state
         self.status = CameraStatus(self.camera_id, state, reason, utc_now(), self._backoff.attempts)
+        self._state_metric.state(state.value)
         level = "info" if state in (CameraState.ONLINE, CameraState.CONNECTING) else "warning"
         if state is previous and state is CameraState.RECONNECTING:
             level = "debug"  # same outage, new reason: don't flood the log once per attempt
@@ -92,11 +83,8 @@ class CaptureStage(CameraStage):
         self._on_status(self.status)
 
     def _native(self, call: Callable[[], _T]) -> _T:
-        self.native_call_since = time.monotonic()
-        try:
+        with self.progress.busy():
             return call()
-        finally:
-            self.native_call_since = None
 
     def _open_source(self) -> None:
         self._source.open()
@@ -113,6 +101,7 @@ class CaptureStage(CameraStage):
 
     def _retry_later(self, reason: str) -> None:
         delay = self._backoff.failed(reason)
+        self._reconnects.inc()
         self._set_state(CameraState.RECONNECTING, reason)
         log.debug("camera_retry", delay_s=round(delay, 2), attempts=self._backoff.attempts, reason=reason)
         self._stop.wait(delay)
@@ -127,13 +116,14 @@ class CaptureStage(CameraStage):
                     end_reason = "end of stream"
                     break
         except SourceFatal as exc:
-            self.fatal = exc
+            # Wiring that can never work (exit 4). Anything else escaping here is a bug: the stage base
+            # reports it as one (exit 1), after this `finally` has told the line the camera is offline.
             end_reason = str(exc)
             log.error("camera_fatal", error=str(exc), source=self._source.description)
-        except Exception as exc:  # a bug: stop cleanly so the daemon exits non-zero instead of going blind
-            self.fatal = SourceFatal(f"capture crashed: {exc!r}")
-            end_reason = str(self.fatal)
-            log.exception("capture_crashed")
+            self.fail(FailureKind.CAMERA_WIRING, str(exc))
+        except BaseException as exc:
+            end_reason = f"capture crashed: {type(exc).__name__}: {exc}"
+            raise
         finally:
             self._source.close()
             self._handoff.close()  # the detector drains what is left and sees END_OF_STREAM
@@ -156,7 +146,7 @@ class CaptureStage(CameraStage):
             now = time.monotonic()
             if image is None:
                 return True
-            if now - last_frame > self._stall_timeout_s:
+            if now - last_frame > self.stall_timeout_s:
                 # The read did return, but far too late: treat the link as bad and rebuild it.
                 self._source.close()
                 self._retry_later(f"no frame for {now - last_frame:.1f} s (stall timeout)")
@@ -165,6 +155,7 @@ class CaptureStage(CameraStage):
             image.setflags(write=False)
             frame = Frame(self.camera_id, self.frames_read, image, now, utc_now())
             self.frames_read += 1
+            self._frames_read.inc()
             if not self._handoff.put(frame) and self._stop.is_set():
                 return False
             if interval:

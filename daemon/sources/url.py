@@ -35,6 +35,7 @@ class CameraUrl:
     kind: SourceKind
     raw: str
     target: str  # the URL for FFmpeg, the device path, the file path, the synthetic URL, or the pipeline
+    realtime: bool = True  # synthetic://line: its own `realtime` parameter, as the line itself parsed it
 
     @property
     def default_id(self) -> str:
@@ -57,7 +58,7 @@ class CameraUrl:
         if self.kind is SourceKind.FILE:
             return False
         if self.kind is SourceKind.SYNTHETIC:
-            return "realtime=false" not in self.target.lower() and "realtime=0" not in self.target
+            return self.realtime
         return True
 
 
@@ -79,8 +80,8 @@ def parse_camera_url(url: str) -> CameraUrl:
     if scheme == "synthetic":
         from daemon.sources.synthetic_line import LineParams
 
-        LineParams.from_url(text)  # raises ValueError naming the bad parameter
-        return CameraUrl(SourceKind.SYNTHETIC, url, text)
+        params = LineParams.from_url(text)  # raises ValueError naming the bad parameter
+        return CameraUrl(SourceKind.SYNTHETIC, url, text, realtime=params.realtime)
     if scheme == "gst":
         pipeline = text[len("gst://") :]
         if "appsink" not in pipeline:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.publish.outbox import (
+from daemon.outbox import (
     DropReason,
     DropReport,
     Outbox,
@@ -90,7 +90,7 @@ def test_render_receives_the_assigned_seq_and_a_failed_render_consumes_none(tmp_
 _CHILD = """
 import os, sys
 from pathlib import Path
-from daemon.publish.outbox import Outbox, OutboxLimits
+from daemon.outbox import Outbox, OutboxLimits
 outbox = Outbox(Path(sys.argv[1]), OutboxLimits(max_bytes=10**9, max_age_s=1e9))  # synchronous=FULL
 count = int(sys.argv[2])
 i = 0
@@ -353,22 +353,34 @@ def test_unopenable_paths_raise_outbox_error(tmp_path: Path) -> None:
         Outbox(tmp_path / "file" / "outbox.db", ROOMY)
 
 
-def test_a_full_disk_is_a_retryable_error_that_writes_nothing(tmp_path: Path) -> None:
+def test_a_full_file_drops_the_oldest_events_for_the_newest_and_reports_each_drop(tmp_path: Path) -> None:
+    # Given an outbox whose file may not grow past 64 KiB (SQLite's max_page_count: SQLITE_FULL, as a full disk)
     path = tmp_path / "outbox.db"
     limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=64 * 1024)
-    with open_outbox(path, limits) as outbox:
-        stored = 0
-        with pytest.raises(OutboxFullError, match="full") as caught:
-            for i in range(1000):
-                outbox.append("cam", f"e{i}", "t", lambda s: b"x" * 2000)
-                stored += 1
-        assert isinstance(caught.value, OutboxRetryableError)
-        assert 0 < stored < 1000
-        assert outbox.last_seq("cam") == stored  # the failed append consumed no seq
+    reports: list[DropReport] = []
+    with Outbox(path, limits, on_drop=reports.append) as outbox:
+        # When far more is appended than fits
+        for i in range(300):
+            outbox.append("cam", f"e{i}", "t", lambda s: b"x" * 2000)
+        # Then every append succeeded, the oldest events gave way, and every drop was reported with its reason
+        stats = outbox.stats()
+        assert outbox.last_seq("cam") == 300
+        dropped = sum(r.dropped for r in reports)
+        assert {r.reason for r in reports} == {DropReason.DISK_FULL}
+        assert dropped == stats.dropped_by_reason["disk_full"] == 300 - stats.pending_events
+        kept = [e.seq for e in outbox.pending(1000)]
+        assert kept == list(range(301 - len(kept), 301)), "the newest events are the ones kept, without a gap"
         assert outbox.integrity_check() == "ok"
-        # when acks free space, appends work again and seq continues
-        outbox.ack_many(e.rowid for e in outbox.pending(10))
-        assert outbox.append("cam", "again", "t", lambda s: b"x" * 2000).seq == stored + 1
+
+
+def test_a_full_file_with_nothing_left_to_drop_raises_outbox_full(tmp_path: Path) -> None:
+    limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=64 * 1024)
+    with open_outbox(tmp_path / "outbox.db", limits) as outbox:
+        with pytest.raises(OutboxFullError, match="full") as caught:
+            outbox.append("cam", "huge", "t", lambda s: b"x" * 200_000)  # larger than the whole file may be
+        assert isinstance(caught.value, OutboxRetryableError)
+        assert outbox.last_seq("cam") == 0  # the failed append consumed no seq
+        assert outbox.append("cam", "small", "t", lambda s: b"x" * 100).seq == 1
 
 
 def test_a_closed_outbox_raises_outbox_error(tmp_path: Path) -> None:
@@ -389,7 +401,7 @@ def test_limits_are_validated() -> None:
 
 
 def test_errors_are_classified_without_sqlite_errorcode_as_on_python_310() -> None:
-    from daemon.publish.outbox import _translate  # the only private import: 3.10 cannot be run here
+    from daemon.outbox.errors import translate as _translate
 
     # Constructed by hand, these carry no sqlite_errorcode, like every sqlite3 error before 3.11.
     assert isinstance(_translate(sqlite3.OperationalError("database or disk is full"), "x"), OutboxFullError)

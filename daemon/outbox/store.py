@@ -20,192 +20,36 @@ All state lives in the file and every write is one IMMEDIATE transaction, so a s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-log = logging.getLogger(__name__)
+from daemon.outbox.errors import (
+    OutboxError,
+    OutboxFullError,
+    OutboxRetryableError,
+    PayloadTooLargeError,
+    translate,
+)
+from daemon.outbox.reserve import Reserve
+from daemon.outbox.schema import APPLICATION_ID, EVENT_COLUMNS, JOURNAL_SIZE_LIMIT, MIGRATIONS, SCHEMA_VERSION
+from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
+
+log = logging.getLogger("daemon.outbox")
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_MODES: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-# "LNWT": marks the file as ours, so a mistyped path to another app's database is refused, not altered.
-_APPLICATION_ID = 0x4C4E5754
-# After a big drop transaction the WAL would otherwise stay at its high-water size.
-_JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
-
-# _MIGRATIONS[i] takes the schema from user_version i to i + 1. Append, never edit.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        # AUTOINCREMENT so an id is never reused: a late or duplicate ack for a dropped row must not
-        # delete a newer event, and the publisher's `after_rowid` cursor must never skip one.
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            camera_id TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            event_id TEXT NOT NULL,
-            topic TEXT NOT NULL,
-            payload BLOB NOT NULL,
-            created_at REAL NOT NULL,
-            UNIQUE (camera_id, seq))""",
-        "CREATE INDEX events_created_at ON events (created_at)",
-        # Not derived from `events`: rows there are deleted on ack and drop, and seq must never go back.
-        "CREATE TABLE seq_counters (camera_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID",
-        "CREATE TABLE drop_counters (reason TEXT PRIMARY KEY, total INTEGER NOT NULL) WITHOUT ROWID",
-        # Running totals kept by triggers inside each transaction: the byte bound costs O(1) per append
-        # and stays right after a crash.
-        """CREATE TABLE totals (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            events INTEGER NOT NULL, bytes INTEGER NOT NULL)""",
-        "INSERT INTO totals VALUES (1, 0, 0)",
-        """CREATE TRIGGER events_after_insert AFTER INSERT ON events BEGIN
-            UPDATE totals SET events = events + 1, bytes = bytes + length(NEW.payload);
-        END""",
-        """CREATE TRIGGER events_after_delete AFTER DELETE ON events BEGIN
-            UPDATE totals SET events = events - 1, bytes = bytes - length(OLD.payload);
-        END""",
-        f"PRAGMA application_id = {_APPLICATION_ID}",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_EVENT_COLUMNS = "id, camera_id, seq, event_id, topic, payload, created_at"
+_SMALL_ACK = 8  # events deleted per transaction when the disk is full
 
 
-class OutboxError(Exception):
-    """Fatal outbox failure: bad file, newer schema, closed, misuse."""
-
-
-class OutboxRetryableError(OutboxError):
-    """The transaction was rolled back; the same call may succeed later (back off, then retry)."""
-
-
-class OutboxFullError(OutboxRetryableError):
-    """Disk full or the max_file_bytes ceiling reached."""
-
-
-class OutboxCorruptError(OutboxError):
-    """The file is not a SQLite database or is damaged."""
-
-
-class PayloadTooLargeError(OutboxError):
-    """One rendered payload alone exceeds max_bytes; it was not stored."""
-
-
-# SQLite primary result codes (stable C ABI; sqlite3.SQLITE_* only exist from 3.11).
-_PRIMARY_CODE_ERRORS: dict[int, type[OutboxError]] = {
-    13: OutboxFullError,  # SQLITE_FULL
-    5: OutboxRetryableError,  # SQLITE_BUSY: another connection held the write lock past busy_timeout
-    6: OutboxRetryableError,  # SQLITE_LOCKED
-    10: OutboxRetryableError,  # SQLITE_IOERR: SQLite rolled back; the device may recover
-    11: OutboxCorruptError,  # SQLITE_CORRUPT
-    26: OutboxCorruptError,  # SQLITE_NOTADB
-}
-# Python 3.10 has no sqlite_errorcode; fall back to SQLite's fixed messages.
-_MESSAGE_ERRORS: tuple[tuple[str, type[OutboxError]], ...] = (
-    ("disk is full", OutboxFullError),
-    ("database is locked", OutboxRetryableError),
-    ("disk i/o error", OutboxRetryableError),
-    ("not a database", OutboxCorruptError),
-    ("malformed", OutboxCorruptError),
-)
-_HINTS: dict[type[OutboxError], str] = {
-    OutboxFullError: "; nothing was written, retry after freeing space",
-    OutboxCorruptError: "; move the file aside (keep it for forensics) and restart to create an empty outbox",
-}
-
-
-def _translate(exc: sqlite3.Error, context: str) -> OutboxError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        # Extended codes (e.g. SQLITE_IOERR_WRITE) carry the primary code in the low byte.
-        cls = _PRIMARY_CODE_ERRORS.get(code & 0xFF, OutboxError)
-    else:
-        text = str(exc).lower()
-        cls = next((c for m, c in _MESSAGE_ERRORS if m in text), OutboxError)
-    return cls(f"{context}: {exc}{_HINTS.get(cls, '')}")
-
-
-@dataclass(frozen=True)
-class OutboxLimits:
-    """Bounds on what the outbox keeps while the broker is unreachable.
-
-    max_bytes counts payload bytes only; the file is larger (ids, topics, indexes, WAL), and it does not
-    shrink: freed pages are reused. max_age_s compares wall-clock created_at with now, so on a host without
-    an RTC start only after time sync, or pre-sync events age out at the first NTP step.
-    max_events = 0: no count bound. max_file_bytes = 0: no ceiling; otherwise it caps the main database file
-    (PRAGMA max_page_count) and appends beyond it raise OutboxFullError instead of filling the disk.
-    """
-
-    max_bytes: int
-    max_age_s: float
-    max_events: int = 0
-    max_file_bytes: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_bytes <= 0:
-            raise ValueError(f"max_bytes must be > 0, got {self.max_bytes}")
-        # > 0 so an event never ages out in the append that stores it.
-        if self.max_age_s <= 0:
-            raise ValueError(f"max_age_s must be > 0, got {self.max_age_s}")
-        if self.max_events < 0 or self.max_file_bytes < 0:
-            raise ValueError("max_events and max_file_bytes must be >= 0 (0 = no bound)")
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    rowid: int
-    camera_id: str
-    seq: int
-    event_id: str
-    topic: str
-    payload: bytes
-    created_at: float  # unix time (wall clock) when appended
-
-
-class DropReason(str, Enum):
-    MAX_AGE = "max_age"
-    MAX_EVENTS = "max_events"
-    MAX_BYTES = "max_bytes"
-
-
-@dataclass(frozen=True)
-class DroppedRange:
-    """One camera's share of a drop. Acked events in between are not counted, so `count` can be less than
-    last_seq - first_seq + 1."""
-
-    camera_id: str
-    first_seq: int
-    last_seq: int
-    count: int
-
-
-@dataclass(frozen=True)
-class DropReport:
-    reason: DropReason
-    dropped: int
-    dropped_bytes: int
-    cameras: tuple[DroppedRange, ...]
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    pending_events: int
-    pending_bytes: int
-    oldest_created_at: float | None
-    oldest_age_s: float | None
-    dropped_total: int  # persisted across restarts
-    dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
-
-
-def _log_drop(report: DropReport) -> None:
+def log_drop(report: DropReport) -> None:
     log.warning(
         "outbox_dropped",
         extra={
@@ -242,8 +86,9 @@ class Outbox:
         *,
         synchronous: SynchronousMode = "FULL",
         busy_timeout_s: float = 5.0,
-        on_drop: Callable[[DropReport], None] | None = _log_drop,
+        on_drop: Callable[[DropReport], None] | None = log_drop,
         clock: Callable[[], float] = time.time,
+        reserve_bytes: int = 0,
     ) -> None:
         # Checked at runtime too: the value is interpolated into a PRAGMA.
         if synchronous not in _SYNC_MODES:
@@ -253,6 +98,8 @@ class Outbox:
         self._on_drop = on_drop
         self._clock = clock
         self._lock = threading.Lock()
+        self._reserve = Reserve(self._path.with_name(self._path.name + "-reserve"), reserve_bytes)
+        self._disk_bound: int | None = None  # a byte bound learnt from a full filesystem
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -266,9 +113,15 @@ class Outbox:
             if conn is not None:
                 conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, f"cannot open outbox {self._path}") from exc
+                raise translate(exc, f"cannot open outbox {self._path}") from exc
             raise
         self._conn: sqlite3.Connection | None = conn
+        self._reserve.restore()
+
+    @property
+    def disk_full(self) -> bool:
+        """True from a full filesystem until the reserve could be set aside again (space came back)."""
+        return self._reserve.released
 
     def _setup(self, conn: sqlite3.Connection, synchronous: str, busy_timeout_s: float) -> None:
         # Outside a transaction, as journal_mode requires; also the first read, so a non-database fails here.
@@ -277,7 +130,12 @@ class Outbox:
             raise OutboxError(f"outbox {self._path}: journal_mode is {mode!r}, need WAL (not on a network FS)")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        conn.execute(f"PRAGMA journal_size_limit={_JOURNAL_SIZE_LIMIT}")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        if self._reserve.size:
+            # The WAL is checkpointed before it outgrows a quarter of the reserve (one transaction adds a few pages
+            # past that), so on a full disk, with the reserve released, the checkpoint always has room.
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA wal_autocheckpoint={max(4, min(1000, self._reserve.size // 4 // page_size))}")
         if self._limits.max_file_bytes:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             pages = max(1, self._limits.max_file_bytes // page_size)
@@ -293,10 +151,10 @@ class Outbox:
                     f" (v{SCHEMA_VERSION}); refusing to downgrade it"
                 )
             has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-            if (version == 0 and has_tables) or (version > 0 and app_id != _APPLICATION_ID):
+            if (version == 0 and has_tables) or (version > 0 and app_id != APPLICATION_ID):
                 raise OutboxError(f"{self._path} is an SQLite database but not a linewatch outbox")
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target - 1]:
+                for statement in MIGRATIONS[target - 1]:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={target}")
             conn.execute("COMMIT")
@@ -324,7 +182,7 @@ class Outbox:
                     _rollback_quietly(conn)
                     raise
             except sqlite3.Error as exc:
-                raise _translate(exc, f"outbox {op} failed ({self._path})") from exc
+                raise translate(exc, f"outbox {op} failed ({self._path})") from exc
 
     def _report(self, reports: list[DropReport]) -> None:
         if self._on_drop is None:
@@ -342,7 +200,60 @@ class Outbox:
         The event just stored is never dropped by the bounds it triggers (older ones make room). A payload
         that alone exceeds max_bytes raises PayloadTooLargeError, is not stored and consumes no seq: keeping
         it would break the bound, and dropping it would be a loss the caller never hears of.
+
+        A full filesystem is one more bound: the reserve is released, the WAL checkpointed, and the oldest
+        events are dropped (reason disk_full, reported like every drop) until the new one fits. Only when
+        nothing is left to drop does OutboxFullError reach the caller.
         """
+        attempt = 0
+        while True:
+            try:
+                stored = self._append_once(camera_id, event_id, topic, render)
+            except OutboxFullError:
+                attempt += 1
+                if not self._make_room(attempt):
+                    raise
+                continue
+            if self._reserve.released:
+                self._reserve.restore()
+                if not self._reserve.released:
+                    self._disk_bound = None  # space came back: only the configured bounds apply again
+            return stored
+
+    def _make_room(self, attempt: int) -> bool:
+        """One more step to free space after SQLITE_FULL. False when there is nothing left to try.
+
+        The first full disk releases the reserve, so SQLite has the pages to checkpoint and delete. Then the
+        disk becomes a byte bound like max_bytes: 80 % of what is stored, lowered again each time the disk
+        fills. Dropped rows free pages inside the file, new events reuse them, and the file stops growing.
+        """
+        if attempt > 8:
+            return False
+        if not self._reserve.released:
+            log.error("outbox_disk_full", extra={"path": str(self._path), "reserve_bytes": self._reserve.size,
+                                                 "action": "the oldest events give way to the newest"})
+            self._reserve.release()
+        self._checkpoint()
+        try:
+            with self._tx("drop for disk space") as conn:
+                stored = int(conn.execute("SELECT bytes FROM totals").fetchone()[0])
+                if stored == 0:
+                    return False
+                self._disk_bound = int(stored * 0.8)
+                drops = self._enforce(conn, self._clock(), keep_rowid=None)
+        except OutboxRetryableError:
+            return False
+        self._report(drops)
+        self._checkpoint()
+        return True
+
+    def _checkpoint(self) -> None:
+        # On a full disk this can fail; the next step (dropping) may still find room in the WAL.
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            if self._conn is not None:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def _append_once(self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes]) -> StoredEvent:
         with self._tx("append") as conn:
             now = self._clock()
             conn.execute(
@@ -375,7 +286,7 @@ class Outbox:
             return []
         with self._tx("pending", write=False) as conn:
             rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
             ).fetchall()
         return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in rows]
 
@@ -385,9 +296,24 @@ class Outbox:
             return conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount == 1
 
     def ack_many(self, rowids: Iterable[int]) -> int:
-        """Delete acked events in one transaction (one fsync); returns how many were still there."""
-        with self._tx("ack") as conn:
-            return sum(conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount for rowid in rowids)
+        """Delete acked events in one transaction (one fsync); returns how many were still there.
+
+        On a full disk a delete needs free pages too: the WAL is checkpointed and the delete done in small
+        transactions instead. OutboxFullError after that leaves the rest stored: re-sent after a restart."""
+        ids = list(rowids)
+
+        def delete(chunk: list[int]) -> int:
+            with self._tx("ack") as conn:
+                return sum(conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount for rowid in chunk)
+
+        try:
+            return delete(ids)
+        except OutboxFullError:
+            deleted = 0
+            for start in range(0, len(ids), _SMALL_ACK):
+                self._checkpoint()
+                deleted += delete(ids[start : start + _SMALL_ACK])
+            return deleted
 
     def enforce_limits(self, now: float | None = None) -> list[DropReport]:
         """Apply all bounds now. Call it periodically: the age bound moves even when nothing is appended.
@@ -419,6 +345,7 @@ class Outbox:
             oldest_age_s=None if oldest is None else max(0.0, now - oldest),
             dropped_total=sum(by_reason.values()),
             dropped_by_reason=by_reason,
+            disk_full=self.disk_full,
         )
 
     def integrity_check(self) -> str:
@@ -474,8 +401,11 @@ class Outbox:
             if report:
                 reports.append(report)
                 total -= report.dropped_bytes
-        if total > limits.max_bytes:
-            excess, freed, last_id = total - limits.max_bytes, 0, None
+        max_bytes, reason = limits.max_bytes, DropReason.MAX_BYTES
+        if self._disk_bound is not None and self._disk_bound < max_bytes:
+            max_bytes, reason = self._disk_bound, DropReason.DISK_FULL
+        if total > max_bytes:
+            excess, freed, last_id = total - max_bytes, 0, None
             cursor = conn.execute("SELECT id, length(payload) FROM events ORDER BY id")
             for rowid, size in cursor:
                 if rowid == keep_rowid or freed >= excess:
@@ -484,7 +414,7 @@ class Outbox:
                 last_id = rowid
             cursor.close()
             if last_id is not None:
-                report = _drop(conn, DropReason.MAX_BYTES, "id <= ?", last_id)
+                report = _drop(conn, reason, "id <= ?", last_id)
                 if report:
                     reports.append(report)
         return reports

@@ -1,0 +1,111 @@
+"""The daemon's one set of counters: a prometheus-client registry, built once and passed to the stages.
+
+Stages count into it; `/metrics`, `/healthz`, the `STATUS=` line sent to systemd and the `shutdown_complete`
+log record all read it back, so they can never disagree. Names follow Prometheus conventions: the
+`linewatch_` prefix, `_total` for counters, base units (`_seconds`, `_bytes`), a `camera` label where the
+figure belongs to one camera. The README lists every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from daemon.frames import CameraState
+
+# Inference on a CPU takes 10-100 ms, on a GPU 1-10 ms; capture → commit adds queueing on top.
+_INFERENCE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class OutboxDepth:
+    events: int
+    bytes: int
+    oldest_age_s: float | None
+
+
+class _OutboxCollector(Collector):
+    """Reads the outbox once per scrape: depth is state on disk, not something the stages count."""
+
+    def __init__(self, read: Callable[[], OutboxDepth]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = self._read()
+        yield GaugeMetricFamily("linewatch_outbox_events", "Events stored in the outbox, waiting for a PUBACK",
+                                value=depth.events)
+        yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes stored in the outbox", value=depth.bytes)
+        yield GaugeMetricFamily("linewatch_outbox_oldest_event_age_seconds",
+                                "Age of the oldest stored event (0 when the outbox is empty)",
+                                value=depth.oldest_age_s or 0.0)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # collected lazily: the outbox is opened after the registry is built
+
+
+class Metrics:
+    def __init__(self) -> None:
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        cam = ["camera"]
+        self.frames_read = Counter("linewatch_frames_read", "Frames read from the camera", cam, registry=registry)
+        self.frames_inspected = Counter("linewatch_frames_inspected", "Frames the model ran on", cam,
+                                        registry=registry)
+        self.frames_dropped = Counter(
+            "linewatch_frames_dropped",
+            "Frames the capture→detector hand-off dropped because the detector was busy (live cameras)",
+            cam, registry=registry)
+        self.camera_reconnects = Counter("linewatch_camera_reconnects",
+                                         "Failed camera opens or reads that led to a retry", cam, registry=registry)
+        self.camera_state = Enum("linewatch_camera_state", "Current camera state (1 for the current one)", cam,
+                                 states=[state.value for state in CameraState], registry=registry)
+        self.inference_seconds = Histogram("linewatch_inference_seconds", "Model time per frame", cam,
+                                           buckets=_INFERENCE_BUCKETS, registry=registry)
+        self.capture_to_commit_seconds = Histogram(
+            "linewatch_capture_to_commit_seconds",
+            "From the frame's capture to its event being committed to the outbox", cam,
+            buckets=_LATENCY_BUCKETS, registry=registry)
+        self.inferences_lost = Counter(
+            "linewatch_inferences_lost", "Inference results the event stage never received (stopping)", cam,
+            registry=registry)
+        self.events_committed = Counter("linewatch_events_committed", "Defect events committed to the outbox", cam,
+                                        registry=registry)
+        self.events_lost = Counter("linewatch_events_lost", "Defect events that could not be stored at all",
+                                   ["camera", "reason"], registry=registry)
+        self.events_dropped = Counter(
+            "linewatch_events_dropped",
+            "Stored events dropped to honour an outbox bound (max_age, max_events, max_bytes, disk_full)",
+            ["reason"], registry=registry)
+        self.events_published = Counter("linewatch_events_published", "Defect events the broker acknowledged",
+                                        registry=registry)
+        self.events_refused = Counter("linewatch_events_refused",
+                                      "Defect events the broker refused (e.g. ACL); dropped, not retried",
+                                      registry=registry)
+        self.mqtt_connected = Gauge("linewatch_mqtt_connected", "1 while the MQTT session is established",
+                                    registry=registry)
+        self.mqtt_connect_failures = Counter("linewatch_mqtt_connect_failures",
+                                             "Failed or lost MQTT connections", registry=registry)
+        self.build = Info("linewatch_build", "Versions of linewatch, torch and CUDA, and the model's SHA-256",
+                          registry=registry)
+        self.ready = Gauge("linewatch_ready", "1 when /readyz would answer 200", registry=registry)
+        self.healthy = Gauge("linewatch_healthy", "1 when /healthz would answer 200", registry=registry)
+
+    def observe_outbox(self, read: Callable[[], OutboxDepth]) -> None:
+        self.registry.register(_OutboxCollector(read))
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (0 when it was never set): how every report reads the counters back."""
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def total(self, name: str) -> float:
+        """The sum of a sample over every label set (e.g. events lost for any reason, on any camera)."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        )

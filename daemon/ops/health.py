@@ -1,0 +1,141 @@
+"""Liveness, readiness and the one-line status, all read from the stages' own state and the metrics.
+
+`/healthz`, `/readyz`, the systemd watchdog ping and its `STATUS=` line all ask this one object, so they can
+never disagree. Liveness: every stage thread alive, none failed, none stuck in one unit of work beyond its
+limit (a camera that is reconnecting is alive: the daemon is doing its job). Readiness: the model is warmed
+up, every camera delivered a frame within its stall timeout, and events can go somewhere (the broker is
+connected, or the outbox is accepting).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from daemon.frames import CameraState, CameraStatus
+from daemon.lifecycle import StageThread
+from daemon.metrics import Metrics
+
+
+class CameraProbe(Protocol):
+    camera_id: str
+    stall_timeout_s: float
+
+    @property
+    def status(self) -> CameraStatus: ...
+
+    @property
+    def last_frame_mono(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reasons: tuple[str, ...]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "fail", "reasons": list(self.reasons), **self.detail}
+
+
+@dataclass
+class _Watched:
+    stage: StageThread
+    limit_s: float  # a unit of work lasting longer than this means the stage is wedged
+
+
+class Health:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.model_ready = threading.Event()
+        self._stages: list[_Watched] = []
+        self._cameras: list[CameraProbe] = []
+        self._broker_connected: Callable[[], bool] = lambda: False
+        self._outbox_accepting: Callable[[], bool] = lambda: False
+        self._fps_mark: tuple[float, dict[str, float]] | None = None
+
+    # -- wiring (composition root) ----------------------------------------------------------------------
+    def watch_stage(self, stage: StageThread, limit_s: float) -> None:
+        self._stages.append(_Watched(stage, limit_s))
+
+    def watch_camera(self, camera: CameraProbe) -> None:
+        self._cameras.append(camera)
+
+    def watch_delivery(self, broker_connected: Callable[[], bool], outbox_accepting: Callable[[], bool]) -> None:
+        self._broker_connected = broker_connected
+        self._outbox_accepting = outbox_accepting
+
+    # -- verdicts --------------------------------------------------------------------------------------
+    def liveness(self, now: float | None = None) -> Verdict:
+        now = time.monotonic() if now is None else now
+        reasons: list[str] = []
+        stages: dict[str, Any] = {}
+        for watched in self._stages:
+            stage = watched.stage
+            stuck = stage.progress.stuck_for(now)
+            state = "running"
+            if stage.failure is not None:
+                state = "failed"
+                reasons.append(f"{stage.name} failed ({stage.failure.kind.value}): {stage.failure.reason}")
+            elif stage.started and not stage.alive:
+                state = "ended"
+                reasons.append(f"{stage.name} is not running")
+            elif stuck > watched.limit_s:
+                state = "wedged"
+                reasons.append(f"{stage.name} stuck in one unit of work for {stuck:.1f} s "
+                               f"(limit {watched.limit_s:g} s)")
+            stages[stage.name] = {"state": state, "busy_s": round(stuck, 3), "limit_s": watched.limit_s,
+                                  "units": stage.progress.units}
+        phase = "running" if self._stages else "starting"
+        verdict = Verdict(not reasons, tuple(reasons), {"phase": phase, "stages": stages})
+        self._metrics.healthy.set(1 if verdict.ok else 0)
+        return verdict
+
+    def readiness(self, now: float | None = None) -> Verdict:
+        now = time.monotonic() if now is None else now
+        reasons: list[str] = []
+        if not self.model_ready.is_set():
+            reasons.append("model not loaded and warmed up yet")
+        cameras: dict[str, Any] = {}
+        for camera in self._cameras:
+            status, last = camera.status, camera.last_frame_mono
+            age = None if last is None else now - last
+            cameras[camera.camera_id] = {"state": status.state.value, "reason": status.reason,
+                                         "last_frame_age_s": None if age is None else round(age, 3)}
+            if status.state is not CameraState.ONLINE:
+                reasons.append(f"camera {camera.camera_id} is {status.state.value}: {status.reason}")
+            elif age is None or age > camera.stall_timeout_s:
+                reasons.append(f"camera {camera.camera_id}: no frame within its stall timeout "
+                               f"({camera.stall_timeout_s:g} s)")
+        connected, accepting = self._broker_connected(), self._outbox_accepting()
+        if not connected and not accepting:
+            reasons.append("broker not connected and the outbox is not accepting (disk full)")
+        if self._stages and not self.liveness(now).ok:
+            reasons.append("not live (see /healthz)")
+        verdict = Verdict(not reasons, tuple(reasons), {
+            "model_ready": self.model_ready.is_set(), "cameras": cameras,
+            "broker_connected": connected, "outbox_accepting": accepting,
+        })
+        self._metrics.ready.set(1 if verdict.ok else 0)
+        return verdict
+
+    def status_line(self, now: float | None = None) -> str:
+        """`cam1 online 14.9 fps, outbox 0` for systemd's STATUS=; fps over the time since the last call."""
+        now = time.monotonic() if now is None else now
+        inspected = {c.camera_id: self._metrics.value("linewatch_frames_inspected_total", camera=c.camera_id)
+                     for c in self._cameras}
+        previous, self._fps_mark = self._fps_mark, (now, inspected)
+        parts = []
+        for camera in self._cameras:
+            fps = ""
+            if previous is not None and now > previous[0]:
+                rate = (inspected[camera.camera_id] - previous[1].get(camera.camera_id, 0.0)) / (now - previous[0])
+                fps = f" {rate:.1f} fps"
+            parts.append(f"{camera.camera_id} {camera.status.state.value}{fps}")
+        outbox = int(self._metrics.value("linewatch_outbox_events"))
+        broker = "mqtt up" if self._broker_connected() else "mqtt down"
+        full = ", disk full" if not self._outbox_accepting() else ""
+        return f"{', '.join(parts) or 'starting'}, {broker}, outbox {outbox}{full}"

@@ -1,0 +1,33 @@
+"""The durable outbox: the hand-off between the event stage and the outputs, on disk (SQLite, WAL).
+
+Ground floor, beside `handoff.py`: it imports nothing from the stages above it.
+"""
+
+from daemon.outbox.errors import (
+    OutboxCorruptError,
+    OutboxError,
+    OutboxFullError,
+    OutboxRetryableError,
+    PayloadTooLargeError,
+)
+from daemon.outbox.schema import SCHEMA_VERSION
+from daemon.outbox.store import Outbox, SynchronousMode, log_drop
+from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DropReason",
+    "DropReport",
+    "DroppedRange",
+    "Outbox",
+    "OutboxCorruptError",
+    "OutboxError",
+    "OutboxFullError",
+    "OutboxLimits",
+    "OutboxRetryableError",
+    "OutboxStats",
+    "PayloadTooLargeError",
+    "StoredEvent",
+    "SynchronousMode",
+    "log_drop",
+]

@@ -1,0 +1,45 @@
+"""The outbox's SQLite schema: append-only migrations (user_version i -> i + 1). Append, never edit."""
+
+from __future__ import annotations
+
+# "LNWT": marks the file as ours, so a mistyped path to another app's database is refused, not altered.
+APPLICATION_ID = 0x4C4E5754
+# After a big drop transaction the WAL would otherwise stay at its high-water size.
+JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+
+# MIGRATIONS[i] takes the schema from user_version i to i + 1. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # AUTOINCREMENT so an id is never reused: a late or duplicate ack for a dropped row must not
+        # delete a newer event, and the publisher's `after_rowid` cursor must never skip one.
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            camera_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (camera_id, seq))""",
+        "CREATE INDEX events_created_at ON events (created_at)",
+        # Not derived from `events`: rows there are deleted on ack and drop, and seq must never go back.
+        "CREATE TABLE seq_counters (camera_id TEXT PRIMARY KEY, last_seq INTEGER NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE drop_counters (reason TEXT PRIMARY KEY, total INTEGER NOT NULL) WITHOUT ROWID",
+        # Running totals kept by triggers inside each transaction: the byte bound costs O(1) per append
+        # and stays right after a crash.
+        """CREATE TABLE totals (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            events INTEGER NOT NULL, bytes INTEGER NOT NULL)""",
+        "INSERT INTO totals VALUES (1, 0, 0)",
+        """CREATE TRIGGER events_after_insert AFTER INSERT ON events BEGIN
+            UPDATE totals SET events = events + 1, bytes = bytes + length(NEW.payload);
+        END""",
+        """CREATE TRIGGER events_after_delete AFTER DELETE ON events BEGIN
+            UPDATE totals SET events = events - 1, bytes = bytes - length(OLD.payload);
+        END""",
+        f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+EVENT_COLUMNS = "id, camera_id, seq, event_id, topic, payload, created_at"
