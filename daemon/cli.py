@@ -128,6 +128,18 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
     return app.run(on_tick)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    settings = _load_or_report()
+    if settings is None:
+        return ExitCode.CONFIG
+    from daemon.logs import configure_logging
+    from daemon.ops.doctor import doctor
+
+    configure_logging("error", "json", sys.stderr)  # the report is stdout; library chatter, if any, stderr
+    return doctor(settings, as_json=args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -150,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate and print the effective settings")
     check.add_argument("--list", action="store_true", help="list every accepted variable")
     check.set_defaults(handler=cmd_check_config)
+    doctor = commands.add_parser("doctor", help="check what this deployment depends on (exit 3 if something "
+                                 "required is missing)")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doctor.set_defaults(handler=cmd_doctor)
     demo = commands.add_parser("demo", help="synthetic line + embedded broker; prints the defect events")
     demo.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     demo.add_argument("--camera", default=None, help="camera URL (default: synthetic://line)")
