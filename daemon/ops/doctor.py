@@ -69,7 +69,7 @@ def _torch_checks() -> list[Check]:
         props = torch.cuda.get_device_properties(0)
         driver = "unknown"
         try:
-            import pynvml  # nvidia-ml-py
+            import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py
 
             pynvml.nvmlInit()
             driver = str(pynvml.nvmlSystemGetDriverVersion())
