@@ -15,6 +15,7 @@ if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0');
 fi
 command -v gst-inspect-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # verifies systemd/linewatch.service
+command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks a live /metrics scrape
 if ! gst-inspect-1.0 x264enc >/dev/null 2>&1 || ! gst-inspect-1.0 rtph264pay >/dev/null 2>&1; then
     need_apt+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
                gstreamer1.0-plugins-ugly)
