@@ -113,7 +113,8 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
 
     def on_drop(report: DropReport) -> None:
         log_drop(report)
-        metrics.events_dropped.labels(report.reason.value).inc(report.dropped)
+        counter = metrics.events_dropped if report.kind == "defect" else metrics.snapshots_dropped
+        counter.labels(report.reason.value).inc(report.dropped)
 
     try:
         outbox = open_outbox(settings, on_drop)

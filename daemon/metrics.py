@@ -80,6 +80,9 @@ class Metrics:
             "linewatch_events_dropped",
             "Stored events dropped to honour an outbox bound (max_age, max_events, max_bytes, disk_full)",
             ["reason"], registry=registry)
+        self.snapshots_dropped = Counter(
+            "linewatch_snapshots_dropped", "Stored snapshots dropped to honour their own bound, the age bound or a "
+            "full disk (pictures go before defect events)", ["reason"], registry=registry)
         self.events_published = Counter("linewatch_events_published", "Defect events the broker acknowledged",
                                         registry=registry)
         self.events_refused = Counter("linewatch_events_refused",

@@ -39,7 +39,45 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END""",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    (
+        # v2: a `kind` per row (defect, snapshot, ...), each kind with its own seq and its own byte bound. SQLite
+        # cannot change a UNIQUE constraint in place, so the table is rebuilt; AUTOINCREMENT's high-water mark is
+        # carried over first, so no id is ever reused across the migration.
+        """CREATE TABLE events_v2 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            camera_id TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'defect',
+            seq INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (camera_id, kind, seq))""",
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v2', seq FROM sqlite_sequence WHERE name = 'events'",
+        """INSERT INTO events_v2 (id, camera_id, kind, seq, event_id, topic, payload, created_at)
+            SELECT id, camera_id, 'defect', seq, event_id, topic, payload, created_at FROM events""",
+        "DROP TRIGGER events_after_insert",
+        "DROP TRIGGER events_after_delete",
+        "DROP TABLE events",
+        "ALTER TABLE events_v2 RENAME TO events",
+        "CREATE INDEX events_created_at ON events (created_at)",
+        "CREATE INDEX events_kind ON events (kind, id)",
+        """CREATE TABLE kind_totals (
+            kind TEXT PRIMARY KEY, events INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID""",
+        "INSERT INTO kind_totals SELECT 'defect', events, bytes FROM totals WHERE events > 0",
+        """CREATE TRIGGER events_after_insert AFTER INSERT ON events BEGIN
+            UPDATE totals SET events = events + 1, bytes = bytes + length(NEW.payload);
+            INSERT INTO kind_totals (kind, events, bytes) VALUES (NEW.kind, 1, length(NEW.payload))
+                ON CONFLICT (kind) DO UPDATE SET events = events + 1, bytes = bytes + excluded.bytes;
+        END""",
+        """CREATE TRIGGER events_after_delete AFTER DELETE ON events BEGIN
+            UPDATE totals SET events = events - 1, bytes = bytes - length(OLD.payload);
+            UPDATE kind_totals SET events = events - 1, bytes = bytes - length(OLD.payload) WHERE kind = OLD.kind;
+        END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-EVENT_COLUMNS = "id, camera_id, seq, event_id, topic, payload, created_at"
+EVENT_COLUMNS = "id, camera_id, seq, event_id, topic, payload, created_at, kind"
+
+DEFECT = "defect"  # the kind of a defect event; other kinds (snapshots) have their own bounds and seq

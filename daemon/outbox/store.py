@@ -39,7 +39,14 @@ from daemon.outbox.errors import (
     translate,
 )
 from daemon.outbox.reserve import Reserve
-from daemon.outbox.schema import APPLICATION_ID, EVENT_COLUMNS, JOURNAL_SIZE_LIMIT, MIGRATIONS, SCHEMA_VERSION
+from daemon.outbox.schema import (
+    APPLICATION_ID,
+    DEFECT,
+    EVENT_COLUMNS,
+    JOURNAL_SIZE_LIMIT,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+)
 from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
@@ -54,6 +61,7 @@ def log_drop(report: DropReport) -> None:
         "outbox_dropped",
         extra={
             "reason": report.reason.value,
+            "kind": report.kind,
             "dropped": report.dropped,
             "dropped_bytes": report.dropped_bytes,
             "cameras": {r.camera_id: [r.first_seq, r.last_seq, r.count] for r in report.cameras},
@@ -194,7 +202,9 @@ class Outbox:
                 # The drop is committed; raising would make the caller think the append failed and retry it.
                 log.exception("outbox_on_drop_failed")
 
-    def append(self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes]) -> StoredEvent:
+    def append(
+        self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str = DEFECT
+    ) -> StoredEvent:
         """Assign the next seq for camera_id, store render(seq), enforce bounds: one transaction.
 
         The event just stored is never dropped by the bounds it triggers (older ones make room). A payload
@@ -208,7 +218,7 @@ class Outbox:
         attempt = 0
         while True:
             try:
-                stored = self._append_once(camera_id, event_id, topic, render)
+                stored = self._append_once(camera_id, event_id, topic, render, kind)
             except OutboxFullError:
                 attempt += 1
                 if not self._make_room(attempt):
@@ -253,32 +263,39 @@ class Outbox:
             if self._conn is not None:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
-    def _append_once(self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes]) -> StoredEvent:
+    def _append_once(
+        self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str
+    ) -> StoredEvent:
+        bound = self._limits.max_bytes if kind == DEFECT else self._limits.kind_max_bytes.get(kind)
+        if bound is None:
+            raise OutboxError(f"unknown kind {kind!r}: give it a byte bound in OutboxLimits.kind_max_bytes")
         with self._tx("append") as conn:
             now = self._clock()
+            counter = _counter(camera_id, kind)
             conn.execute(
                 "INSERT INTO seq_counters (camera_id, last_seq) VALUES (?, 1)"
                 " ON CONFLICT (camera_id) DO UPDATE SET last_seq = last_seq + 1",
-                (camera_id,),
+                (counter,),
             )
-            seq = int(conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?", (camera_id,)).fetchone()[0])
+            seq = int(conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?", (counter,)).fetchone()[0])
             payload = render(seq)
             if not isinstance(payload, bytes):
                 raise TypeError(f"render must return bytes, got {type(payload).__name__}")
-            if len(payload) > self._limits.max_bytes:
+            if len(payload) > bound:
                 raise PayloadTooLargeError(
-                    f"event {event_id} ({camera_id}) payload is {len(payload)} bytes,"
-                    f" over max_bytes={self._limits.max_bytes}; not stored"
+                    f"{kind} {event_id} ({camera_id}) payload is {len(payload)} bytes, over its bound {bound};"
+                    " not stored"
                 )
             cursor = conn.execute(
-                "INSERT INTO events (camera_id, seq, event_id, topic, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (camera_id, seq, event_id, topic, payload, now),
+                "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (camera_id, kind, seq, event_id, topic, payload, now),
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
             drops = self._enforce(conn, now, keep_rowid=rowid)
         self._report(drops)
-        return StoredEvent(rowid, camera_id, seq, event_id, topic, payload, now)
+        return StoredEvent(rowid, camera_id, seq, event_id, topic, payload, now, kind)
 
     def pending(self, limit: int, after_rowid: int = 0) -> list[StoredEvent]:
         """Up to `limit` stored events with rowid > after_rowid, oldest first."""
@@ -288,7 +305,7 @@ class Outbox:
             rows = conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
             ).fetchall()
-        return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6]) for r in rows]
+        return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
 
     def ack(self, rowid: int) -> bool:
         """Delete an event the broker acknowledged. False if already gone (dropped, or a duplicate ack)."""
@@ -324,28 +341,32 @@ class Outbox:
         self._report(drops)
         return drops
 
-    def last_seq(self, camera_id: str) -> int:
-        """The last seq assigned to camera_id (0 if none), acked or not."""
+    def last_seq(self, camera_id: str, kind: str = DEFECT) -> int:
+        """The last seq assigned to camera_id's events of this kind (0 if none), acked or not."""
         with self._tx("last_seq", write=False) as conn:
-            row = conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?", (camera_id,)).fetchone()
+            row = conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?",
+                               (_counter(camera_id, kind),)).fetchone()
         return 0 if row is None else int(row[0])
 
     def stats(self) -> OutboxStats:
         with self._tx("stats", write=False) as conn:
-            count, nbytes = conn.execute("SELECT events, bytes FROM totals").fetchone()
-            oldest = conn.execute("SELECT min(created_at) FROM events").fetchone()[0]
-            by_reason = {
+            kinds = _kind_totals(conn)
+            oldest = conn.execute("SELECT min(created_at) FROM events WHERE kind = ?", (DEFECT,)).fetchone()[0]
+            by_reason = {  # defect drops only: the seq gaps a subscriber sees; other kinds are keyed kind:reason
                 str(reason): int(total) for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
+                if ":" not in str(reason)
             }
         now = self._clock()
+        count, nbytes = kinds.pop(DEFECT, (0, 0))
         return OutboxStats(
-            pending_events=int(count),
-            pending_bytes=int(nbytes),
+            pending_events=count,
+            pending_bytes=nbytes,
             oldest_created_at=oldest,
             oldest_age_s=None if oldest is None else max(0.0, now - oldest),
             dropped_total=sum(by_reason.values()),
             dropped_by_reason=by_reason,
             disk_full=self.disk_full,
+            other_kinds={kind: totals for kind, totals in kinds.items() if totals[0]},
         )
 
     def integrity_check(self) -> str:
@@ -359,7 +380,9 @@ class Outbox:
             if tuple(kept) != tuple(actual):
                 problems.append(f"totals {tuple(kept)} != actual {tuple(actual)}")
             ahead = conn.execute(
-                "SELECT count(*) FROM events e LEFT JOIN seq_counters c USING (camera_id)"
+                "SELECT count(*) FROM events e LEFT JOIN seq_counters c"
+                " ON c.camera_id = CASE e.kind WHEN 'defect' THEN e.camera_id"
+                " ELSE e.camera_id || char(31) || e.kind END"
                 " WHERE c.last_seq IS NULL OR e.seq > c.last_seq"
             ).fetchone()[0]
             if ahead:
@@ -382,67 +405,94 @@ class Outbox:
         self.close()
 
     def _enforce(self, conn: sqlite3.Connection, now: float, *, keep_rowid: int | None) -> list[DropReport]:
-        """Age first (cheap, and it may satisfy the rest), then count, then bytes.
+        """Age first (cheap, and it may satisfy the rest), then each kind's own byte bound, then the defect
+        events' count and byte bounds, then the disk-full bound over everything, other kinds first.
 
         Count and bytes drop a prefix in insertion order, not by created_at, so a wall-clock step cannot
         reorder what goes first. keep_rowid is the newest row, so stopping before it keeps it.
         """
         limits = self._limits
         reports: list[DropReport] = []
-        report = _drop(conn, DropReason.MAX_AGE, "created_at < ?", now - limits.max_age_s)
-        if report:
-            reports.append(report)
-        count, total = conn.execute("SELECT events, bytes FROM totals").fetchone()
+
+        def add(report: DropReport | None) -> None:
+            if report is not None:
+                reports.append(report)
+
+        others = list(limits.kind_max_bytes)
+        for kind in (DEFECT, *others):
+            add(_drop(conn, DropReason.MAX_AGE, kind, "created_at < ?", now - limits.max_age_s))
+        totals = _kind_totals(conn)
+        for kind in others:
+            add(_trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,
+                      keep_rowid))
+        count, total = totals.get(DEFECT, (0, 0))
         if limits.max_events and count > limits.max_events:
             last_id = conn.execute(
-                "SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?", (count - limits.max_events - 1,)
+                "SELECT id FROM events WHERE kind = ? ORDER BY id LIMIT 1 OFFSET ?",
+                (DEFECT, count - limits.max_events - 1),
             ).fetchone()[0]
-            report = _drop(conn, DropReason.MAX_EVENTS, "id <= ?", last_id)
-            if report:
-                reports.append(report)
-                total -= report.dropped_bytes
-        max_bytes, reason = limits.max_bytes, DropReason.MAX_BYTES
-        if self._disk_bound is not None and self._disk_bound < max_bytes:
-            max_bytes, reason = self._disk_bound, DropReason.DISK_FULL
-        if total > max_bytes:
-            excess, freed, last_id = total - max_bytes, 0, None
-            cursor = conn.execute("SELECT id, length(payload) FROM events ORDER BY id")
-            for rowid, size in cursor:
-                if rowid == keep_rowid or freed >= excess:
-                    break
-                freed += size
-                last_id = rowid
-            cursor.close()
-            if last_id is not None:
-                report = _drop(conn, reason, "id <= ?", last_id)
-                if report:
-                    reports.append(report)
+            report = _drop(conn, DropReason.MAX_EVENTS, DEFECT, "id <= ?", last_id)
+            add(report)
+            total -= report.dropped_bytes if report else 0
+        add(_trim(conn, DEFECT, total - limits.max_bytes, DropReason.MAX_BYTES, keep_rowid))
+        if self._disk_bound is not None:
+            excess = int(conn.execute("SELECT bytes FROM totals").fetchone()[0]) - self._disk_bound
+            for kind in (*others, DEFECT):  # pictures give way before any defect event does
+                report = _trim(conn, kind, excess, DropReason.DISK_FULL, keep_rowid)
+                add(report)
+                excess -= report.dropped_bytes if report else 0
         return reports
 
 
-def _drop(conn: sqlite3.Connection, reason: DropReason, where: str, param: float) -> DropReport | None:
+def _kind_totals(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """kind -> (rows, payload bytes), kept by triggers inside every transaction."""
+    return {str(k): (int(n), int(b)) for k, n, b in conn.execute("SELECT kind, events, bytes FROM kind_totals")}
+
+
+def _counter(camera_id: str, kind: str) -> str:
+    """The seq_counters key: defect events keep the camera id (schema v1's key), other kinds their own."""
+    return camera_id if kind == DEFECT else f"{camera_id}\x1f{kind}"
+
+
+def _trim(conn: sqlite3.Connection, kind: str, excess: int, reason: DropReason, keep_rowid: int | None
+          ) -> DropReport | None:
+    """Drop the oldest rows of one kind until `excess` payload bytes are gone (never keep_rowid)."""
+    if excess <= 0:
+        return None
+    freed, last_id = 0, None
+    cursor = conn.execute("SELECT id, length(payload) FROM events WHERE kind = ? ORDER BY id", (kind,))
+    for rowid, size in cursor:
+        if rowid == keep_rowid or freed >= excess:
+            break
+        freed += size
+        last_id = rowid
+    cursor.close()
+    return None if last_id is None else _drop(conn, reason, kind, "id <= ?", last_id)
+
+
+def _drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, param: float) -> DropReport | None:
     # `where` is one of the literals in Outbox._enforce, never caller input. Aggregated here, not with
     # GROUP BY: without ANALYZE stats SQLite serves GROUP BY camera_id from the (camera_id, seq) index, a
     # full scan on every append once a bound is reached. This way it stays a range search.
     per_camera: dict[str, list[int]] = {}  # camera_id -> [first_seq, last_seq, count]
     dropped_bytes = 0
     for camera_id, seq, size in conn.execute(
-        f"SELECT camera_id, seq, length(payload) FROM events WHERE {where}", (param,)
+        f"SELECT camera_id, seq, length(payload) FROM events WHERE kind = ? AND {where}", (kind, param)
     ):
         span = per_camera.setdefault(camera_id, [seq, seq, 0])
         span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
         dropped_bytes += size
     if not per_camera:
         return None
-    conn.execute(f"DELETE FROM events WHERE {where}", (param,))
+    conn.execute(f"DELETE FROM events WHERE kind = ? AND {where}", (kind, param))
     dropped = sum(span[2] for span in per_camera.values())
     conn.execute(
         "INSERT INTO drop_counters (reason, total) VALUES (?, ?)"
         " ON CONFLICT (reason) DO UPDATE SET total = total + excluded.total",
-        (reason.value, dropped),
+        (reason.value if kind == DEFECT else f"{kind}:{reason.value}", dropped),
     )
     cameras = tuple(DroppedRange(cam, *per_camera[cam]) for cam in sorted(per_camera))
-    return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras)
+    return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras, kind=kind)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

@@ -22,6 +22,10 @@ class OutboxLimits:
     max_age_s: float
     max_events: int = 0
     max_file_bytes: int = 0
+    # Byte bounds of the other kinds (e.g. {"snapshot": 64 MiB}): each kind is bounded by its own figure and
+    # dropped before defect events when the disk fills, so pictures never evict defects. max_bytes and
+    # max_events count defect events only.
+    kind_max_bytes: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0:
@@ -42,6 +46,7 @@ class StoredEvent:
     topic: str
     payload: bytes
     created_at: float  # unix time (wall clock) when appended
+    kind: str = "defect"
 
 
 class DropReason(str, Enum):
@@ -68,6 +73,7 @@ class DropReport:
     dropped: int
     dropped_bytes: int
     cameras: tuple[DroppedRange, ...]
+    kind: str = "defect"  # seq ranges are per kind: only defect drops are gaps in the events' seq
 
 
 @dataclass(frozen=True)
@@ -79,3 +85,4 @@ class OutboxStats:
     dropped_total: int  # persisted across restarts
     dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
     disk_full: bool = False  # the filesystem filled up; bounded by what it holds until space comes back
+    other_kinds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # kind -> (rows, payload bytes)
