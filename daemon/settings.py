@@ -8,18 +8,20 @@ it). A wrong value becomes a `ConfigError` carrying one line per problem, each n
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args, get_origin
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from daemon.settings_base import Section, read_small_file
+from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings
 from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
 
 ENV_PREFIX = "LINEWATCH_"
@@ -34,35 +36,6 @@ SECRET_FILE_MAX_BYTES = 1024 * 1024
 _TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def read_small_file(path: Path, limit: int = SECRET_FILE_MAX_BYTES) -> bytes:
-    """The bytes of a regular file of at most `limit` bytes. ValueError (one line) for anything else.
-
-    Opened non-blocking, so a FIFO cannot hang us; checked on the open descriptor, so a file swapped after a
-    check cannot slip through; read with a bound, so a file that grows meanwhile cannot either.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode)
-                    else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a file")
-            raise ValueError(f"{str(path)!r} is {kind}; give a regular file")
-        if info.st_size > limit:
-            raise ValueError(f"{str(path)!r} is {info.st_size} bytes; a certificate, key or password file is at most "
-                             f"{limit // 1024} KiB")
-        data = b""
-        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
-            data += chunk
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ValueError(f"{str(path)!r} is larger than {limit // 1024} KiB")
-    return data
-
-
 class ConfigError(Exception):
     """Invalid configuration: `problems` holds one human line per problem (exit code 2)."""
 
@@ -71,17 +44,12 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-class _Section(BaseModel):
-    # validate_default: a default (e.g. the shipped model path) is checked like a given value.
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= exports STATE_DIRECTORY; the container image sets LINEWATCH_OUTBOX__DIR.
     return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/linewatch"))
 
 
-class CameraSettings(_Section):
+class CameraSettings(Section):
     url: str = Field(
         description="rtsp://…, /dev/videoN or v4l2:///dev/videoN, file:///path.mp4 or a path, "
         "synthetic://line?…, gst://<pipeline ending in appsink>"
@@ -140,7 +108,7 @@ class CameraSettings(_Section):
         return self.source.is_live(pace=self.pace)
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     path: Path = Field(DEFAULT_MODEL, description="YOLO weights (.pt, .onnx, .engine)")
     device: str = Field("auto", description="auto|cpu|cuda|cuda:N; auto picks CUDA when available")
     imgsz: int | None = Field(None, description="Inference size in pixels; default: the model's training size")
@@ -181,7 +149,7 @@ class ModelSettings(_Section):
         return value
 
 
-class MqttSettings(_Section):
+class MqttSettings(Section):
     url: str = Field("mqtt://localhost:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
     username: str | None = Field(None, description="Broker user name")
     password: SecretStr | None = Field(None, description="Broker password (prefer PASSWORD_FILE)")
@@ -240,29 +208,31 @@ def broker_address(url: str) -> tuple[str, int, bool]:
     return match.group(2).strip("[]"), port, tls
 
 
-class LogSettings(_Section):
+class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum level")
     format: Literal["json", "console", "auto"] = Field("auto", description="auto: console on a TTY, else json")
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(Section):
     dir: Path = Field(default_factory=_default_state_dir, description="State directory (outbox database)")
     max_mb: float = Field(256.0, gt=0, description="Outbox size bound; the oldest events go beyond it")
     max_age_h: float = Field(168.0, gt=0, description="Outbox age bound; older events are dropped")
     sync: Literal["full", "normal"] = Field("full", description="SQLite fsync policy; full survives power loss")
+    snapshot_max_mb: float = Field(
+        64.0, gt=0, le=65536, description="Snapshots' own bound in the outbox; pictures go before any defect event")
     reserve_mb: float = Field(
         8.0, ge=0, le=1024,
         description="Disk space set aside beside the outbox, lent to SQLite when the disk fills up; 0: none")
 
 
-class PipelineSettings(_Section):
+class PipelineSettings(Section):
     shutdown_timeout_s: float = Field(8.0, gt=0, le=120, description="Deadline for a graceful stop")
     wedge_timeout_s: float = Field(
         30.0, gt=0, le=3600,
         description="A stage stuck in one inference, commit or network pass this long is wedged: /healthz 503")
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics")
     host: str = Field("0.0.0.0", description="Bind address of the ops HTTP server (127.0.0.1: this host only)")
     port: int = Field(9464, ge=1, le=65535, description="Port of the ops HTTP server")
@@ -274,12 +244,15 @@ class Settings(BaseSettings):
     )
 
     camera: CameraSettings = Field(default_factory=dict, validate_default=True)  # so a missing URL is named
-    model: ModelSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
-    mqtt: MqttSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
-    log: LogSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
-    outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
-    pipeline: PipelineSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
-    http: HttpSettings = Field(default_factory=dict, validate_default=True)  # validated: see _Section
+    model: ModelSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    mqtt: MqttSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    log: LogSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    pipeline: PipelineSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    http: HttpSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    events: EventsSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    rules: RulesSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    snapshots: SnapshotSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
 
     @property
     def mqtt_client_id(self) -> str:
@@ -290,30 +263,72 @@ def env_name(loc: Iterable[int | str]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
+ANY_NAME = "<NAME>"  # a dict key in a variable name, e.g. the class in LINEWATCH_RULES__CLASSES__<NAME>__IGNORE
+
+
 def known_variables() -> dict[str, str]:
     """Every accepted variable name → its description (used for typo checks and `check-config`)."""
     known = {ENV_FILE_VAR: "Optional env file read before the environment"}
-    for section, field in Settings.model_fields.items():
-        model = field.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
+
+    def walk(model: type[BaseModel], loc: tuple[str, ...]) -> None:
         for name, sub in model.model_fields.items():
-            known[env_name((section, name))] = sub.description or ""
+            annotation, args = sub.annotation, get_args(sub.annotation)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if loc:  # a nested section is also accepted whole, as JSON
+                    known[env_name((*loc, name))] = sub.description or ""
+                walk(annotation, (*loc, name))
+            elif get_origin(annotation) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+                walk(args[1], (*loc, name, ANY_NAME))
+            else:
+                known[env_name((*loc, name))] = sub.description or ""
+
+    walk(Settings, ())
     return known
+
+
+def _is_known(name: str, known: dict[str, str]) -> bool:
+    if name in known:
+        return True
+    patterns = (re.escape(k).replace(re.escape(ANY_NAME), "[A-Z0-9_.-]+?") for k in known if ANY_NAME in k)
+    return any(re.fullmatch(pattern, name) for pattern in patterns)
 
 
 def _unknown_variables(names: Iterable[str], origin: str) -> list[str]:
     known = known_variables()
     problems = []
-    for name in sorted({n.upper() for n in names if n.upper().startswith(ENV_PREFIX)} - set(known)):
+    for name in sorted({n.upper() for n in names if n.upper().startswith(ENV_PREFIX)}):
+        if _is_known(name, known):
+            continue
         close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else "; see `linewatch check-config --list`"
         problems.append(f"{name}: unknown variable{origin}{hint}")
     return problems
 
 
+def _unparsable_json(env: Mapping[str, str]) -> list[str]:
+    """pydantic-settings names only the section when a JSON-valued variable does not parse: find it."""
+    problems = []
+    for name, value in sorted(env.items()):
+        if name.upper().startswith(ENV_PREFIX) and value.lstrip()[:1] in ("[", "{"):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                problems.append(f"{name.upper()}: not valid JSON ({exc})")
+    return problems
+
+
+# Errors raised by a whole section's validator, and the variable that caused them.
+_SECTION_ERRORS = (
+    (("rules",), "inline JSON", ("rules", "inline")),
+    (("rules",), "", ("rules", "file")),
+    (("events",), "confirm_hits", ("events", "confirm_hits")),
+)
+
+
 def _describe(error: ErrorDetails) -> str:
     loc = tuple(error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
+    loc = next((named for section, needle, named in _SECTION_ERRORS if loc == section and needle in message), loc)
     if error["type"] == "missing":
         return f"{env_name(loc)}: required but not set"
     shown = error.get("input")
@@ -339,6 +354,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = Settings(_env_file=env_file or None)  # type: ignore[call-arg]
     except ValidationError as exc:
         problems += [_describe(err) for err in exc.errors() if err["type"] != "extra_forbidden"]
+    except SettingsError as exc:
+        merged = {**(dotenv_values(env_file) if env_file else {}), **env}
+        problems += _unparsable_json({k: v for k, v in merged.items() if v is not None}) or [str(exc)]
     if problems:
         raise ConfigError(problems)
     return settings
