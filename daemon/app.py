@@ -20,6 +20,9 @@ from pathlib import Path
 from daemon.backoff import Backoff
 from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage
+from daemon.events.rules import Rules
+from daemon.events.schema import render_stats, stats_topic
+from daemon.events.snapshots import SNAPSHOT, SnapshotStage
 from daemon.events.stage import EventStage
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, exit_code_for
 from daemon.frames import CameraState, CameraStatus, Frame, Inference, utc_now
@@ -54,7 +57,8 @@ def frame_policy(settings: Settings) -> DropPolicy:
 
 def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None = None) -> Outbox:
     limits = OutboxLimits(
-        max_bytes=int(settings.outbox.max_mb * 1024 * 1024), max_age_s=settings.outbox.max_age_h * 3600.0
+        max_bytes=int(settings.outbox.max_mb * 1024 * 1024), max_age_s=settings.outbox.max_age_h * 3600.0,
+        kind_max_bytes={SNAPSHOT: int(settings.outbox.snapshot_max_mb * 1024 * 1024)},
     )
     return Outbox(Path(settings.outbox.dir) / OUTBOX_FILE, limits, synchronous=settings.outbox.sync.upper(),  # type: ignore[arg-type]
                   reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop or log_drop)
@@ -85,12 +89,21 @@ class App:
         self.detector = detector
         self.outbox = outbox
         metrics.observe_outbox(self._outbox_depth)
+        prefix = settings.mqtt.topic_prefix
+        self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
+            self.camera_id, settings.snapshots, prefix, outbox, stop, metrics)
+        self.events = EventStage(self.camera_id, detector.info, prefix, self.results, outbox, stop, metrics,
+                                 events=settings.events, snapshots=self.snapshots,
+                                 rules=Rules(settings.rules, detector.info.classes, settings.model.confidence),
+                                 stream_end=lambda: "end of stream" if self.capture.end_reason == "end of stream"
+                                 else "shutdown")
+        interval = settings.events.stats_interval_s
         self.publisher = MqttPublisher(
             settings.mqtt, settings.mqtt_client_id, self.camera_id, detector.info, outbox, stop,
             metrics=metrics, fingerprint=fingerprint,
+            stats=(stats_topic(prefix, self.camera_id), interval,
+                   lambda: render_stats(self.camera_id, interval, self.events.stats())) if interval else None,
         )
-        self.events = EventStage(self.camera_id, detector.info, settings.mqtt.topic_prefix, self.results,
-                                 outbox, stop, metrics)
         self.detect = DetectStage(self.camera_id, detector, self.frames, self.results, stop, metrics)
         stall_s = stall_timeout_s(settings)
         self.capture = CaptureStage(
@@ -105,7 +118,7 @@ class App:
         )
         self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
         wedge_s = settings.pipeline.wedge_timeout_s
-        for stage in (self.publisher, self.events, self.detect):
+        for stage in (self.publisher, *([self.snapshots] if self.snapshots else []), self.events, self.detect):
             health.watch_stage(stage, wedge_s)
         health.watch_stage(self.capture, self.watchdog.limit_s)
         health.watch_camera(self.capture)
@@ -114,7 +127,8 @@ class App:
     @property
     def stages(self) -> tuple[StageThread, ...]:
         """In start order: consumers first."""
-        return (self.publisher, self.events, self.detect, self.capture)
+        snapshots = (self.snapshots,) if self.snapshots is not None else ()
+        return (self.publisher, *snapshots, self.events, self.detect, self.capture)
 
     def _outbox_depth(self) -> OutboxDepth:
         stats = self.outbox.stats()
@@ -181,6 +195,11 @@ class App:
                  refused=int(value("linewatch_events_refused_total")),
                  lost=int(self.metrics.total("linewatch_events_lost_total")),
                  inferences_lost=int(self.metrics.total("linewatch_inferences_lost_total")),
+                 defects_new=int(value("linewatch_defects_total", camera=self.camera_id, type="new")),
+                 defects_end=int(value("linewatch_defects_total", camera=self.camera_id, type="end")),
+                 detections_filtered={reason: int(value("linewatch_detections_filtered_total", camera=self.camera_id,
+                                                        reason=reason))
+                                      for reason in ("ignored_class", "confidence", "area", "roi")},
                  outbox_pending=stats.pending_events, outbox_dropped_total=stats.dropped_total)
         self.outbox.close()
         return code

@@ -108,6 +108,11 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
     except ModelLoadError as exc:
         log.error("model_load_failed", error=str(exc), exit_code=int(ExitCode.BOOT))
         return ExitCode.BOOT
+    unknown = settings.rules.unknown_classes(detector.info.classes)
+    if unknown:  # only the loaded model knows its classes: checked here, reported like every config error
+        for problem in unknown:
+            print(f"config error: {problem}", file=sys.stderr)
+        return ExitCode.CONFIG
     prints = fingerprint(detector.info.sha256, detector.device)
     metrics.build.info({**prints, "model_sha256": detector.info.sha256})
 

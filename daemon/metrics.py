@@ -83,6 +83,16 @@ class Metrics:
         self.snapshots_dropped = Counter(
             "linewatch_snapshots_dropped", "Stored snapshots dropped to honour their own bound, the age bound or a "
             "full disk (pictures go before defect events)", ["reason"], registry=registry)
+        self.detections_filtered = Counter(
+            "linewatch_detections_filtered", "Detections the rules dropped (ignored_class, confidence, area, roi)",
+            ["camera", "reason"], registry=registry)
+        self.defects = Counter("linewatch_defects", "Defect lifecycle events committed (type: new, end)",
+                               ["camera", "type"], registry=registry)
+        self.tracks_open = Gauge("linewatch_tracks_open", "Tracks the camera's tracker holds", ["camera"],
+                                 registry=registry)
+        self.snapshots = Counter(
+            "linewatch_snapshots", "Snapshot views by outcome: stored, skipped (the encoder was busy), too_large",
+            ["camera", "outcome"], registry=registry)
         self.events_published = Counter("linewatch_events_published", "Defect events the broker acknowledged",
                                         registry=registry)
         self.events_refused = Counter("linewatch_events_refused",

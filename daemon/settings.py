@@ -112,9 +112,9 @@ class ModelSettings(Section):
     path: Path = Field(DEFAULT_MODEL, description="YOLO weights (.pt, .onnx, .engine)")
     device: str = Field("auto", description="auto|cpu|cuda|cuda:N; auto picks CUDA when available")
     imgsz: int | None = Field(None, description="Inference size in pixels; default: the model's training size")
-    # 0.7: the operating point chosen on a validation seed (models/MODEL_CARD.md): every defective part still
-    # produces events, while the stray detections on good parts that 0.5 lets through are gone.
-    confidence: float = Field(0.7, gt=0, le=1, description="Minimum confidence of a published detection")
+    # The floor handed to the model: nothing below it is ever seen. Above it the rules decide what is a defect
+    # (LINEWATCH_RULES__MIN_CONFIDENCE, 0.7 by default); weaker detections still keep a defect's track alive.
+    confidence: float = Field(0.25, gt=0, le=1, description="Floor handed to the model (rules decide above it)")
     iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
     half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
     threads: int | None = Field(

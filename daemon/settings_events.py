@@ -98,8 +98,9 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 class RulesSettings(Section):
     file: Path | None = Field(None, description="JSON file with rules (the same keys as below); lowest layer")
     inline: str | None = Field(None, description="Rules as inline JSON; overrides the file")
-    min_confidence: float | None = Field(
-        None, gt=0, le=1, description="Threshold for every class (above LINEWATCH_MODEL__CONFIDENCE, the floor)")
+    # 0.7: the operating point chosen on a validation seed (models/MODEL_CARD.md).
+    min_confidence: float = Field(
+        0.7, gt=0, le=1, description="A detection counts as a defect sighting from this confidence up, every class")
     ignore: str = Field("", description="Comma-separated classes to drop altogether")
     min_area_px: float | None = Field(None, ge=0, description="Smallest box area in pixels, every class")
     max_area_px: float | None = Field(None, gt=0, description="Largest box area in pixels, every class")

@@ -4,6 +4,9 @@ what a subscriber receives is scored against the generator's ground truth.
     .venv/bin/python models/evaluate_daemon.py --url "synthetic://line?seed=5000" --frames 20000 \
         --json models/eval-daemon.json
 
+`--mode defects` (the daemon's default) scores one event per physical defect (models/evaluate_defects.py);
+`--mode frames` scores the per-frame events of schema linewatch.defect/1 as the earlier model card did.
+
 The daemon is started exactly as in production (`python -m daemon run`) with `realtime=false`, so its hand-off
 waits and every frame is inspected; an embedded broker on loopback carries the events. The figures
 (defective-part recall, false events per 1,000 good parts) come from `models/evaluate.py:score_events`.
@@ -31,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from daemon.ops.embedded_broker import EmbeddedBroker  # noqa: E402
 from daemon.sources.synthetic_line import LineParams  # noqa: E402
 from models.evaluate import score_events  # noqa: E402
+from models.evaluate_defects import score_defects  # noqa: E402
 
 
 class Collector:
@@ -63,7 +67,7 @@ class Collector:
         self._client.loop_stop()
 
 
-def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: str) -> dict[str, Any]:
+def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: str, mode: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
     env.update({
         "LINEWATCH_CAMERA__URL": f"{url}&frames={frames}&realtime=false",
@@ -72,6 +76,8 @@ def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: s
         "LINEWATCH_MQTT__PROTOCOL": "3.1.1",  # the embedded broker speaks 3.1.1
         "LINEWATCH_OUTBOX__DIR": state_dir,
         "LINEWATCH_LOG__FORMAT": "json",
+        "LINEWATCH_EVENTS__MODE": mode,
+        "LINEWATCH_HTTP__ENABLED": "false",
         "YOLO_OFFLINE": "1",
     })
     proc = subprocess.run([sys.executable, "-m", "daemon", "run"], env=env, cwd=REPO, capture_output=True,
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "linewatch-defects.pt")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--mode", choices=("defects", "frames"), default="defects", help="the daemon's event mode")
     parser.add_argument("--thresholds", default="", help="also re-score at these confidence thresholds, e.g. "
                         "0.6,0.7 (an operating-point sweep: choose on a validation seed, report on the test seed)")
     args = parser.parse_args(argv)
@@ -108,20 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="linewatch-eval-") as state_dir:
-            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir)
+            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir, args.mode)
         collector.wait_for(summary["published"], timeout=30)
     finally:
         collector.close()
         broker.stop()
     elapsed = time.monotonic() - started
     params = LineParams.from_url(f"{args.url}&frames={args.frames}")
-    figures = score_events(collector.payloads, params)
-    thresholds = [t for t in args.thresholds.split(",") if t]
+    if args.mode == "defects":
+        figures = score_defects(collector.payloads, params, frames=args.frames)
+    else:
+        figures = score_events(collector.payloads, params)
+    thresholds = [t for t in args.thresholds.split(",") if t] if args.mode == "frames" else []
     sweep = {t: score_events(above(collector.payloads, float(t)), params) for t in thresholds}
     result = {
         "command": "models/evaluate_daemon.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "url": args.url,
         "frames": args.frames,
+        "mode": args.mode,
         "daemon": {k: summary[k] for k in ("frames_read", "frames_inspected", "frames_dropped", "events",
                                            "published")},
         "received_over_mqtt": len(collector.payloads),

@@ -1,4 +1,6 @@
-"""The defect event payload (JSON, schema `linewatch.defect/1`). Documented field by field in the README.
+"""The payloads: defect events (`linewatch.defect/2`, one per physical defect; `linewatch.defect/1`, one per frame,
+in `frames` mode) and stats (`linewatch.stats/1`). Documented field by field in the README; JSON Schemas in
+`schemas/`.
 
 A payload is rendered exactly once, when the event is committed to the outbox, so a re-delivery after a
 broker outage or a restart is byte-identical to the first try and subscribers can deduplicate on event_id.
@@ -8,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 from daemon import __version__
-from daemon.frames import DefectEvent, rfc3339
+from daemon.events.tracking import DefectView
+from daemon.frames import BBox, DefectEvent, ModelInfo, rfc3339, utc_now
 
 SCHEMA = "linewatch.defect/1"
+SCHEMA_V2 = "linewatch.defect/2"
+STATS_SCHEMA = "linewatch.stats/1"
 
 
 def defect_topic(prefix: str, camera_id: str) -> str:
@@ -21,6 +27,61 @@ def defect_topic(prefix: str, camera_id: str) -> str:
 
 def status_topic(prefix: str, camera_id: str) -> str:
     return f"{prefix}/{camera_id}/status"
+
+
+def stats_topic(prefix: str, camera_id: str) -> str:
+    return f"{prefix}/{camera_id}/stats"
+
+
+def snapshot_topic(prefix: str, camera_id: str, snapshot_id: str, view: str) -> str:
+    """`view` is `frame` (the whole frame with the boxes drawn) or `crop` (the defect and a margin)."""
+    return f"{prefix}/{camera_id}/snapshots/{snapshot_id}/{view}"
+
+
+def _box(box: BBox) -> dict[str, float]:
+    return {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2}
+
+
+def render_defect_v2(
+    defect: DefectView, *, event_id: str, camera_id: str, model: ModelInfo, width: int, height: int, seq: int,
+    published_at: dt.datetime, total_ms: float, snapshot: dict[str, Any] | None,
+) -> bytes:
+    """One `new` or `end` message for one physical defect. The fields describe its best view so far."""
+    best = defect.best
+    payload: dict[str, Any] = {
+        "schema": SCHEMA_V2,
+        "type": defect.kind,
+        "event_id": event_id,
+        "defect_id": defect.defect_id,
+        "track_id": defect.track_id,
+        "camera_id": camera_id,
+        "seq": seq,
+        "label": best.label,
+        "class_id": best.class_id,
+        "confidence": best.confidence,
+        "bbox": _box(best.bbox),
+        "frame_seq": best.frame_seq,
+        "captured_at": rfc3339(best.captured_utc),
+        "first_seen_at": rfc3339(defect.first.captured_utc),
+        "last_seen_at": rfc3339(defect.last.captured_utc),
+        "first_frame_seq": defect.first.frame_seq,
+        "last_frame_seq": defect.last.frame_seq,
+        "frames_seen": defect.frames_seen,
+        "end_reason": defect.end_reason,
+        "snapshot": snapshot,
+        "image": {"width": width, "height": height},
+        "model": {"name": model.name, "sha256": model.sha256},
+        "latency_ms": {"inference": round(best.inference_ms, 1), "total": round(total_ms, 1)},
+        "published_at": rfc3339(published_at),
+        "linewatch_version": __version__,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def render_stats(camera_id: str, interval_s: float, figures: dict[str, Any]) -> bytes:
+    payload = {"schema": STATS_SCHEMA, "camera_id": camera_id, "at": rfc3339(utc_now()), "interval_s": interval_s,
+               **figures}
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def render_defect(event: DefectEvent, seq: int, published_at: dt.datetime, total_ms: float) -> bytes:
@@ -39,7 +100,7 @@ def render_defect(event: DefectEvent, seq: int, published_at: dt.datetime, total
                 "label": d.label,
                 "class_id": d.class_id,
                 "confidence": d.confidence,
-                "bbox": {"x1": d.bbox.x1, "y1": d.bbox.y1, "x2": d.bbox.x2, "y2": d.bbox.y2},
+                "bbox": _box(d.bbox),
             }
             for d in event.detections
         ],

@@ -1,27 +1,41 @@
-"""The event stage: turns inferences with detections into defect events and commits them to the outbox.
+"""The event stage: applies the rules, tracks defects across frames and commits events to the outbox.
 
-This is where rules live (today: "any detection at or above the confidence threshold is a defect"; tracking,
-ROI and debounce slot in here). Committing to the durable outbox happens on this thread, before MQTT ever
-sees the event, so a crash after this point loses nothing.
+Two modes (LINEWATCH_EVENTS__MODE):
+- `defects` (default): one `new` event when a physical defect is confirmed and one `end` when its track is gone
+  (schema linewatch.defect/2), from one BYTETracker per camera (tracking.py);
+- `frames`: one event per inspected frame with detections (schema linewatch.defect/1), for raw detections.
+
+Either way the rules (rules.py) drop detections first, counted by reason. Committing to the durable outbox
+happens on this thread, before MQTT ever sees the event, so a crash after this point loses nothing.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from daemon.events.schema import defect_topic, render_defect
-from daemon.frames import DefectEvent, Inference, ModelInfo, utc_now
+import numpy as np
+
+from daemon.events.rules import Rules
+from daemon.events.schema import defect_topic, render_defect, render_defect_v2
+from daemon.events.snapshots import SnapshotStage
+from daemon.events.tracking import DefectTracker, DefectView
+from daemon.frames import DefectEvent, Frame, Inference, ModelInfo, utc_now
 from daemon.handoff import Handoff, consume
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.outbox import Outbox, OutboxFullError, OutboxRetryableError, PayloadTooLargeError
+from daemon.outbox import Outbox, OutboxFullError, OutboxRetryableError, PayloadTooLargeError, StoredEvent
+from daemon.settings_events import EventsSettings
 
 log = get_logger("linewatch.events")
 
 _RETRY_S = 1.0  # a locked or failing database is retried: the operator may fix it
+_LATENCIES = 512  # inference times kept for the stats' percentiles
 
 
 class EventStage(CameraStage):
@@ -36,6 +50,11 @@ class EventStage(CameraStage):
         outbox: Outbox,
         stop: threading.Event,
         metrics: Metrics | None = None,
+        *,
+        events: EventsSettings | None = None,
+        rules: Rules | None = None,
+        snapshots: SnapshotStage | None = None,
+        stream_end: Callable[[], str] = lambda: "shutdown",
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
@@ -43,66 +62,157 @@ class EventStage(CameraStage):
         self._results = results
         self._outbox = outbox
         self._metrics = metrics or Metrics()
+        self._settings = events or EventsSettings()  # type: ignore[call-arg]
+        self._rules = rules
+        self._snapshots = snapshots
+        self._stream_end = stream_end  # why the frames stopped, for the `end` of the tracks still open
         self._committed = self._metrics.events_committed.labels(camera_id)
         self._latency = self._metrics.capture_to_commit_seconds.labels(camera_id)
+        self._tracks_open = self._metrics.tracks_open.labels(camera_id)
+        self._tracker = None if self._settings.mode == "frames" else DefectTracker(
+            confirm_hits=self._settings.confirm_hits, confirm_window=self._settings.confirm_window,
+            lost_frames=self._settings.track_lost_frames,
+            min_track_frames=lambda class_id: rules.limits(class_id).min_track_frames if rules else 1)
+        self._size = (0, 0)
+        self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
+        self._stats_mark: tuple[float, float, float] | None = None
 
     def run(self) -> None:
-        consume(self._results, self._apply_rules)
+        try:
+            consume(self._results, self._handle)
+            if self._tracker is not None:
+                for defect in self._tracker.close(self._stream_end()):
+                    self._commit_defect(defect, None)
+        finally:
+            if self._snapshots is not None:
+                self._snapshots.jobs.close()  # the encoder drains what it holds, then ends
 
-    def _apply_rules(self, result: Inference) -> None:
-        if result.detections:
-            with self.progress.busy():
-                self._commit(self._to_event(result))
-
-    def _lose(self, event: DefectEvent, reason: str, detail: str) -> None:
-        self._metrics.events_lost.labels(self.camera_id, reason).inc()
-        log.critical("event_lost", reason=reason, detail=detail, event_id=event.event_id, frame_seq=event.frame_seq)
-
-    def _to_event(self, result: Inference) -> DefectEvent:
+    def _handle(self, result: Inference) -> None:
         frame = result.frame
-        return DefectEvent(
-            event_id=str(uuid.uuid4()),
-            camera_id=self.camera_id,
-            frame_seq=frame.seq,
-            captured_utc=frame.captured_utc,
-            captured_mono=frame.captured_mono,
-            width=frame.width,
-            height=frame.height,
-            model=self._model,
-            detections=result.detections,
-            inference_ms=result.inference_ms,
-        )
+        self._size = (frame.width, frame.height)
+        self._inference_ms.append(result.inference_ms)
+        rules = self._rules
+        kept = result.detections if rules is None else tuple(d for d in result.detections if self._allowed(d, frame))
+        with self.progress.busy():
+            if self._tracker is None:
+                # frames mode: a frame's event lists its strong detections, as before tracking existed
+                strong = kept if rules is None else tuple(d for d in kept if self._strong(d))
+                if strong:
+                    self._commit_frame(result, strong)
+                return
+            is_strong = rules.strong if rules is not None else (lambda d: True)
+            for defect in self._tracker.update(frame, kept, result.inference_ms, is_strong):
+                self._commit_defect(defect, frame)
+            self._tracks_open.set(self._tracker.open_tracks)
 
-    def _commit(self, event: DefectEvent) -> None:
+    def _strong(self, detection: Any) -> bool:
+        assert self._rules is not None
+        if self._rules.strong(detection):
+            return True
+        self._metrics.detections_filtered.labels(self.camera_id, "confidence").inc()
+        return False
+
+    def _allowed(self, detection: Any, frame: Frame) -> bool:
+        assert self._rules is not None
+        reason = self._rules.refuse(detection, frame.width, frame.height)
+        if reason is not None:
+            self._metrics.detections_filtered.labels(self.camera_id, reason).inc()
+        return reason is None
+
+    # -- committing ---------------------------------------------------------------------------------------
+    def _commit_frame(self, result: Inference, detections: tuple[Any, ...]) -> None:
+        frame = result.frame
+        event = DefectEvent(str(uuid.uuid4()), self.camera_id, frame.seq, frame.captured_utc, frame.captured_mono,
+                            frame.width, frame.height, self._model, detections, result.inference_ms)
+
         def render(seq: int) -> bytes:
-            total_ms = (time.monotonic() - event.captured_mono) * 1000.0
-            return render_defect(event, seq, utc_now(), total_ms)
+            return render_defect(event, seq, utc_now(), (time.monotonic() - event.captured_mono) * 1000.0)
 
+        stored = self._store(event.event_id, frame.seq, frame.captured_mono, render)
+        if stored is not None:
+            log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=frame.seq,
+                     detections=len(detections), labels=sorted({d.label for d in detections}))
+
+    def _commit_defect(self, defect: DefectView, frame: Frame | None) -> None:
+        if defect.kind == "end" and not self._settings.end_events:
+            return
+        snapshot = None
+        best = defect.best
+        if defect.kind == "new" and self._snapshots is not None and best.image is not None:
+            snapshot = self._snapshots.plan(best.image, best.bbox, f"{best.label} {best.confidence:.2f}")
+        event_id = str(uuid.uuid4())
+        since = frame.captured_mono if frame is not None else defect.last.captured_mono
+        width, height = self._size
+
+        def render(seq: int) -> bytes:
+            return render_defect_v2(defect, event_id=event_id, camera_id=self.camera_id, model=self._model,
+                                    width=width, height=height, seq=seq, published_at=utc_now(),
+                                    total_ms=(time.monotonic() - since) * 1000.0, snapshot=snapshot)
+
+        stored = self._store(event_id, best.frame_seq, since, render)
+        if stored is not None:
+            self._metrics.defects.labels(self.camera_id, defect.kind).inc()
+            log.info("defect_event", type=defect.kind, seq=stored.seq, event_id=event_id,
+                     defect_id=defect.defect_id, track_id=defect.track_id, label=best.label,
+                     confidence=best.confidence, frame_seq=best.frame_seq, frames_seen=defect.frames_seen,
+                     snapshot=snapshot["id"] if snapshot else None)
+
+    def _lose(self, event_id: str, frame_seq: int, reason: str, detail: str) -> None:
+        self._metrics.events_lost.labels(self.camera_id, reason).inc()
+        log.critical("event_lost", reason=reason, detail=detail, event_id=event_id, frame_seq=frame_seq)
+
+    def _store(self, event_id: str, frame_seq: int, captured_mono: float,
+               render: Callable[[int], bytes]) -> StoredEvent | None:
         while True:
             try:
-                stored = self._outbox.append(self.camera_id, event.event_id, self._topic, render)
+                stored = self._outbox.append(self.camera_id, event_id, self._topic, render)
                 break
             except PayloadTooLargeError as exc:
                 # Larger than the whole outbox bound: it can never be stored. Loud, counted, never silent.
-                self._lose(event, "too_large", str(exc))
-                return
+                self._lose(event_id, frame_seq, "too_large", str(exc))
+                return None
             except OutboxFullError as exc:
                 # The outbox already dropped every older event to make room (each drop counted as a seq gap) and
                 # the filesystem still has no space for this one. Holding it would stall inspection for a disk
                 # nobody may free; count it and go on, and /readyz says the outbox is not accepting.
-                self._lose(event, "disk_full", str(exc))
-                return
+                self._lose(event_id, frame_seq, "disk_full", str(exc))
+                return None
             except OutboxRetryableError as exc:
                 # Locked by another process, or an I/O error: keep the event in hand and retry. The progress
                 # record shows this stage as stuck, so /healthz and the systemd watchdog report a wedged
                 # pipeline while it lasts. Giving up would be the silent loss we promise never to do.
-                log.error("outbox_write_failed", error=str(exc), event_id=event.event_id)
+                log.error("outbox_write_failed", error=str(exc), event_id=event_id)
                 if self._stop.wait(_RETRY_S):
                     # Shutting down with a broken disk: we cannot hold the process forever. Say so loudly.
-                    self._lose(event, "unwritable_at_shutdown", str(exc))
-                    return
+                    self._lose(event_id, frame_seq, "unwritable_at_shutdown", str(exc))
+                    return None
             # Any other OutboxError (a corrupt database) propagates: the stage fails as a bug (exit 1).
         self._committed.inc()
-        self._latency.observe(max(0.0, time.monotonic() - event.captured_mono))
-        log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=event.frame_seq,
-                 detections=len(event.detections), labels=sorted({d.label for d in event.detections}))
+        self._latency.observe(max(0.0, time.monotonic() - captured_mono))
+        return stored
+
+    # -- stats (read by the publisher's thread) ---------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """The figures of `{prefix}/{camera}/stats`; rates over the time since the previous call."""
+        value, cam = self._metrics.value, {"camera": self.camera_id}
+        now = time.monotonic()
+        read, inspected = value("linewatch_frames_read_total", **cam), value("linewatch_frames_inspected_total", **cam)
+        previous, self._stats_mark = self._stats_mark, (now, read, inspected)
+        elapsed = now - previous[0] if previous else 0.0
+        latencies = np.array(list(self._inference_ms), dtype=np.float64)
+        depth = self._outbox.stats()
+        return {
+            "fps_in": round((read - previous[1]) / elapsed, 2) if previous and elapsed > 0 else None,
+            "fps_out": round((inspected - previous[2]) / elapsed, 2) if previous and elapsed > 0 else None,
+            "frames_read": int(read),
+            "frames_inspected": int(inspected),
+            "frames_dropped": int(value("linewatch_frames_dropped_total", **cam)),
+            "inference_ms": {"p50": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
+                             "p95": round(float(np.percentile(latencies, 95)), 1) if len(latencies) else None},
+            "tracks_open": self._tracker.open_tracks if self._tracker is not None else 0,
+            "events": {"new": int(value("linewatch_defects_total", camera=self.camera_id, type="new")),
+                       "end": int(value("linewatch_defects_total", camera=self.camera_id, type="end")),
+                       "committed": int(value("linewatch_events_committed_total", **cam))},
+            "outbox": {"events": depth.pending_events, "bytes": depth.pending_bytes,
+                       "snapshots": depth.other_kinds.get("snapshot", (0, 0))[0]},
+        }

@@ -14,7 +14,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -57,6 +57,7 @@ class MqttPublisher(StageThread):
         topic_prefix: str | None = None,
         metrics: Metrics | None = None,
         fingerprint: Mapping[str, object] | None = None,
+        stats: tuple[str, float, Callable[[], bytes]] | None = None,
     ) -> None:
         super().__init__("publish:mqtt", stop)
         self._settings = settings
@@ -81,6 +82,10 @@ class MqttPublisher(StageThread):
         self._metrics = metrics or Metrics()
         self._fingerprint = dict(fingerprint or {})
         self._disk_full = False  # as last published in the status
+        # (topic, interval, render): live figures, published retained straight from here, never from the outbox
+        # (an hour-old fps figure replayed after an outage would mislead whoever reads it)
+        self._stats = stats
+        self._next_stats = time.monotonic() + (stats[1] if stats else 0.0)
         self.connected = False
         self.last_error: str | None = None
         self._client = self._build_client(client_id)
@@ -152,6 +157,7 @@ class MqttPublisher(StageThread):
     def _one_pass(self) -> MQTTErrorCode:
         self._fill_inflight()
         self._publish_status_if_changed()
+        self._publish_stats_when_due()
         self._sweep_age_bound()
         rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
         self._delete_acked()
@@ -250,6 +256,13 @@ class MqttPublisher(StageThread):
             status, self._status_dirty = self._camera_status, False
         payload = self._status_payload(status.state, status.reason)
         self._client.publish(self._status_topic, payload, qos=1, retain=True)
+
+    def _publish_stats_when_due(self) -> None:
+        if self._stats is None or time.monotonic() < self._next_stats:
+            return
+        topic, interval, render = self._stats
+        self._next_stats = time.monotonic() + interval
+        self._client.publish(topic, render(), qos=1, retain=True)
 
     def _sweep_age_bound(self) -> None:
         if time.monotonic() >= self._next_sweep:

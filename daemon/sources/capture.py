@@ -59,6 +59,7 @@ class CaptureStage(CameraStage):
         self.frames_read = 0  # this run's frame numbers (Frame.seq); the metric counts the same frames
         self.finished = threading.Event()  # set when the thread has left run(), whatever the reason
         self.last_frame_mono: float | None = None  # readiness: when a frame last came
+        self.end_reason = ""  # why the stream ended: "end of stream", "shutdown" or the fatal error
 
     @property
     def native_call_since(self) -> float | None:
@@ -125,6 +126,7 @@ class CaptureStage(CameraStage):
             end_reason = f"capture crashed: {type(exc).__name__}: {exc}"
             raise
         finally:
+            self.end_reason = end_reason  # read downstream once the hand-off's END_OF_STREAM reaches it
             self._source.close()
             self._handoff.close()  # the detector drains what is left and sees END_OF_STREAM
             self._set_state(CameraState.OFFLINE, end_reason)

@@ -17,7 +17,7 @@ from tests.support.procs import DaemonProcess
 from tests.support.subscriber import Subscriber
 
 
-def test_a_video_file_run_publishes_documented_events_and_ends_cleanly(
+def test_frames_mode_publishes_one_documented_v1_event_per_frame_and_ends_cleanly(
     mosquitto: Mosquitto,
     subscriber_factory: Callable[..., Subscriber],
     daemon_factory: Callable[..., DaemonProcess],
@@ -27,8 +27,9 @@ def test_a_video_file_run_publishes_documented_events_and_ends_cleanly(
 ) -> None:
     # Given a subscriber on the events and status topics
     sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/#"])
-    # When the daemon reads a whole video file (no pacing: files lose nothing) and reaches its end
-    env = daemon_env(str(line_video), mosquitto.url, LINEWATCH_CAMERA__PACE="max")
+    # When the daemon, in the per-frame mode kept for raw detections, reads a whole video file (no pacing: files
+    # lose nothing) and reaches its end
+    env = daemon_env(str(line_video), mosquitto.url, LINEWATCH_CAMERA__PACE="max", LINEWATCH_EVENTS__MODE="frames")
     daemon = daemon_factory(env)
     assert daemon.wait(timeout=180) == ExitCode.OK, daemon.describe()
     # Then every message is a documented event, numbered 1..N without gaps, one per frame with detections
@@ -39,6 +40,7 @@ def test_a_video_file_run_publishes_documented_events_and_ends_cleanly(
     assert len(events) >= 5, f"only {len(events)} events from 60 frames with many defects"
     sha = file_sha256(model_path)
     for event in events:
+        assert event["schema"] == "linewatch.defect/1"
         assert_valid_defect_event(event, camera_id="line", model_sha256=sha, width=640, height=480,
                                   labels=set(CLASS_NAMES))
     assert_gapless([e["seq"] for e in events])

@@ -1,0 +1,91 @@
+"""Scoring `linewatch.defect/2` events against the synthetic line's ground truth: one event per physical defect.
+
+A physical defect is (part_id, class_id, row): it rides the belt with its part, so its row in the frame never
+changes. A `new` event is attributed by re-rendering the truth of its best view's frame: the defect whose box it
+overlaps with IoU >= EVENT_IOU. Figures: events per physical defect (matched `new` events over the defects that
+got one), defective-part recall (a defective part that passed through gets at least one `new`), false events per
+1,000 good parts, and the delay from a defect's first appearance to its `new` event.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+
+from daemon.sources.synthetic_line import LineParams, SyntheticLine, TruthBox
+from models.evaluate import EVENT_IOU, _box, _inspected_parts, _overlap, iou
+
+DefectKey = tuple[int, int, int]  # part_id, class_id, row
+
+
+def _key(truth: TruthBox) -> DefectKey:
+    return truth.part_id, truth.class_id, round(truth.y1)
+
+
+def score_defects(events: list[dict[str, Any]], params: LineParams, *, frames: int) -> dict[str, Any]:
+    line = SyntheticLine(params)
+    inspected = _inspected_parts(line, frames)
+    first_seen: dict[DefectKey, int] = {}
+    for index in range(frames):
+        for truth in line.truth(index)[1]:
+            first_seen.setdefault(_key(truth), index)
+    new = [e for e in events if e["type"] == "new" and e["frame_seq"] < frames]
+    per_defect: collections.Counter[DefectKey] = collections.Counter()
+    delays: list[int] = []
+    delays_ms: list[float] = []
+    false_on_good: list[int] = []
+    stray = background = 0
+    for event in new:
+        parts, defects = line.truth(int(event["frame_seq"]))
+        b = event["bbox"]
+        box = (b["x1"], b["y1"], b["x2"], b["y2"])
+        best = max(defects, key=lambda d: iou(box, _box(d)), default=None)
+        if best is not None and iou(box, _box(best)) >= EVENT_IOU:
+            key = _key(best)
+            per_defect[key] += 1
+            if per_defect[key] == 1:
+                frames_late = int(event["last_frame_seq"]) - first_seen[key]
+                delays.append(frames_late)
+                delays_ms.append(frames_late * 1000.0 / params.fps + float(event["latency_ms"]["inference"]))
+            continue
+        under = max(parts, key=lambda p: _overlap(box, _box(p)), default=None)
+        if under is None or _overlap(box, _box(under)) <= 0:
+            background += 1
+        elif under.defective:
+            stray += 1
+        else:
+            false_on_good.append(under.part_id)
+    defective = {pid for pid, bad in inspected.items() if bad}
+    good = {pid for pid, bad in inspected.items() if not bad}
+    found_parts = {key[0] for key in per_defect}
+    visible = {key for key in first_seen if key[0] in defective}
+
+    def pct(values: list[float] | list[int], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 1) if values else None
+
+    return {
+        "frames": frames,
+        "new_events": len(new),
+        "end_events": sum(1 for e in events if e["type"] == "end"),
+        "physical_defects_seen": len(visible),
+        "physical_defects_with_event": len(per_defect),
+        "events_per_physical_defect": round(sum(per_defect.values()) / max(1, len(per_defect)), 4),
+        "physical_defects_with_more_than_one_event": sum(1 for n in per_defect.values() if n > 1),
+        "defect_recall": round(len(set(per_defect) & visible) / max(1, len(visible)), 4),
+        "defective_parts": len(defective),
+        "defective_part_recall": round(len(defective & found_parts) / max(1, len(defective)), 4),
+        "good_parts": len(good),
+        "false_events": sum(1 for pid in false_on_good if pid in good),
+        "false_events_per_1000_good_parts": round(1000 * sum(1 for p in false_on_good if p in good)
+                                                  / max(1, len(good)), 2),
+        "stray_events_on_defective_parts": stray,
+        "background_events": background,
+        "delay_frames": {"p50": pct(delays, 50), "p99": pct(delays, 99)},
+        "delay_ms": {"p50": pct(delays_ms, 50), "p99": pct(delays_ms, 99),
+                     "note": f"the frames at the line's {params.fps:g} fps plus the inference time of the "
+                     "confirming frame (a run with realtime=false queues frames, so its capture-to-commit age is not "
+                     "a live figure)"},
+        "missed_defective_parts": sorted(defective - found_parts)[:50],
+    }
