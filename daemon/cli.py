@@ -58,7 +58,7 @@ def cmd_run(_: argparse.Namespace) -> int:
     log.info("starting", version=__version__, camera_id=settings.camera.camera_id,
              source=settings.camera.source.kind.value, broker=settings.mqtt.url, pid=os.getpid())
     try:
-        return _run_daemon(settings, stop, signals.report)
+        return _run_daemon(settings, stop, signals.report, relay.write_original)
     except Exception:
         log.exception("daemon_crashed")
         return ExitCode.INTERNAL
@@ -67,7 +67,8 @@ def cmd_run(_: argparse.Namespace) -> int:
         relay.stop()
 
 
-def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[], None]) -> int:
+def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[], None],
+                stderr: Callable[[str], None]) -> int:
     from daemon.metrics import Metrics
     from daemon.ops.health import Health
     from daemon.ops.http import OpsHttpServer, OpsServerError
@@ -84,14 +85,14 @@ def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[],
             return ExitCode.BOOT
         server.start()
     try:
-        return _boot_and_run(settings, stop, on_tick, metrics, health)
+        return _boot_and_run(settings, stop, on_tick, metrics, health, stderr)
     finally:
         if server is not None:
             server.stop()
 
 
 def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
-                  health: Health) -> int:
+                  health: Health, stderr: Callable[[str], None]) -> int:
     from daemon.app import App, open_outbox
     from daemon.detect.model import Detector, ModelLoadError
     from daemon.ops.fingerprint import fingerprint
@@ -110,8 +111,8 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
         return ExitCode.BOOT
     unknown = settings.rules.unknown_classes(detector.info.classes)
     if unknown:  # only the loaded model knows its classes: checked here, reported like every config error
-        for problem in unknown:
-            print(f"config error: {problem}", file=sys.stderr)
+        stderr("".join(f"config error: {problem}\n" for problem in unknown))
+        log.error("config_error", problems=unknown, exit_code=int(ExitCode.CONFIG))
         return ExitCode.CONFIG
     prints = fingerprint(detector.info.sha256, detector.device)
     metrics.build.info({**prints, "model_sha256": detector.info.sha256})

@@ -113,6 +113,14 @@ class NativeStderrRelay:
             if text := buffered.decode("utf-8", "replace").strip():
                 self._log.warning("native_stderr", line=text)
 
+    def write_original(self, text: str) -> None:
+        """Write to the stderr we replaced (config errors found after start-up belong there, not in the log)."""
+        if self._saved_fd is None:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        else:
+            os.write(self._saved_fd, text.encode())
+
     def stop(self) -> None:
         if self._saved_fd is None:
             return

@@ -44,6 +44,13 @@ BAD_VALUES = {
     "unknown variable": ("LINEWATCH_MQTT__TOPIC_PREFX", "x", "did you mean LINEWATCH_MQTT__TOPIC_PREFIX"),
     "bad broker URL": ("LINEWATCH_MQTT__URL", "tcp://broker", "accepted: mqtt://host[:port]"),
     "QoS zero": ("LINEWATCH_MQTT__QOS", "0", "greater than or equal to 1"),
+    "class threshold above 1": ("LINEWATCH_RULES__CLASSES__SCRATCH__MIN_CONFIDENCE", "1.5", "less than or equal to 1"),
+    "ROI that is not JSON": ("LINEWATCH_RULES__ROI__INCLUDE", "[[0, 1]", "not valid JSON"),
+    "ROI polygon of two points": ("LINEWATCH_RULES__ROI__EXCLUDE", "[[[0, 0], [1, 0]]]", "at least 3"),
+    "rules inline JSON broken": ("LINEWATCH_RULES__INLINE", "{classes: 1}", "not valid JSON"),
+    "rules file missing": ("LINEWATCH_RULES__FILE", "/nonexistent/rules.json", "cannot read"),
+    "K above M": ("LINEWATCH_EVENTS__CONFIRM_HITS", "9", "could never be confirmed"),
+    "class rule field typo": ("LINEWATCH_RULES__CLASSES__DENT__MIN_AREA", "10", "did you mean"),
 }
 
 
@@ -208,3 +215,17 @@ def test_a_credential_path_that_is_not_a_small_regular_file_exits_2_naming_the_v
     lines = result.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith(f"config error: {variable}:"), lines
     assert says in lines[0], lines[0]
+
+
+def test_a_rule_for_a_class_the_model_does_not_have_exits_2_once_the_model_is_loaded(
+    valid_env: dict[str, str]
+) -> None:
+    # Only the loaded model knows its classes, so this is found after start-up; it still exits 2 with one line.
+    result = linewatch(["run"], {**valid_env, "LINEWATCH_RULES__CLASSES__CRACK__MIN_CONFIDENCE": "0.8",
+                                 "LINEWATCH_HTTP__ENABLED": "false"})
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "config error: LINEWATCH_RULES__CLASSES__CRACK: unknown class 'crack'; the model's classes: scratch, dent, "
+        "stain, missing_component"
+    ], lines
