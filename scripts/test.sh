@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, against real services. Installs what is missing first:
 #  - Debian: mosquitto, GStreamer's RTSP server (python3-gi + gir1.2-gst-rtsp-server-1.0) and plugins,
-#    systemd-analyze
+#    systemd-analyze, buildah + debootstrap (the image check), docker-compose (compose validation)
 #  - Python: .venv with the pinned set (torch 2.14.1 / torchvision 0.29.1 on x86_64) and the test tools
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/test_settings.py -x
 set -euo pipefail
@@ -16,6 +16,11 @@ fi
 command -v gst-inspect-1.0 >/dev/null || need_apt+=(gstreamer1.0-tools)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # verifies systemd/linewatch.service
 command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks a live /metrics scrape
+# scripts/image-check.sh (tests/test_image.py) builds and runs the container image without a Docker engine
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || need_apt+=(debootstrap)
+# tests/test_docker_files.py validates docker/compose.yml with a compose CLI (no engine needed)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 if ! gst-inspect-1.0 x264enc >/dev/null 2>&1 || ! gst-inspect-1.0 rtph264pay >/dev/null 2>&1; then
     need_apt+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
                gstreamer1.0-plugins-ugly)
