@@ -13,7 +13,7 @@ from pathlib import Path
 from daemon.exitcodes import ExitCode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EVENT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  synthetic-line  event #(\d+) +frame \d+ +\w+ \d\.\d\d at ")
+EVENT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  synthetic-line  event #(\d+) +(NEW|END)  defect [0-9a-f]{8} \w+ ")
 
 
 def demo_env(model_path: Path) -> dict[str, str]:
@@ -32,6 +32,15 @@ def test_demo_runs_for_a_duration_and_prints_events_that_came_over_mqtt(model_pa
     events = [int(m.group(1)) for line in lines if (m := EVENT_LINE.match(line))]
     assert events, f"no defect event printed:\n{result.stdout}"
     assert events == list(range(1, len(events) + 1)), "events printed out of order or with gaps"
+    new = [line for line in lines if " NEW " in line]
+    assert new and all("snapshot /" in line and line.rstrip().endswith(".jpg") for line in new), new
+    for line in new:  # the file it names is the picture that came over MQTT
+        assert Path(line.rsplit("snapshot ", 1)[1]).read_bytes()[:3] == b"\xff\xd8\xff"
+    # Output for people: no raw JSON log line, and each status change once
+    assert not any(line.lstrip().startswith("{") for line in lines), result.stdout
+    statuses = [line for line in lines if line.startswith("status ")]
+    assert len(statuses) == len(set(statuses)), statuses
+    assert statuses[-1] == "status  synthetic-line: offline (shutdown)", statuses
     summary = lines[-1]
     assert summary == f"demo: daemon exited with code 0; {len(events)} defect events received over MQTT"
 
