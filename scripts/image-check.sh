@@ -69,7 +69,7 @@ cleanup() {
         "${BUILDAH[@]}" umount "$RUN_CTR" >/dev/null 2>&1 || true
         "${BUILDAH[@]}" rm "$RUN_CTR" >/dev/null 2>&1 || true
     fi
-    rm -rf "$WORK"
+    rm -rf --one-file-system "$WORK"
 }
 trap cleanup EXIT
 
