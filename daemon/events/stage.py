@@ -55,6 +55,7 @@ class EventStage(CameraStage):
         rules: Rules | None = None,
         snapshots: SnapshotStage | None = None,
         stream_end: Callable[[], str] = lambda: "shutdown",
+        live: bool = True,
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
@@ -72,7 +73,7 @@ class EventStage(CameraStage):
         self._tracker = None if self._settings.mode == "frames" else DefectTracker(
             confirm_hits=self._settings.confirm_hits, confirm_window=self._settings.confirm_window,
             lost_frames=self._settings.track_lost_frames,
-            min_track_frames=lambda class_id: rules.limits(class_id).min_track_frames if rules else 1)
+            min_track_frames=lambda class_id: rules.limits(class_id).min_track_frames if rules else 1, live=live)
         self._size = (0, 0)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
         self._stats_mark: tuple[float, float, float] | None = None

@@ -51,7 +51,8 @@ class _Track:
     last: Observation
     best: Observation
     frames_seen: int = 1
-    seen: collections.deque[int] = field(default_factory=collections.deque)
+    seen: collections.deque[int] = field(default_factory=collections.deque)  # ticks of strong sightings
+    last_tick: int = 0
     confirmed: bool = False
 
 
@@ -99,7 +100,7 @@ class _Detections:
 
 class DefectTracker:
     def __init__(self, *, confirm_hits: int, confirm_window: int, lost_frames: int,
-                 min_track_frames: Callable[[int], int]) -> None:
+                 min_track_frames: Callable[[int], int], live: bool = True) -> None:
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         # Every detection that reaches the tracker is above the model's floor and passed the rules, so all are
@@ -112,8 +113,12 @@ class DefectTracker:
         self._confirm_window = confirm_window
         self._lost_frames = lost_frames
         self._min_track_frames = min_track_frames
+        self._live = live  # capture times are physical only for a live camera; a file is read in bursts
         self._tracks: dict[int, _Track] = {}
         self._last_seq: int | None = None
+        self._last_mono: float | None = None
+        self._interval: float | None = None  # the camera's usual frame interval, learnt (EWMA)
+        self._tick = 0  # frames of the camera so far, inspected or not
 
     @property
     def open_tracks(self) -> int:
@@ -122,11 +127,11 @@ class DefectTracker:
     def update(self, frame: Frame, detections: tuple[Detection, ...], inference_ms: float,
                strong: Callable[[Detection], bool]) -> list[DefectView]:
         """Feed one inspected frame; returns the defects that became confirmed (`new`) or ended (`end`)."""
-        if self._last_seq is not None:
-            empty = _Detections.of(())
-            for _ in range(min(max(0, frame.seq - self._last_seq - 1), _MAX_GAP_STEPS)):
-                self._tracker.update(empty)
-        self._last_seq = frame.seq
+        empty = _Detections.of(())
+        missed = self._missed_frames(frame)
+        for _ in range(missed):
+            self._tracker.update(empty)
+        self._tick += missed + 1  # the camera's frames, seen or not: what K-of-M and the lost limit count
         rows = self._tracker.update(_Detections.of(detections)) if detections else self._tracker.update(
             _Detections.of(()))
         changes: list[DefectView] = []
@@ -135,15 +140,36 @@ class DefectTracker:
             seen = Observation(frame.seq, frame.captured_utc, frame.captured_mono, detection.label,
                                detection.class_id, detection.confidence, detection.bbox, inference_ms)
             track = self._see(int(row[4]), seen, frame, strong(detection))
-            if not track.confirmed and self._ripe(track, frame.seq):
+            if not track.confirmed and self._ripe(track):
                 track.confirmed = True
                 changes.append(self._view("new", track))
         for track_id, track in list(self._tracks.items()):
-            if frame.seq - track.last.frame_seq > self._lost_frames:
+            if self._tick - track.last_tick > self._lost_frames:
                 del self._tracks[track_id]
                 if track.confirmed:
                     changes.append(self._view("end", track, "gone"))
         return changes
+
+    def _missed_frames(self, frame: Frame) -> int:
+        """Frames between the last inspected one and this one, by sequence number and by capture time.
+
+        The live hand-off skips frames (a gap in seq); a camera outage does not (the capture numbers the frames
+        it reads) but shows, on a live camera, as a gap in capture time far beyond its usual frame interval."""
+        if self._last_seq is None or self._last_mono is None:
+            missed = 0
+        else:
+            by_seq = max(0, frame.seq - self._last_seq - 1)
+            elapsed = frame.captured_mono - self._last_mono
+            by_time = 0
+            if not self._live:
+                pass
+            elif self._interval and elapsed > 3 * self._interval * (by_seq + 1):
+                by_time = int(elapsed / self._interval) - 1
+            elif by_seq == 0 and elapsed > 0:  # learn the camera's frame interval from neighbours
+                self._interval = elapsed if self._interval is None else 0.9 * self._interval + 0.1 * elapsed
+            missed = min(max(by_seq, by_time), _MAX_GAP_STEPS)
+        self._last_seq, self._last_mono = frame.seq, frame.captured_mono
+        return missed
 
     def close(self, reason: str) -> list[DefectView]:
         """End every confirmed open track (end of stream, shutdown)."""
@@ -161,13 +187,14 @@ class DefectTracker:
             track.frames_seen += 1
             if seen.confidence > track.best.confidence:
                 track.best = _with_image(seen, frame.image)
+        track.last_tick = self._tick
         if strong:
-            track.seen.append(frame.seq)
-        while track.seen and track.seen[0] <= frame.seq - self._confirm_window:
+            track.seen.append(self._tick)
+        while track.seen and track.seen[0] <= self._tick - self._confirm_window:
             track.seen.popleft()
         return track
 
-    def _ripe(self, track: _Track, seq: int) -> bool:
+    def _ripe(self, track: _Track) -> bool:
         return (len(track.seen) >= self._confirm_hits
                 and track.frames_seen >= self._min_track_frames(track.best.class_id))
 

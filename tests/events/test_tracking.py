@@ -1,0 +1,90 @@
+"""The defect lifecycle on Ultralytics' real BYTETracker, fed detections of a box moving along a conveyor."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from daemon.events.tracking import DefectTracker, DefectView
+from daemon.frames import BBox, Detection, Frame, utc_now
+
+IMAGE = np.zeros((480, 640, 3), dtype=np.uint8)
+IMAGE.setflags(write=False)
+STEP_PX = 8.0  # the synthetic line's default conveyor speed, per frame
+INTERVAL_S = 1 / 15
+
+
+def frame(seq: int, at: float | None = None) -> Frame:
+    return Frame("cam", seq, IMAGE, at if at is not None else seq * INTERVAL_S, utc_now())
+
+
+def scratch(seq: int, confidence: float = 0.9) -> Detection:
+    x = 100 + STEP_PX * seq  # a 15 px wide scratch: it moves half its width per frame
+    return Detection("scratch", 0, confidence, BBox(x, 200, x + 15, 230))
+
+
+def tracker(live: bool = True) -> DefectTracker:
+    return DefectTracker(confirm_hits=3, confirm_window=5, lost_frames=15, min_track_frames=lambda c: 1, live=live)
+
+
+def strong(detection: Detection) -> bool:
+    return detection.confidence >= 0.7
+
+
+def feed(t: DefectTracker, seqs: range, confidence: float = 0.9) -> list[DefectView]:
+    changes: list[DefectView] = []
+    for seq in seqs:
+        changes += t.update(frame(seq), (scratch(seq, confidence),), 30.0, strong)
+    return changes
+
+
+def test_a_defect_is_new_after_k_strong_sightings_and_ends_once_after_it_is_gone() -> None:
+    t = tracker()
+    changes = feed(t, range(0, 2))
+    assert changes == [], "two sightings are not three"
+    changes = feed(t, range(2, 30))
+    assert [c.kind for c in changes] == ["new"]
+    new = changes[0]
+    assert new.frames_seen == 3 and new.first.frame_seq == 0 and new.last.frame_seq == 2
+    # When it leaves the view: `end` after the lost-frame limit, with its whole life and its best view
+    gone: list[DefectView] = []
+    for seq in range(30, 50):
+        gone += t.update(frame(seq), (), 30.0, strong)
+    assert [c.kind for c in gone] == ["end"]
+    end = gone[0]
+    assert end.defect_id == new.defect_id and end.frames_seen == 30 and end.end_reason == "gone"
+    assert end.last.frame_seq == 29 and t.open_tracks == 0
+
+
+def test_weak_sightings_keep_a_track_alive_but_only_strong_ones_confirm_it() -> None:
+    t = tracker()
+    changes: list[DefectView] = []
+    # strong, weak, strong, weak, strong: three strong within five frames, one track all along
+    for seq, confidence in enumerate((0.75, 0.5, 0.72, 0.45, 0.71)):
+        changes += t.update(frame(seq), (scratch(seq, confidence),), 30.0, strong)
+    assert [c.kind for c in changes] == ["new"] and changes[0].frames_seen == 5
+    weak_only = tracker()
+    assert feed(weak_only, range(0, 20), confidence=0.5) == [], "weak sightings alone never make a defect"
+
+
+def test_frames_the_live_hand_off_skipped_count_towards_losing_a_track() -> None:
+    t = tracker()
+    feed(t, range(0, 5))
+    # the next inspected frame is seq 30: 24 frames were skipped, more than the 15-frame limit
+    changes = t.update(frame(30), (), 30.0, strong)
+    assert [c.kind for c in changes] == ["end"]
+
+
+def test_a_camera_outage_is_a_gap_in_capture_time_on_a_live_camera_but_not_in_a_file() -> None:
+    for live, expected in ((True, ["end"]), (False, [])):
+        t = tracker(live=live)
+        feed(t, range(0, 5))
+        # frame 5 comes 10 s after frame 4 (the camera was reconnecting); seq has no gap
+        changes = t.update(frame(5, at=4 * INTERVAL_S + 10.0), (), 30.0, strong)
+        assert [c.kind for c in changes] == expected, f"live={live}"
+
+
+def test_closing_ends_every_confirmed_track_with_the_reason() -> None:
+    t = tracker()
+    feed(t, range(0, 4))
+    ended = t.close("end of stream")
+    assert [(c.kind, c.end_reason) for c in ended] == [("end", "end of stream")]
