@@ -30,8 +30,10 @@ def status_states(messages: list[Message]) -> list[str]:
 
 
 def first_defect_after(messages: list[Message], since_mono: float) -> Message | None:
-    """The first defect event that reached the subscriber after `since_mono` (time.monotonic)."""
-    return next((m for m in messages if m.topic.endswith("/defects") and m.arrived > since_mono), None)
+    """The first defect found after `since_mono` (time.monotonic) that reached the subscriber: a `new` event
+    (an `end` then may close a defect seen before an outage: its best view is older)."""
+    return next((m for m in messages if m.topic.endswith("/defects") and m.arrived > since_mono
+                 and m.json().get("type", "new") == "new"), None)
 
 
 def retries(daemon: DaemonProcess, since: int = 0) -> list[LogRecord]:
