@@ -187,6 +187,17 @@ def _inspected_parts(line: SyntheticLine, frames: int) -> dict[int, bool]:
     return parts
 
 
+def attribute(box: Box, parts: Sequence[PartTruth], defects: Sequence[TruthBox], iou_min: float = EVENT_IOU
+              ) -> tuple[TruthBox | None, PartTruth | None]:
+    """What a reported box is on: (the defect it finds, None) when its IoU with one is >= iou_min; else
+    (None, the part it overlaps most), or (None, None) on the bare belt."""
+    best = max(defects, key=lambda d: iou(box, _box(d)), default=None)
+    if best is not None and iou(box, _box(best)) >= iou_min:
+        return best, None
+    under = max(parts, key=lambda p: _overlap(box, _box(p)), default=None)
+    return None, under if under is not None and _overlap(box, _box(under)) > 0 else None
+
+
 def score_events(
     events: list[dict[str, Any]], params: LineParams, *, frames: int | None = None, iou_min: float = EVENT_IOU
 ) -> dict[str, Any]:
@@ -218,14 +229,12 @@ def score_events(
             detections += 1
             b = det["bbox"]
             box = (b["x1"] * sx, b["y1"] * sy, b["x2"] * sx, b["y2"] * sy)
-            best = max(defects, key=lambda d: iou(box, _box(d)), default=None)
-            if best is not None and iou(box, _box(best)) >= iou_min:
-                found.add(best.part_id)
-                if int(det["class_id"]) == best.class_id:
-                    class_ok.add(best.part_id)
-                continue
-            under = max(parts, key=lambda p: _overlap(box, _box(p)), default=None)
-            if under is None or _overlap(box, _box(under)) <= 0:
+            hit, under = attribute(box, parts, defects, iou_min)
+            if hit is not None:
+                found.add(hit.part_id)
+                if int(det["class_id"]) == hit.class_id:
+                    class_ok.add(hit.part_id)
+            elif under is None:
                 background += 1
             elif under.defective:
                 stray_on_defective += 1

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from daemon.sources.synthetic_line import LineParams, SyntheticLine, TruthBox
-from models.evaluate import EVENT_IOU, _box, _inspected_parts, _overlap, iou
+from models.evaluate import _inspected_parts, attribute
 
 DefectKey = tuple[int, int, int]  # part_id, class_id, row
 
@@ -41,17 +41,15 @@ def score_defects(events: list[dict[str, Any]], params: LineParams, *, frames: i
         parts, defects = line.truth(int(event["frame_seq"]))
         b = event["bbox"]
         box = (b["x1"], b["y1"], b["x2"], b["y2"])
-        best = max(defects, key=lambda d: iou(box, _box(d)), default=None)
-        if best is not None and iou(box, _box(best)) >= EVENT_IOU:
-            key = _key(best)
+        hit, under = attribute(box, parts, defects)
+        if hit is not None:
+            key = _key(hit)
             per_defect[key] += 1
             if per_defect[key] == 1:
                 frames_late = int(event["last_frame_seq"]) - first_seen[key]
                 delays.append(frames_late)
                 delays_ms.append(frames_late * 1000.0 / params.fps + float(event["latency_ms"]["inference"]))
-            continue
-        under = max(parts, key=lambda p: _overlap(box, _box(p)), default=None)
-        if under is None or _overlap(box, _box(under)) <= 0:
+        elif under is None:
             background += 1
         elif under.defective:
             stray += 1

@@ -62,7 +62,7 @@ def assert_valid_defect_event(event: dict[str, Any], *, camera_id: str, model_sh
         assert first <= captured <= last
         assert event["first_frame_seq"] <= event["frame_seq"] <= event["last_frame_seq"]
     latency = event["latency_ms"]
-    assert 0 < latency["inference"] and latency["total"] < 60_000
+    assert latency["inference"] > 0 and latency["total"] < 60_000
 
 
 def assert_gapless(seqs: list[int]) -> None:

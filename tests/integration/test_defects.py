@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import signal
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np

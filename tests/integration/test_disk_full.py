@@ -5,9 +5,7 @@ mount it; CI and the sessions run as root)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 
 from daemon.exitcodes import ExitCode
 from tests.integration.ops_helpers import wait_probe
+from tests.support.disk import small_tmpfs
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port
 from tests.support.procs import DaemonProcess
@@ -25,16 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
-        (mount / "someone-elses.log").write_bytes(b"\0" * 600 * 1024)
+    with small_tmpfs(tmp_path / "disk", "1m", filler_kib=600) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_keeps_inspection_going_drops_the_oldest_and_says_why(

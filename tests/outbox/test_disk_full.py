@@ -1,12 +1,10 @@
 """The outbox on a filesystem that really fills up: a 400 KB tmpfs, as a filler file leaves of a 1 MB tmpfs.
 
-Needs root to mount the tmpfs (CI and the sessions run as root); skipped otherwise.
+Mounting the tmpfs needs root (tests/support/disk.py).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from daemon.outbox import DropReason, DropReport, Outbox, OutboxLimits
+from tests.support.disk import small_tmpfs
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small-disk", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_drops_the_oldest_events_for_the_newest_and_recovers_when_space_returns(
