@@ -104,7 +104,7 @@ else
     "${BUILDAH[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --env LANG=C.UTF-8 --cmd /bin/bash --os linux --arch amd64 \
         --label org.opencontainers.image.description="debootstrap minbase bookworm + python3 (image check)" "$ctr"
-    "${BUILDAH[@]}" commit --rm "$ctr" "$BASE_IMAGE" >/dev/null
+    "${BUILDAH[@]}" commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
     rm -rf "$rootfs"
     ok "a. base $BASE_IMAGE built in $(($(date +%s) - step_started)) s"
 fi
@@ -299,8 +299,10 @@ ok "c. --version: $(tr -d '\n' <"$WORK/version.log")"
 img_run listvars "$OUTBOX_RUN" -- check-config --list || true
 has_http=0
 grep -q LINEWATCH_HTTP__PORT "$WORK/listvars.log" && has_http=1
-# d and e compare payloads frame by frame: where the event stage has modes, ask for one event per frame
-# (schema linewatch.defect/1, with every detection) instead of one per physical defect.
+# Where the event stage has modes, every run here asks for one event per inspected frame (schema
+# linewatch.defect/1, with every detection) instead of one per physical defect: d compares payloads frame
+# by frame, and c and e then do not depend on the tracker confirming a defect within their short runs on
+# a machine whose load varies.
 per_frame=()
 grep -q LINEWATCH_EVENTS__MODE "$WORK/listvars.log" && per_frame=(LINEWATCH_EVENTS__MODE=frames)
 HTTP_PORT=$(free_port)
@@ -329,7 +331,7 @@ mkdir -p "$WORK/tmp-run"
 mount -t tmpfs -o mode=1777,size=512m tmpfs "$WORK/tmp-run"
 host_mounts+=("$WORK/tmp-run")
 TMP_HOST=$WORK/tmp-run img_start run "$OUTBOX_RUN" "LINEWATCH_CAMERA__URL=synthetic://line?fps=10" "$BROKER" \
-    LINEWATCH_MQTT__TOPIC_PREFIX=run "$THREADS" "${http_env[@]}" -- run
+    LINEWATCH_MQTT__TOPIC_PREFIX=run "$THREADS" "${http_env[@]}" "${per_frame[@]}" -- run
 run_pid=$last_pid
 if ((has_http)); then
     healthz() { "$PY" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
