@@ -2,8 +2,9 @@
 
 Every detection above the model's floor keeps a track alive (ByteTrack's second association is made for weak
 detections); a track becomes a defect (`new`) when it had a *strong* sighting (at or above its class's
-threshold) in at least K of the last M frames and was seen for at least its class's minimum track length; it
-ends (`end`) when unseen for `lost_frames` frames. Frames the live hand-off skipped
+threshold) in at least K of the last M inspected frames (a detector slower than the camera inspects only some)
+and was seen for at least its class's minimum track length; it ends (`end`) when unseen for `lost_frames` of
+the camera's frames. Frames the live hand-off skipped
 still count: the tracker is stepped once per missing frame sequence number, so its motion model and its
 lost-frame count follow the camera's frames, not the detector's pace.
 
@@ -27,7 +28,7 @@ import numpy.typing as npt
 from daemon.frames import BBox, Detection, Frame, Image
 
 _MAX_GAP_STEPS = 1000  # beyond this many skipped frames every track is lost anyway
-_BUFFER = 0.5  # association boxes grow by this fraction of their longest side on each side
+_BUFFER = 1.0  # association boxes grow by this fraction of their longest side on each side
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class _Track:
     last: Observation
     best: Observation
     frames_seen: int = 1
-    seen: collections.deque[int] = field(default_factory=collections.deque)  # ticks of strong sightings
+    seen: collections.deque[int] = field(default_factory=collections.deque)  # inspected frames, strong sightings
     last_tick: int = 0
     confirmed: bool = False
 
@@ -82,7 +83,8 @@ class _Detections:
         """Boxes enlarged for association only (buffered IoU, as in C-BIoU tracking): a small defect on a
         conveyor moves a large part of its own width between frames (a 15 px scratch at 8 px per frame overlaps
         its last position with IoU 0.3, under BYTETracker's 0.7 cost limit for new tracks once the score is
-        fused in). Each side grows by half the box's longest side; the reported boxes are the model's own."""
+        fused in), and three times that when the detector inspects only every third frame. Each side grows by the
+        box's longest side; the reported boxes are the model's own."""
         boxes = [(d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2) for d in detections]
         xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
         wh = xyxy[:, 2:] - xyxy[:, :2]
@@ -119,6 +121,7 @@ class DefectTracker:
         self._last_mono: float | None = None
         self._interval: float | None = None  # the camera's usual frame interval, learnt (EWMA)
         self._tick = 0  # frames of the camera so far, inspected or not
+        self._inspected = 0
 
     @property
     def open_tracks(self) -> int:
@@ -127,19 +130,23 @@ class DefectTracker:
     def update(self, frame: Frame, detections: tuple[Detection, ...], inference_ms: float,
                strong: Callable[[Detection], bool]) -> list[DefectView]:
         """Feed one inspected frame; returns the defects that became confirmed (`new`) or ended (`end`)."""
-        empty = _Detections.of(())
         missed = self._missed_frames(frame)
-        for _ in range(missed):
-            self._tracker.update(empty)
-        self._tick += missed + 1  # the camera's frames, seen or not: what K-of-M and the lost limit count
-        rows = self._tracker.update(_Detections.of(detections)) if detections else self._tracker.update(
-            _Detections.of(()))
+        if missed:
+            self._skip(missed)
+        self._tick += missed + 1  # the camera's frames, inspected or not: what the lost limit counts
+        self._inspected += 1  # the frames the model saw: what K-of-M counts (a slow detector skips the rest)
+        tracker: Any = self._tracker
+        tracker.update(_Detections.of(detections))
         changes: list[DefectView] = []
-        for row in rows:
-            detection = detections[int(row[7])]
+        # Every track matched in this frame, the ones BYTETracker has not activated yet included (its return
+        # value lists activated ones only, which would lose each track's first sighting).
+        for strack in tracker.tracked_stracks:
+            if strack.frame_id != tracker.frame_id:
+                continue
+            detection = detections[int(strack.idx)]
             seen = Observation(frame.seq, frame.captured_utc, frame.captured_mono, detection.label,
                                detection.class_id, detection.confidence, detection.bbox, inference_ms)
-            track = self._see(int(row[4]), seen, frame, strong(detection))
+            track = self._see(int(strack.track_id), seen, frame, strong(detection))
             if not track.confirmed and self._ripe(track):
                 track.confirmed = True
                 changes.append(self._view("new", track))
@@ -149,6 +156,18 @@ class DefectTracker:
                 if track.confirmed:
                     changes.append(self._view("end", track, "gone"))
         return changes
+
+    def _skip(self, frames: int) -> None:
+        """Let `frames` of the camera pass unseen: the tracker's clock advances and its Kalman filter predicts
+        the confirmed and lost tracks forward, as BYTETracker.update does each frame, but no association runs,
+        so a track started a frame ago is not dropped for frames the detector never looked at."""
+        from ultralytics.trackers.utils.stracks import joint_stracks
+
+        tracker: Any = self._tracker
+        moving = joint_stracks([t for t in tracker.tracked_stracks if t.is_activated], tracker.lost_stracks)
+        for _ in range(frames):
+            tracker.multi_predict(moving)
+        tracker.frame_id += frames
 
     def _missed_frames(self, frame: Frame) -> int:
         """Frames between the last inspected one and this one, by sequence number and by capture time.
@@ -189,8 +208,8 @@ class DefectTracker:
                 track.best = _with_image(seen, frame.image)
         track.last_tick = self._tick
         if strong:
-            track.seen.append(self._tick)
-        while track.seen and track.seen[0] <= self._tick - self._confirm_window:
+            track.seen.append(self._inspected)
+        while track.seen and track.seen[0] <= self._inspected - self._confirm_window:
             track.seen.popleft()
         return track
 

@@ -88,3 +88,16 @@ def test_closing_ends_every_confirmed_track_with_the_reason() -> None:
     feed(t, range(0, 4))
     ended = t.close("end of stream")
     assert [(c.kind, c.end_reason) for c in ended] == [("end", "end of stream")]
+
+
+def test_a_detector_slower_than_the_camera_still_confirms_defects() -> None:
+    # The live hand-off passes every third frame: K of M counts inspected frames, not the camera's, and a
+    # defect that appears later (its track starts unconfirmed) is still associated across the skipped frames
+    t = tracker()
+    changes: list[DefectView] = []
+    for seq in range(0, 60, 3):
+        later = Detection("dent", 1, 0.9, BBox(40 + STEP_PX * (seq - 30), 300, 60 + STEP_PX * (seq - 30), 330))
+        detections = (scratch(seq),) + ((later,) if seq >= 30 else ())
+        changes += t.update(frame(seq), detections, 30.0, strong)
+    assert [(c.kind, c.best.label) for c in changes] == [("new", "scratch"), ("new", "dent")], changes
+    assert changes[1].first.frame_seq == 30 and changes[1].last.frame_seq == 36

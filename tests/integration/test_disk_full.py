@@ -34,7 +34,9 @@ def test_a_full_disk_keeps_inspection_going_drops_the_oldest_and_says_why(
 ) -> None:
     broker = Mosquitto(workdir=full_disk.parent / "mosquitto")  # its port is known now; it starts later
     port = free_port()
+    # frames mode: an event per frame with defects fills the disk in seconds (defects mode writes far less)
     env = daemon_env("synthetic://line?fps=15&defect_rate=1", broker.url, LINEWATCH_OUTBOX__DIR=str(full_disk),
+                     LINEWATCH_EVENTS__MODE="frames",
                      LINEWATCH_OUTBOX__RESERVE_MB="0.09", LINEWATCH_HTTP__PORT=str(port),
                      LINEWATCH_HTTP__HOST="127.0.0.1", LINEWATCH_MQTT__RECONNECT_MAX_S="1")
     daemon = daemon_factory(env)
