@@ -96,7 +96,7 @@ class App:
                                  events=settings.events, snapshots=self.snapshots,
                                  rules=Rules(settings.rules, detector.info.classes, settings.model.confidence),
                                  stream_end=lambda: "end of stream" if self.capture.end_reason == "end of stream"
-                                 else "shutdown")
+                                 else "shutdown", live=policy is DropPolicy.LATEST)
         interval = settings.events.stats_interval_s
         self.publisher = MqttPublisher(
             settings.mqtt, settings.mqtt_client_id, self.camera_id, detector.info, outbox, stop,
