@@ -166,10 +166,12 @@ class App:
                 self.capture.fail(FailureKind.STALLED, stuck)
                 return
             now = time.monotonic()
+            self.health.readiness(now)  # every tick, so linewatch_ready and linewatch_healthy stay current
+            live_ok = self.health.liveness(now).ok
             if now >= next_status:
                 sd_notify(f"STATUS={self.health.status_line(now)}")
                 next_status = now + _STATUS_EVERY_S
-            if ping_every and now >= next_ping and self.health.liveness(now).ok:
+            if ping_every and now >= next_ping and live_ok:
                 # Only a live pipeline pings systemd: a wedged stage or a hung main loop gets us restarted.
                 sd_notify("WATCHDOG=1")
                 next_ping = now + ping_every

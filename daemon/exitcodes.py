@@ -11,7 +11,8 @@ kind into the process's exit code. Health, metrics and sd_notify read the same f
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 
 class ExitCode(enum.IntEnum):
@@ -48,8 +49,10 @@ class StageFailure:
     stage: str  # the stage's thread name, e.g. "capture:cam1" or "publish:mqtt"
     kind: FailureKind
     reason: str
+    at: float = field(default_factory=time.monotonic)  # the first failure in time decides the exit code
 
 
 def exit_code_for(failures: list[StageFailure]) -> ExitCode:
-    """The exit code for a run that ended with these failures (the first one decides; none: OK)."""
-    return _EXIT_CODES[failures[0].kind] if failures else ExitCode.OK
+    """The exit code for a run that ended with these failures (the earliest decides; none: OK). A stage that
+    fails while draining after another's failure does not change the code."""
+    return _EXIT_CODES[min(failures, key=lambda f: f.at).kind] if failures else ExitCode.OK

@@ -34,9 +34,13 @@ class _OutboxCollector(Collector):
 
     def __init__(self, read: Callable[[], OutboxDepth]) -> None:
         self._read = read
+        self._last = OutboxDepth(0, 0, None)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth = self._read()
+        try:
+            self._last = depth = self._read()
+        except Exception:  # a closed or failing outbox must not break a scrape, a health probe or STATUS=
+            depth = self._last
         yield GaugeMetricFamily("linewatch_outbox_events", "Events stored in the outbox, waiting for a PUBACK",
                                 value=depth.events)
         yield GaugeMetricFamily("linewatch_outbox_bytes", "Payload bytes stored in the outbox", value=depth.bytes)

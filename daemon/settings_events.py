@@ -9,6 +9,7 @@ The same `RulesSettings` shape is what a camera's own rules will take once there
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +71,8 @@ class RoiSettings(Section):
         for number, polygon in enumerate(polygons, 1):
             if len(polygon) < 3:
                 raise ValueError(f"polygon {number} has {len(polygon)} points; a polygon needs at least 3")
+            if not all(math.isfinite(v) for point in polygon for v in point):
+                raise ValueError(f"polygon {number} has a coordinate that is not a finite number")
         return polygons
 
     @model_validator(mode="after")
@@ -129,7 +132,11 @@ class RulesSettings(Section):
     @field_validator("ignore", mode="before")
     @classmethod
     def _ignore_list(cls, value: Any) -> Any:
-        return ",".join(str(v) for v in value) if isinstance(value, list) else value
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{value!r}: ignore lists class names (strings)")
+            return ",".join(value)
+        return value
 
     @property
     def ignored(self) -> frozenset[str]:

@@ -67,8 +67,9 @@ class SnapshotStage(CameraStage):
             on_drop=metrics.snapshots.labels(camera_id, "skipped").inc)
         self.views = ("frame", "crop") if settings.mode == "both" else (settings.mode,)
 
-    def plan(self, image: Image, bbox: BBox, caption: str) -> dict[str, Any]:
-        """Queue the pictures of one defect; returns the reference its event carries (ids, topics, sizes)."""
+    def plan(self, image: Image, bbox: BBox, caption: str) -> tuple[dict[str, Any], SnapshotJob]:
+        """The reference an event carries (id, topics, sizes) and the job that makes its pictures. Submit the
+        job once the event is stored, so the pictures follow their event and never come without one."""
         snapshot_id = str(uuid.uuid4())
         height, width = image.shape[:2]
         reference: dict[str, Any] = {"id": snapshot_id}
@@ -76,8 +77,11 @@ class SnapshotStage(CameraStage):
             w, h = self._size(view, bbox, width, height)
             reference[view] = {"topic": snapshot_topic(self._prefix, self.camera_id, snapshot_id, view),
                                "width": w, "height": h}
-        self.jobs.put(SnapshotJob(snapshot_id, image, bbox, caption))
-        return reference
+        return reference, SnapshotJob(snapshot_id, image, bbox, caption)
+
+    def submit(self, job: SnapshotJob) -> None:
+        """Never blocks: when the encoder is behind, the oldest job goes (counted as skipped)."""
+        self.jobs.put(job)
 
     def _size(self, view: str, bbox: BBox, width: int, height: int) -> tuple[int, int]:
         if view == "crop":
@@ -98,8 +102,10 @@ class SnapshotStage(CameraStage):
                     self._outbox.append(self.camera_id, job.snapshot_id, topic, _constant(jpeg), kind=SNAPSHOT)
                     self._counter.labels(self.camera_id, "stored").inc()
                 except (PayloadTooLargeError, OutboxRetryableError) as exc:
-                    self._counter.labels(self.camera_id, "too_large").inc()
-                    log.warning("snapshot_not_stored", snapshot_id=job.snapshot_id, view=view, error=str(exc))
+                    outcome = "too_large" if isinstance(exc, PayloadTooLargeError) else "disk_full"
+                    self._counter.labels(self.camera_id, outcome).inc()
+                    log.warning("snapshot_not_stored", snapshot_id=job.snapshot_id, view=view, outcome=outcome,
+                                error=str(exc))
 
     def _encode(self, view: str, job: SnapshotJob) -> bytes:
         height, width = job.image.shape[:2]

@@ -70,13 +70,19 @@ class EventStage(CameraStage):
         self._committed = self._metrics.events_committed.labels(camera_id)
         self._latency = self._metrics.capture_to_commit_seconds.labels(camera_id)
         self._tracks_open = self._metrics.tracks_open.labels(camera_id)
-        self._tracker = None if self._settings.mode == "frames" else DefectTracker(
-            confirm_hits=self._settings.confirm_hits, confirm_window=self._settings.confirm_window,
-            lost_frames=self._settings.track_lost_frames,
-            min_track_frames=lambda class_id: rules.limits(class_id).min_track_frames if rules else 1, live=live)
+        self._live = live
+        self._tracker = None if self._settings.mode == "frames" else self._new_tracker()
         self._size = (0, 0)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
         self._stats_mark: tuple[float, float, float] | None = None
+
+    def _new_tracker(self) -> DefectTracker:
+        rules = self._rules
+        return DefectTracker(
+            confirm_hits=self._settings.confirm_hits, confirm_window=self._settings.confirm_window,
+            lost_frames=self._settings.track_lost_frames,
+            min_track_frames=lambda class_id: rules.limits(class_id).min_track_frames if rules else 1,
+            live=self._live)
 
     def run(self) -> None:
         try:
@@ -90,6 +96,11 @@ class EventStage(CameraStage):
 
     def _handle(self, result: Inference) -> None:
         frame = result.frame
+        if self._tracker is not None and self._size not in ((0, 0), (frame.width, frame.height)):
+            # The camera came back at another resolution: boxes of the old size cannot be matched with new ones.
+            for defect in self._tracker.close("resolution change"):
+                self._commit_defect(defect, None)  # rendered with the old size, which their boxes are in
+            self._tracker = self._new_tracker()
         self._size = (frame.width, frame.height)
         self._inference_ms.append(result.inference_ms)
         rules = self._rules
@@ -137,10 +148,10 @@ class EventStage(CameraStage):
     def _commit_defect(self, defect: DefectView, frame: Frame | None) -> None:
         if defect.kind == "end" and not self._settings.end_events:
             return
-        snapshot = None
+        snapshot, job = None, None
         best = defect.best
         if defect.kind == "new" and self._snapshots is not None and best.image is not None:
-            snapshot = self._snapshots.plan(best.image, best.bbox, f"{best.label} {best.confidence:.2f}")
+            snapshot, job = self._snapshots.plan(best.image, best.bbox, f"{best.label} {best.confidence:.2f}")
         event_id = str(uuid.uuid4())
         since = frame.captured_mono if frame is not None else defect.last.captured_mono
         width, height = self._size
@@ -152,6 +163,8 @@ class EventStage(CameraStage):
 
         stored = self._store(event_id, best.frame_seq, since, render)
         if stored is not None:
+            if job is not None and self._snapshots is not None:
+                self._snapshots.submit(job)
             self._metrics.defects.labels(self.camera_id, defect.kind).inc()
             log.info("defect_event", type=defect.kind, seq=stored.seq, event_id=event_id,
                      defect_id=defect.defect_id, track_id=defect.track_id, label=best.label,

@@ -119,6 +119,9 @@ def _model_check(settings: Settings) -> Check:
     except ModelLoadError as exc:
         return Check("model", False, str(exc), required=True)
     info = detector.info
+    unknown = settings.rules.unknown_classes(info.classes)
+    if unknown:  # `run` would exit 2 on these once the model is loaded: say so here too
+        return Check("model", False, "; ".join(unknown), required=True)
     return Check("model", True, f"{settings.model.path} sha256 {info.sha256} imgsz {info.imgsz} device {info.device} "
                                 f"classes {', '.join(info.classes)}", required=True)
 
@@ -131,19 +134,22 @@ def _camera_check(settings: Settings) -> Check:
     deadline = camera.open_timeout_s + camera.read_timeout_s
 
     def grab() -> str:
-        source.open()
-        image = source.read()
-        if image is None:
-            raise RuntimeError("the source ended before its first frame")
-        return f"{image.shape[1]}x{image.shape[0]}"
+        # Closed by the thread that opened it: after a timeout it may still be inside OpenCV, and releasing a
+        # capture from another thread while it reads can crash the process.
+        try:
+            source.open()
+            image = source.read()
+            if image is None:
+                raise RuntimeError("the source ended before its first frame")
+            return f"{image.shape[1]}x{image.shape[0]}"
+        finally:
+            source.close()
 
     started = time.monotonic()
     try:
         size = _deadline(grab, deadline)
     except Exception as exc:
         return Check("camera", False, f"{source.description}: {exc}", required=True)
-    finally:
-        source.close()
     return Check("camera", True, f"{source.description}: one {size} frame in {time.monotonic() - started:.2f} s",
                  required=True)
 

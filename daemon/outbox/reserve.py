@@ -9,6 +9,8 @@ from pathlib import Path
 
 log = logging.getLogger("daemon.outbox")
 
+_MIN_FREE = 1024 * 1024  # without a reserve, the disk counts as full until this much is free again
+
 
 class Reserve:
     """Disk space set aside beside the database, given back when the filesystem fills up.
@@ -33,8 +35,13 @@ class Reserve:
 
     def restore(self) -> None:
         """Set the reserve aside if the filesystem has room for it twice over (checked every few seconds)."""
-        if not self.size:
-            self.released = False
+        need = 2 * self.size if self.size else _MIN_FREE
+        if not self.size:  # no reserve: leave the disk-full state once the filesystem has a little room again
+            try:
+                stat = os.statvfs(self.path.parent)
+                self.released = stat.f_bavail * stat.f_frsize < need
+            except OSError:
+                pass
             return
         if self.path.exists() and self.path.stat().st_size >= self.size:
             self.released = False
@@ -45,7 +52,7 @@ class Reserve:
         self._next_check = now + self._RECHECK_S
         try:
             stat = os.statvfs(self.path.parent)
-            if stat.f_bavail * stat.f_frsize < 2 * self.size:
+            if stat.f_bavail * stat.f_frsize < need:
                 raise OSError("not enough free space")
             with self.path.open("wb") as reserve:
                 os.posix_fallocate(reserve.fileno(), 0, self.size)

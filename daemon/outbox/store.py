@@ -108,6 +108,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._reserve = Reserve(self._path.with_name(self._path.name + "-reserve"), reserve_bytes)
         self._disk_bound: int | None = None  # a byte bound learnt from a full filesystem
+        self._disk_lock = threading.Lock()  # the reserve and the learnt bound, shared by the appending threads
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -221,16 +222,17 @@ class Outbox:
                 stored = self._append_once(camera_id, event_id, topic, render, kind)
             except OutboxFullError:
                 attempt += 1
-                if not self._make_room(attempt):
+                if not self._make_room(attempt, kind):
                     raise
                 continue
-            if self._reserve.released:
-                self._reserve.restore()
-                if not self._reserve.released:
-                    self._disk_bound = None  # space came back: only the configured bounds apply again
+            with self._disk_lock:  # the event and snapshot threads both append
+                if self._reserve.released:
+                    self._reserve.restore()
+                    if not self._reserve.released:
+                        self._disk_bound = None  # space came back: only the configured bounds apply again
             return stored
 
-    def _make_room(self, attempt: int) -> bool:
+    def _make_room(self, attempt: int, kind: str) -> bool:
         """One more step to free space after SQLITE_FULL. False when there is nothing left to try.
 
         The first full disk releases the reserve, so SQLite has the pages to checkpoint and delete. Then the
@@ -239,19 +241,24 @@ class Outbox:
         """
         if attempt > 8:
             return False
-        if not self._reserve.released:
-            log.error("outbox_disk_full", extra={"path": str(self._path), "reserve_bytes": self._reserve.size,
-                                                 "action": "the oldest events give way to the newest"})
-            self._reserve.release()
+        with self._disk_lock:
+            if not self._reserve.released:
+                log.error("outbox_disk_full", extra={"path": str(self._path), "reserve_bytes": self._reserve.size,
+                                                     "action": "the oldest events give way to the newest"})
+                self._reserve.release()
         self._checkpoint()
         try:
             with self._tx("drop for disk space") as conn:
                 stored = int(conn.execute("SELECT bytes FROM totals").fetchone()[0])
                 if stored == 0:
                     return False
-                self._disk_bound = int(stored * 0.8)
-                drops = self._enforce(conn, self._clock(), keep_rowid=None)
+                with self._disk_lock:
+                    self._disk_bound = int(stored * 0.8)
+                drops = self._enforce(conn, self._clock(), keep_rowid=None, new_kind=kind)
         except OutboxRetryableError:
+            return False
+        if not drops and attempt > 1:
+            # Nothing left that this row may replace (a picture only replaces pictures): it is refused.
             return False
         self._report(drops)
         self._checkpoint()
@@ -293,7 +300,7 @@ class Outbox:
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
-            drops = self._enforce(conn, now, keep_rowid=rowid)
+            drops = self._enforce(conn, now, keep_rowid=rowid, new_kind=kind)
         self._report(drops)
         return StoredEvent(rowid, camera_id, seq, event_id, topic, payload, now, kind)
 
@@ -404,7 +411,8 @@ class Outbox:
     ) -> None:
         self.close()
 
-    def _enforce(self, conn: sqlite3.Connection, now: float, *, keep_rowid: int | None) -> list[DropReport]:
+    def _enforce(self, conn: sqlite3.Connection, now: float, *, keep_rowid: int | None,
+                 new_kind: str = DEFECT) -> list[DropReport]:
         """Age first (cheap, and it may satisfy the rest), then each kind's own byte bound, then the defect
         events' count and byte bounds, then the disk-full bound over everything, other kinds first.
 
@@ -437,10 +445,14 @@ class Outbox:
         add(_trim(conn, DEFECT, total - limits.max_bytes, DropReason.MAX_BYTES, keep_rowid))
         if self._disk_bound is not None:
             excess = int(conn.execute("SELECT bytes FROM totals").fetchone()[0]) - self._disk_bound
-            for kind in (*others, DEFECT):  # pictures give way before any defect event does
+            # Pictures give way before any defect event does, and a picture never makes a defect event give way:
+            # one that does not fit after the other pictures went is refused (the transaction rolls back).
+            for kind in (*others, DEFECT) if new_kind == DEFECT else others:
                 report = _trim(conn, kind, excess, DropReason.DISK_FULL, keep_rowid)
                 add(report)
                 excess -= report.dropped_bytes if report else 0
+            if excess > 0 and new_kind != DEFECT and keep_rowid is not None:
+                raise OutboxFullError(f"no room for a {new_kind} on a full disk without dropping defect events")
         return reports
 
 

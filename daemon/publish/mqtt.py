@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -28,7 +28,7 @@ from daemon.frames import CameraState, CameraStatus, ModelInfo, rfc3339, utc_now
 from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.outbox import Outbox, OutboxRetryableError
+from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.settings import MqttSettings, broker_address
 
@@ -39,6 +39,8 @@ log = get_logger("linewatch.mqtt")
 _LOOP_TIMEOUT_S = 0.05
 _CONNACK_TIMEOUT_S = 10.0  # a broker that accepts TCP but never answers CONNECT (SIGSTOPped, overloaded)
 _AGE_SWEEP_S = 60.0  # how often the outbox's age bound is enforced without new events
+_OUTBOX_RETRY_S = 1.0  # after a retryable outbox error
+_R = TypeVar("_R")
 
 
 DISK_FULL_REASON = "outbox disk full: the oldest stored events give way to the newest"
@@ -68,7 +70,7 @@ class MqttPublisher(StageThread):
         self._status_topic = status_topic(topic_prefix or settings.topic_prefix, camera_id)
         self._host, self._port, self._tls = broker_address(settings.url)
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
-        self._inflight: dict[int, int] = {}  # paho mid → outbox rowid
+        self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox rowid, kind)
         self._acked: list[int] = []  # rowids PUBACKed during this loop pass: deleted in one transaction (one fsync)
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
         self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
@@ -143,16 +145,26 @@ class MqttPublisher(StageThread):
     def run(self) -> None:
         # An exception escaping is a bug: the stage base reports it (exit 1) after the goodbye below.
         try:
-            while not self._done():
+            while not self._outbox_ok(self._done):
                 if not self._link_up():
                     continue
                 with self.progress.busy():
-                    rc = self._one_pass()
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = self._outbox_ok(self._one_pass)
+                if rc is not None and rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._lost(f"network loop: {paho.error_string(rc)}")
         finally:
             self._say_goodbye()
             self._delete_acked()
+
+    def _outbox_ok(self, call: Callable[[], _R]) -> _R | None:
+        """Run one outbox-touching step; a retryable outbox error (a full disk, an I/O error, a lock) is logged
+        and waited out here, never a crash: the events stay stored and the next pass tries again."""
+        try:
+            return call()
+        except OutboxRetryableError as exc:
+            log.warning("outbox_read_failed", error=str(exc))
+            self._finish.wait(_OUTBOX_RETRY_S)
+            return None
 
     def _one_pass(self) -> MQTTErrorCode:
         self._fill_inflight()
@@ -167,7 +179,10 @@ class MqttPublisher(StageThread):
         if not self._finish.is_set():
             return False
         if time.monotonic() >= self._deadline:
-            pending = self._outbox.stats().pending_events
+            try:
+                pending = self._outbox.stats().pending_events
+            except OutboxError:
+                pending = -1  # unknown; what is stored stays stored
             if self._inflight or pending:
                 log.warning("shutdown_with_pending_events", pending=pending,
                             note="they stay in the outbox and are sent after the restart")
@@ -243,7 +258,7 @@ class MqttPublisher(StageThread):
             info = self._client.publish(stored.topic, stored.payload, qos=self._settings.qos, retain=False)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return  # connection dropped mid-fill; the cursor did not move past this one
-            self._inflight[info.mid] = stored.rowid
+            self._inflight[info.mid] = (stored.rowid, stored.kind)
             self._cursor = stored.rowid
 
     def _publish_status_if_changed(self) -> None:
@@ -313,13 +328,15 @@ class MqttPublisher(StageThread):
         self._set_connected(False)
 
     def _on_publish(self, client: paho.Client, _: Any, mid: int, reason: ReasonCode, props: Any) -> None:
-        rowid = self._inflight.pop(mid, None)
-        if rowid is None:
-            return  # a status message
+        row = self._inflight.pop(mid, None)
+        if row is None:
+            return  # a status or stats message
+        rowid, kind = row
         if reason.is_failure:
             # The broker will never take this one (ACL); keeping it would block the queue forever.
-            self._metrics.events_refused.inc()
-            log.error("mqtt_publish_refused", reason=str(reason), code=reason.value, rowid=rowid)
-        else:
+            if kind == "defect":
+                self._metrics.events_refused.inc()
+            log.error("mqtt_publish_refused", reason=str(reason), code=reason.value, rowid=rowid, kind=kind)
+        elif kind == "defect":  # the events counters count defect events; pictures have their own
             self._metrics.events_published.inc()
         self._acked.append(rowid)

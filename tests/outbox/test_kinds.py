@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from daemon.outbox import DropReason, DropReport, Outbox, OutboxLimits
+from daemon.outbox import DropReason, DropReport, Outbox, OutboxFullError, OutboxLimits
 
 SNAPSHOT = "snapshot"
 
@@ -40,7 +40,10 @@ def test_a_full_disk_drops_every_picture_before_any_defect_event(tmp_path: Path)
     with Outbox(tmp_path / "o.db", ceiling, on_drop=reports.append) as outbox:
         for index in range(400):
             outbox.append("cam", f"d{index}", "t/defects", lambda s: b"x" * 300)
-            outbox.append("cam", f"s{index}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
+            try:  # a picture that finds no older picture to replace is refused, never a defect event dropped
+                outbox.append("cam", f"s{index}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
+            except OutboxFullError:
+                pass
         disk = [r for r in reports if r.reason is DropReason.DISK_FULL]
         assert disk, "the ceiling was never reached"
         first_defect_drop = next((i for i, r in enumerate(disk) if r.kind == "defect"), len(disk))
@@ -78,3 +81,27 @@ def test_a_v1_outbox_is_migrated_keeping_its_events_ids_and_seq(tmp_path: Path) 
         assert new.seq == 6 and new.rowid == 6
         assert outbox.stats().pending_events == 5
         assert outbox.integrity_check() == "ok"
+
+
+def test_on_a_full_disk_a_picture_only_replaces_pictures_and_is_refused_rather_than_evict_a_defect(
+    tmp_path: Path,
+) -> None:
+    reports: list[DropReport] = []
+    ceiling = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=192 * 1024,
+                           kind_max_bytes={SNAPSHOT: 10_000_000})
+    with Outbox(tmp_path / "o.db", ceiling, on_drop=reports.append) as outbox:
+        index = 0
+        while not [r for r in reports if r.reason is DropReason.DISK_FULL]:  # fill the file with defect events
+            outbox.append("cam", f"d{index}", "t/defects", lambda s: b"x" * 2000)
+            index += 1
+        stored = outbox.stats().pending_events
+        before = len(reports)
+        refused = 0
+        for picture in range(20):
+            try:
+                outbox.append("cam", f"s{picture}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
+            except OutboxFullError:
+                refused += 1
+        assert refused > 0, "the disk never refused a picture"
+        assert outbox.stats().pending_events == stored, "a picture evicted a defect event"
+        assert all(r.kind == SNAPSHOT for r in reports[before:]), "only pictures gave way to pictures"
