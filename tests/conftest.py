@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.net import free_port
+
 pytest_plugins = ["tests.support.fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +77,9 @@ def daemon_env(tmp_path: Path, model_path: Path) -> Callable[..., dict[str, str]
             "LINEWATCH_OUTBOX__DIR": str(tmp_path / "state"),
             "LINEWATCH_LOG__FORMAT": "json",
             "LINEWATCH_LOG__LEVEL": "info",
+            # The ops HTTP server on a free loopback port: 9464 may be taken by another daemon on this machine.
+            "LINEWATCH_HTTP__HOST": "127.0.0.1",
+            "LINEWATCH_HTTP__PORT": str(free_port()),
             "YOLO_OFFLINE": "1",
         }
         env.update(extra)
