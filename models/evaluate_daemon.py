@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "linewatch-defects.pt")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--mode", choices=("defects", "frames"), default="defects", help="the daemon's event mode")
+    parser.add_argument("--events-out", type=Path, default=None, help="also save every received event (JSON lines)")
     parser.add_argument("--thresholds", default="", help="also re-score at these confidence thresholds, e.g. "
                         "0.6,0.7 (an operating-point sweep: choose on a validation seed, report on the test seed)")
     args = parser.parse_args(argv)
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         collector.close()
         broker.stop()
     elapsed = time.monotonic() - started
+    if args.events_out:
+        args.events_out.write_text("".join(json.dumps(p) + "\n" for p in collector.payloads))
     params = LineParams.from_url(f"{args.url}&frames={args.frames}")
     if args.mode == "defects":
         figures = score_defects(collector.payloads, params, frames=args.frames)

@@ -1,8 +1,11 @@
 """Scoring `linewatch.defect/2` events against the synthetic line's ground truth: one event per physical defect.
 
 A physical defect is (part_id, class_id, row): it rides the belt with its part, so its row in the frame never
-changes. A `new` event is attributed by re-rendering the truth of its best view's frame: the defect whose box it
-overlaps with IoU >= EVENT_IOU. Figures: events per physical defect (matched `new` events over the defects that
+changes. Each defect the daemon reported is attributed by re-rendering the truth of its best view's frame: the
+defect whose box it overlaps with IoU >= EVENT_IOU. The best view is taken from the defect's `end` (its whole
+life; joined on `defect_id`) when there is one: a `new` may come while the defect is still entering the frame,
+where the ground truth does not list it yet (it needs half of a defect visible).
+Figures: events per physical defect (matched `new` events over the defects that
 got one), defective-part recall (a defective part that passed through gets at least one `new`), false events per
 1,000 good parts, and the delay from a defect's first appearance to its `new` event.
 """
@@ -32,14 +35,16 @@ def score_defects(events: list[dict[str, Any]], params: LineParams, *, frames: i
         for truth in line.truth(index)[1]:
             first_seen.setdefault(_key(truth), index)
     new = [e for e in events if e["type"] == "new" and e["frame_seq"] < frames]
+    ends = {e["defect_id"]: e for e in events if e["type"] == "end"}
     per_defect: collections.Counter[DefectKey] = collections.Counter()
     delays: list[int] = []
     delays_ms: list[float] = []
     false_on_good: list[int] = []
     stray = background = 0
     for event in new:
-        parts, defects = line.truth(int(event["frame_seq"]))
-        b = event["bbox"]
+        view = ends.get(event["defect_id"], event)  # the best view of the defect's whole life
+        parts, defects = line.truth(min(int(view["frame_seq"]), frames - 1))
+        b = view["bbox"]
         box = (b["x1"], b["y1"], b["x2"], b["y2"])
         hit, under = attribute(box, parts, defects)
         if hit is not None:
