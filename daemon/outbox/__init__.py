@@ -3,6 +3,7 @@
 Ground floor, beside `handoff.py`: it imports nothing from the stages above it.
 """
 
+from daemon.outbox.bounds import log_drop
 from daemon.outbox.errors import (
     OutboxCorruptError,
     OutboxError,
@@ -11,7 +12,7 @@ from daemon.outbox.errors import (
     PayloadTooLargeError,
 )
 from daemon.outbox.schema import SCHEMA_VERSION
-from daemon.outbox.store import Outbox, SynchronousMode, log_drop
+from daemon.outbox.store import Outbox, SynchronousMode
 from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 __all__ = [

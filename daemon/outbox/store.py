@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from daemon.outbox.bounds import counter_key, drop, kind_totals, log_drop, trim
 from daemon.outbox.errors import (
     OutboxError,
     OutboxFullError,
@@ -47,26 +48,13 @@ from daemon.outbox.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
 )
-from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
+from daemon.outbox.types import DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_MODES: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SMALL_ACK = 8  # events deleted per transaction when the disk is full
-
-
-def log_drop(report: DropReport) -> None:
-    log.warning(
-        "outbox_dropped",
-        extra={
-            "reason": report.reason.value,
-            "kind": report.kind,
-            "dropped": report.dropped,
-            "dropped_bytes": report.dropped_bytes,
-            "cameras": {r.camera_id: [r.first_seq, r.last_seq, r.count] for r in report.cameras},
-        },
-    )
 
 
 class Outbox:
@@ -278,7 +266,7 @@ class Outbox:
             raise OutboxError(f"unknown kind {kind!r}: give it a byte bound in OutboxLimits.kind_max_bytes")
         with self._tx("append") as conn:
             now = self._clock()
-            counter = _counter(camera_id, kind)
+            counter = counter_key(camera_id, kind)
             conn.execute(
                 "INSERT INTO seq_counters (camera_id, last_seq) VALUES (?, 1)"
                 " ON CONFLICT (camera_id) DO UPDATE SET last_seq = last_seq + 1",
@@ -352,12 +340,12 @@ class Outbox:
         """The last seq assigned to camera_id's events of this kind (0 if none), acked or not."""
         with self._tx("last_seq", write=False) as conn:
             row = conn.execute("SELECT last_seq FROM seq_counters WHERE camera_id = ?",
-                               (_counter(camera_id, kind),)).fetchone()
+                               (counter_key(camera_id, kind),)).fetchone()
         return 0 if row is None else int(row[0])
 
     def stats(self) -> OutboxStats:
         with self._tx("stats", write=False) as conn:
-            kinds = _kind_totals(conn)
+            kinds = kind_totals(conn)
             oldest = conn.execute("SELECT min(created_at) FROM events WHERE kind = ?", (DEFECT,)).fetchone()[0]
             by_reason = {  # defect drops only: the seq gaps a subscriber sees; other kinds are keyed kind:reason
                 str(reason): int(total) for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
@@ -428,10 +416,10 @@ class Outbox:
 
         others = list(limits.kind_max_bytes)
         for kind in (DEFECT, *others):
-            add(_drop(conn, DropReason.MAX_AGE, kind, "created_at < ?", now - limits.max_age_s))
-        totals = _kind_totals(conn)
+            add(drop(conn, DropReason.MAX_AGE, kind, "created_at < ?", now - limits.max_age_s))
+        totals = kind_totals(conn)
         for kind in others:
-            add(_trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,
+            add(trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,
                       keep_rowid))
         count, total = totals.get(DEFECT, (0, 0))
         if limits.max_events and count > limits.max_events:
@@ -439,72 +427,21 @@ class Outbox:
                 "SELECT id FROM events WHERE kind = ? ORDER BY id LIMIT 1 OFFSET ?",
                 (DEFECT, count - limits.max_events - 1),
             ).fetchone()[0]
-            report = _drop(conn, DropReason.MAX_EVENTS, DEFECT, "id <= ?", last_id)
+            report = drop(conn, DropReason.MAX_EVENTS, DEFECT, "id <= ?", last_id)
             add(report)
             total -= report.dropped_bytes if report else 0
-        add(_trim(conn, DEFECT, total - limits.max_bytes, DropReason.MAX_BYTES, keep_rowid))
+        add(trim(conn, DEFECT, total - limits.max_bytes, DropReason.MAX_BYTES, keep_rowid))
         if self._disk_bound is not None:
             excess = int(conn.execute("SELECT bytes FROM totals").fetchone()[0]) - self._disk_bound
             # Pictures give way before any defect event does, and a picture never makes a defect event give way:
             # one that does not fit after the other pictures went is refused (the transaction rolls back).
             for kind in (*others, DEFECT) if new_kind == DEFECT else others:
-                report = _trim(conn, kind, excess, DropReason.DISK_FULL, keep_rowid)
+                report = trim(conn, kind, excess, DropReason.DISK_FULL, keep_rowid)
                 add(report)
                 excess -= report.dropped_bytes if report else 0
             if excess > 0 and new_kind != DEFECT and keep_rowid is not None:
                 raise OutboxFullError(f"no room for a {new_kind} on a full disk without dropping defect events")
         return reports
-
-
-def _kind_totals(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
-    """kind -> (rows, payload bytes), kept by triggers inside every transaction."""
-    return {str(k): (int(n), int(b)) for k, n, b in conn.execute("SELECT kind, events, bytes FROM kind_totals")}
-
-
-def _counter(camera_id: str, kind: str) -> str:
-    """The seq_counters key: defect events keep the camera id (schema v1's key), other kinds their own."""
-    return camera_id if kind == DEFECT else f"{camera_id}\x1f{kind}"
-
-
-def _trim(conn: sqlite3.Connection, kind: str, excess: int, reason: DropReason, keep_rowid: int | None
-          ) -> DropReport | None:
-    """Drop the oldest rows of one kind until `excess` payload bytes are gone (never keep_rowid)."""
-    if excess <= 0:
-        return None
-    freed, last_id = 0, None
-    cursor = conn.execute("SELECT id, length(payload) FROM events WHERE kind = ? ORDER BY id", (kind,))
-    for rowid, size in cursor:
-        if rowid == keep_rowid or freed >= excess:
-            break
-        freed += size
-        last_id = rowid
-    cursor.close()
-    return None if last_id is None else _drop(conn, reason, kind, "id <= ?", last_id)
-
-
-def _drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, param: float) -> DropReport | None:
-    # `where` is one of the literals in Outbox._enforce, never caller input. Aggregated here, not with
-    # GROUP BY: without ANALYZE stats SQLite serves GROUP BY camera_id from the (camera_id, seq) index, a
-    # full scan on every append once a bound is reached. This way it stays a range search.
-    per_camera: dict[str, list[int]] = {}  # camera_id -> [first_seq, last_seq, count]
-    dropped_bytes = 0
-    for camera_id, seq, size in conn.execute(
-        f"SELECT camera_id, seq, length(payload) FROM events WHERE kind = ? AND {where}", (kind, param)
-    ):
-        span = per_camera.setdefault(camera_id, [seq, seq, 0])
-        span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
-        dropped_bytes += size
-    if not per_camera:
-        return None
-    conn.execute(f"DELETE FROM events WHERE kind = ? AND {where}", (kind, param))
-    dropped = sum(span[2] for span in per_camera.values())
-    conn.execute(
-        "INSERT INTO drop_counters (reason, total) VALUES (?, ?)"
-        " ON CONFLICT (reason) DO UPDATE SET total = total + excluded.total",
-        (reason.value if kind == DEFECT else f"{kind}:{reason.value}", dropped),
-    )
-    cameras = tuple(DroppedRange(cam, *per_camera[cam]) for cam in sorted(per_camera))
-    return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras, kind=kind)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:

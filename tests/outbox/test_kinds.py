@@ -3,6 +3,7 @@ and the migration from the schema that had no kinds."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -40,10 +41,9 @@ def test_a_full_disk_drops_every_picture_before_any_defect_event(tmp_path: Path)
     with Outbox(tmp_path / "o.db", ceiling, on_drop=reports.append) as outbox:
         for index in range(400):
             outbox.append("cam", f"d{index}", "t/defects", lambda s: b"x" * 300)
-            try:  # a picture that finds no older picture to replace is refused, never a defect event dropped
+            # a picture that finds no older picture to replace is refused, never a defect event dropped
+            with contextlib.suppress(OutboxFullError):
                 outbox.append("cam", f"s{index}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
-            except OutboxFullError:
-                pass
         disk = [r for r in reports if r.reason is DropReason.DISK_FULL]
         assert disk, "the ceiling was never reached"
         first_defect_drop = next((i for i, r in enumerate(disk) if r.kind == "defect"), len(disk))
