@@ -167,7 +167,7 @@ class App:
                 return
             now = time.monotonic()
             self.health.readiness(now)  # every tick, so linewatch_ready and linewatch_healthy stay current
-            live_ok = self.health.liveness(now).ok
+            live_ok = self.health.last_liveness.ok  # computed by readiness() just now
             if now >= next_status:
                 sd_notify(f"STATUS={self.health.status_line(now)}")
                 next_status = now + _STATUS_EVERY_S

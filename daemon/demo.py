@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon.exitcodes import ExitCode
+from daemon.ops.embedded_broker import free_loopback_port
 
 DEFAULT_CAMERA = "synthetic://line?fps=10"
 
@@ -119,7 +119,7 @@ def run_demo(seconds: float, camera_url: str | None) -> int:
     env.setdefault("LINEWATCH_LOG__LEVEL", "info")
     env.setdefault("LINEWATCH_LOG__FORMAT", "json")
     env.setdefault("LINEWATCH_SNAPSHOTS__MODE", "frame")
-    env.setdefault("LINEWATCH_HTTP__PORT", str(_free_port()))  # a second demo, or a daemon, may hold 9464
+    env.setdefault("LINEWATCH_HTTP__PORT", str(free_loopback_port()))  # a second demo, or a daemon, may hold 9464
     env.setdefault("YOLO_OFFLINE", "1")
     state_dir = tempfile.TemporaryDirectory(prefix="linewatch-demo-")
     env.setdefault("LINEWATCH_OUTBOX__DIR", state_dir.name)
@@ -164,9 +164,3 @@ def run_demo(seconds: float, camera_url: str | None) -> int:
             state_dir.cleanup()
     print(f"demo: daemon exited with code {code}; {printer.events} defect events received over MQTT", flush=True)
     return code if code >= 0 else int(ExitCode.INTERNAL)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -56,6 +56,7 @@ class Health:
         self._broker_connected: Callable[[], bool] = lambda: False
         self._outbox_accepting: Callable[[], bool] = lambda: False
         self._fps_mark: tuple[float, dict[str, float]] | None = None
+        self.last_liveness = Verdict(True, ())  # as readiness() last computed it
 
     # -- wiring (composition root) ----------------------------------------------------------------------
     def watch_stage(self, stage: StageThread, limit_s: float) -> None:
@@ -113,7 +114,8 @@ class Health:
         connected, accepting = self._broker_connected(), self._outbox_accepting()
         if not connected and not accepting:
             reasons.append("broker not connected and the outbox is not accepting (disk full)")
-        if self._stages and not self.liveness(now).ok:
+        self.last_liveness = self.liveness(now)
+        if self._stages and not self.last_liveness.ok:
             reasons.append("not live (see /healthz)")
         verdict = Verdict(not reasons, tuple(reasons), {
             "model_ready": self.model_ready.is_set(), "cameras": cameras,
