@@ -1,13 +1,19 @@
 """The composition root: build every stage from the settings, start them in order, stop them in reverse.
 
-    capture ──Handoff[Frame]──► detect ──Handoff[Inference]──► events ──Outbox (SQLite)──► MQTT publisher
+    camera 1: capture ──frames──┐                          ┌──results──► events ──┐
+    camera 2: capture ──frames──┼──► detect (one thread, ──┼──results──► events ──┼──► Outbox (SQLite) ──► MQTT
+    camera N: capture ──frames──┘    batched inference)    └──results──► events ──┘       publisher (one)
 
-Start order is publisher → events → detect → capture, so nothing is produced before its consumer runs.
-Stop order is the reverse: the capture stops reading, each stage drains what it holds and closes its
-hand-off, and the publisher delivers what is left in the outbox until the shutdown deadline.
+Each camera is a CameraPipeline (pipeline.py); one detector thread owns the model and serves them all; one
+publisher owns the MQTT connection. Start order is publisher → events → detect → captures, so nothing is
+produced before its consumer runs. Stop order is the reverse: the captures stop reading, each stage drains
+what it holds and closes its hand-off, and the publisher delivers what is left until the shutdown deadline.
 
 Every stage reports failure by kind (lifecycle.StageThread.fail); `exit_code_for` turns the first one into
-the exit code. Health, metrics and sd_notify read the same stage state (ops/health.py).
+the exit code. A camera's own failure (a wiring error, a crash in its capture) is isolated: it is reported on
+its status topic and the others go on; only when no camera is usable does the daemon stop with that failure's
+code. A capture stuck in a native call still ends the process (exit 5, see ops/watchdog.py): Python cannot
+free a thread blocked in C. Health, metrics and sd_notify read the same stage state (ops/health.py).
 """
 
 from __future__ import annotations
@@ -17,42 +23,28 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.backoff import Backoff
 from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage
-from daemon.events.rules import Rules
-from daemon.events.schema import render_stats, stats_topic
-from daemon.events.snapshots import SNAPSHOT, SnapshotStage
-from daemon.events.stage import EventStage
+from daemon.events.snapshots import SNAPSHOT
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, exit_code_for
-from daemon.frames import CameraState, CameraStatus, Frame, Inference, utc_now
-from daemon.handoff import DropPolicy, Handoff
+from daemon.frames import CameraState, CameraStatus, utc_now
+from daemon.handoff import Bell
 from daemon.lifecycle import StageThread, start_in_order, stop_in_reverse
 from daemon.logs import get_logger
 from daemon.metrics import Metrics, OutboxDepth
 from daemon.ops.health import Health
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
-from daemon.ops.watchdog import StallWatchdog
 from daemon.outbox import DropReport, Outbox, OutboxLimits, log_drop
+from daemon.pipeline import CameraPipeline
 from daemon.publish.mqtt import MqttPublisher
 from daemon.settings import Settings
-from daemon.sources.capture import CaptureStage
-from daemon.sources.factory import build_source
 
 log = get_logger("linewatch.app")
 
-LIVE_HANDOFF_CAPACITY = 2  # a live camera: only the freshest frames matter; older ones are dropped, counted
-FILE_HANDOFF_CAPACITY = 8  # files and offline runs: a little read-ahead, the reader waits when full
-RESULTS_CAPACITY = 64  # detector → events: events are cheap; a stall here means the disk is failing
 OUTBOX_FILE = "outbox.sqlite3"
 _MAIN_TICK_S = 0.5
 _STATUS_EVERY_S = 5.0
-
-
-def frame_policy(settings: Settings) -> DropPolicy:
-    if settings.camera.handoff != "auto":
-        return DropPolicy(settings.camera.handoff)
-    return DropPolicy.LATEST if settings.camera.is_live else DropPolicy.WAIT
+_FILTER_REASONS = ("ignored_class", "confidence", "area", "roi")
 
 
 def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None = None) -> Outbox:
@@ -64,11 +56,9 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
                   reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop or log_drop)
 
 
-def stall_timeout_s(settings: Settings) -> float:
-    camera = settings.camera
-    if camera.stall_timeout_s:
-        return camera.stall_timeout_s
-    return max(5.0, 10.0 / camera.fps) if camera.fps else 5.0
+def warm_up_batch(settings: Settings) -> int:
+    """The largest batch the detector will run: one frame per camera, at most LINEWATCH_DETECT__MAX_BATCH."""
+    return min(settings.detect.max_batch, len(settings.camera_configs))
 
 
 class App:
@@ -78,57 +68,50 @@ class App:
         self.stop = stop
         self.metrics = metrics
         self.health = health
-        camera = settings.camera
-        self.camera_id = camera.camera_id
-        policy = frame_policy(settings)
-        capacity = LIVE_HANDOFF_CAPACITY if policy is DropPolicy.LATEST else FILE_HANDOFF_CAPACITY
-        self.frames: Handoff[Frame] = Handoff(f"frames:{self.camera_id}", capacity, policy, stop,
-                                              on_drop=metrics.frames_dropped.labels(self.camera_id).inc)
-        self.results: Handoff[Inference] = Handoff(f"results:{self.camera_id}", RESULTS_CAPACITY,
-                                                   DropPolicy.WAIT, stop)
         self.detector = detector
         self.outbox = outbox
         metrics.observe_outbox(self._outbox_depth)
-        prefix = settings.mqtt.topic_prefix
-        self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
-            self.camera_id, settings.snapshots, prefix, outbox, stop, metrics)
-        self.events = EventStage(self.camera_id, detector.info, prefix, self.results, outbox, stop, metrics,
-                                 events=settings.events, snapshots=self.snapshots,
-                                 rules=Rules(settings.rules, detector.info.classes, settings.model.confidence),
-                                 stream_end=lambda: "end of stream" if self.capture.end_reason == "end of stream"
-                                 else "shutdown", live=policy is DropPolicy.LATEST)
-        interval = settings.events.stats_interval_s
+        configs = settings.camera_configs
+        self.publisher: MqttPublisher
+        bell = Bell()
+        self.pipelines = [
+            CameraPipeline(config, settings, detector.info, outbox, stop, metrics=metrics, bell=bell,
+                           on_status=lambda status: self.publisher.set_camera_status(status))
+            for config in configs
+        ]
         self.publisher = MqttPublisher(
-            settings.mqtt, settings.mqtt_client_id, self.camera_id, detector.info, outbox, stop,
-            metrics=metrics, fingerprint=fingerprint,
-            stats=(stats_topic(prefix, self.camera_id), interval,
-                   lambda: render_stats(self.camera_id, interval, self.events.stats())) if interval else None,
-        )
-        self.detect = DetectStage(self.camera_id, detector, self.frames, self.results, stop, metrics)
-        stall_s = stall_timeout_s(settings)
-        self.capture = CaptureStage(
-            self.camera_id,
-            build_source(camera),
-            self.frames,
-            stop,
-            backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s),
-            stall_timeout_s=stall_s,
-            on_status=self.publisher.set_camera_status,
-            metrics=metrics,
-        )
-        self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
+            settings.mqtt, settings.mqtt_client_id, [p.camera_id for p in self.pipelines], detector.info, outbox,
+            stop, metrics=metrics, fingerprint=fingerprint,
+            stats=[p.stats_feed for p in self.pipelines if p.stats_feed is not None])
+        self.detect = DetectStage(detector, [p.lane for p in self.pipelines], bell, stop,
+                                  max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
+                                  metrics=metrics)
         wedge_s = settings.pipeline.wedge_timeout_s
-        for stage in (self.publisher, *([self.snapshots] if self.snapshots else []), self.events, self.detect):
+        for stage in (self.publisher, *(s for p in self.pipelines for s in p.consumers), self.detect):
             health.watch_stage(stage, wedge_s)
-        health.watch_stage(self.capture, self.watchdog.limit_s)
-        health.watch_camera(self.capture)
+        for pipeline in self.pipelines:
+            pipeline.capture.on_failure = self._camera_failed  # isolated: the other cameras go on
+            health.watch_stage(pipeline.capture, pipeline.watchdog.limit_s, isolated=True)
+            health.watch_camera(pipeline.capture)
         health.watch_delivery(lambda: self.publisher.connected, lambda: not outbox.disk_full)
+
+    @property
+    def camera_id(self) -> str:
+        """The first camera's id (the only one in the single-camera shorthand)."""
+        return self.pipelines[0].camera_id
 
     @property
     def stages(self) -> tuple[StageThread, ...]:
         """In start order: consumers first."""
-        snapshots = (self.snapshots,) if self.snapshots is not None else ()
-        return (self.publisher, *snapshots, self.events, self.detect, self.capture)
+        return (self.publisher, *(s for p in self.pipelines for s in p.consumers), self.detect,
+                *(p.capture for p in self.pipelines))
+
+    def _camera_failed(self, failure: StageFailure) -> None:
+        usable = [p.camera_id for p in self.pipelines if p.usable]
+        log.error("camera_failed", stage=failure.stage, kind=failure.kind.value, reason=failure.reason,
+                  cameras_usable=usable)
+        if not usable:
+            self.stop.set()  # no camera left: nothing to inspect
 
     def _outbox_depth(self) -> OutboxDepth:
         stats = self.outbox.stats()
@@ -139,15 +122,21 @@ class App:
 
         `on_tick` runs on the main thread every tick (the CLI logs the signals that arrived)."""
         start_in_order(self.stages)
-        log.info("daemon_ready", camera_id=self.camera_id, policy=self.frames.policy.value,
-                 model=self.detector.info.name, device=self.detector.info.device, imgsz=self.detector.imgsz)
+        log.info("daemon_ready", cameras={p.camera_id: p.policy.value for p in self.pipelines},
+                 model=self.detector.info.name, device=self.detector.info.device, imgsz=self.detector.imgsz,
+                 max_batch=self.detect.max_batch, batch_wait_ms=self.settings.detect.batch_wait_ms)
         sd_notify("READY=1")
         self._supervise(on_tick)
         on_tick()
         return self._shutdown(exit_code_for(self._failures()))
 
     def _failures(self) -> list[StageFailure]:
-        return [stage.failure for stage in self.stages if stage.failure is not None]
+        """The failures that decide the exit code. A camera's own failure counts when it stalled (the process
+        restarts for it) or when no camera is usable; otherwise it was reported, and the others went on."""
+        captures = {id(p.capture) for p in self.pipelines}
+        none_usable = not any(p.usable for p in self.pipelines)
+        return [stage.failure for stage in self.stages if stage.failure is not None and (
+            id(stage) not in captures or none_usable or stage.failure.kind is FailureKind.STALLED)]
 
     def _supervise(self, on_tick: Callable[[], None]) -> None:
         """Until the stop event (a signal, a stage that failed) or the end of a finite source."""
@@ -155,16 +144,17 @@ class App:
         next_ping = next_status = time.monotonic()
         while not self.stop.wait(_MAIN_TICK_S):
             on_tick()
-            if self.capture.finished.is_set():
-                return
-            stuck = self.watchdog.check()
-            if stuck:
-                # The capture thread cannot report this itself: it is the one stuck.
-                self.publisher.set_camera_status(
-                    CameraStatus(self.camera_id, CameraState.STALLED, stuck, utc_now())
-                )
-                self.capture.fail(FailureKind.STALLED, stuck)
-                return
+            if all(p.capture.finished.is_set() for p in self.pipelines):
+                return  # every camera ended (finite sources) or failed on its own
+            for pipeline in self.pipelines:
+                stuck = pipeline.watchdog.check()
+                if stuck:
+                    # The capture thread cannot report this itself: it is the one stuck. Python cannot free it,
+                    # so the process exits 5 and is restarted (README, Failure isolation).
+                    self.publisher.set_camera_status(
+                        CameraStatus(pipeline.camera_id, CameraState.STALLED, stuck, utc_now()))
+                    pipeline.capture.fail(FailureKind.STALLED, stuck)
+                    return
             now = time.monotonic()
             self.health.readiness(now)  # every tick, so linewatch_ready and linewatch_healthy stay current
             live_ok = self.health.last_liveness.ok  # computed by readiness() just now
@@ -187,21 +177,29 @@ class App:
             log.error("stages_did_not_stop", stages=stuck)
         code = exit_code_for(self._failures())  # a stage may have failed while draining
         stats = self.outbox.stats()
-        value, cam = self.metrics.value, {"camera": self.camera_id}
-        log.info("shutdown_complete", exit_code=int(code),
-                 frames_read=int(value("linewatch_frames_read_total", **cam)),
-                 frames_dropped=int(value("linewatch_frames_dropped_total", **cam)),
-                 frames_inspected=int(value("linewatch_frames_inspected_total", **cam)),
-                 events=int(value("linewatch_events_committed_total", **cam)),
+        per_camera = {p.camera_id: self._camera_figures(p.camera_id) for p in self.pipelines}
+        totals = {key: sum(figures[key] for figures in per_camera.values())
+                  for key in ("frames_read", "frames_dropped", "frames_inspected", "events", "defects_new",
+                              "defects_end")}
+        value, total = self.metrics.value, self.metrics.total
+        log.info("shutdown_complete", exit_code=int(code), **totals,
                  published=int(value("linewatch_events_published_total")),
                  refused=int(value("linewatch_events_refused_total")),
-                 lost=int(self.metrics.total("linewatch_events_lost_total")),
-                 inferences_lost=int(self.metrics.total("linewatch_inferences_lost_total")),
-                 defects_new=int(value("linewatch_defects_total", camera=self.camera_id, type="new")),
-                 defects_end=int(value("linewatch_defects_total", camera=self.camera_id, type="end")),
-                 detections_filtered={reason: int(value("linewatch_detections_filtered_total", camera=self.camera_id,
-                                                        reason=reason))
-                                      for reason in ("ignored_class", "confidence", "area", "roi")},
-                 outbox_pending=stats.pending_events, outbox_dropped_total=stats.dropped_total)
+                 lost=int(total("linewatch_events_lost_total")),
+                 inferences_lost=int(total("linewatch_inferences_lost_total")),
+                 detections_filtered={reason: sum(int(value("linewatch_detections_filtered_total", camera=camera,
+                                                            reason=reason)) for camera in per_camera)
+                                      for reason in _FILTER_REASONS},
+                 outbox_pending=stats.pending_events, outbox_dropped_total=stats.dropped_total,
+                 cameras=per_camera)
         self.outbox.close()
         return code
+
+    def _camera_figures(self, camera_id: str) -> dict[str, int]:
+        value, cam = self.metrics.value, {"camera": camera_id}
+        return {"frames_read": int(value("linewatch_frames_read_total", **cam)),
+                "frames_dropped": int(value("linewatch_frames_dropped_total", **cam)),
+                "frames_inspected": int(value("linewatch_frames_inspected_total", **cam)),
+                "events": int(value("linewatch_events_committed_total", **cam)),
+                "defects_new": int(value("linewatch_defects_total", camera=camera_id, type="new")),
+                "defects_end": int(value("linewatch_defects_total", camera=camera_id, type="end"))}

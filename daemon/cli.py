@@ -55,8 +55,8 @@ def cmd_run(_: argparse.Namespace) -> int:
     relay.start()
     stop = threading.Event()
     signals = install_stop_handlers(stop)
-    log.info("starting", version=__version__, camera_id=settings.camera.camera_id,
-             source=settings.camera.source.kind.value, broker=settings.mqtt.url, pid=os.getpid())
+    log.info("starting", version=__version__, broker=settings.mqtt.url, pid=os.getpid(),
+             cameras={c.camera_id: c.camera.source.kind.value for c in settings.camera_configs})
     try:
         return _run_daemon(settings, stop, signals.report, relay.write_original)
     except Exception:
@@ -93,7 +93,7 @@ def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[],
 
 def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
                   health: Health, stderr: Callable[[str], None]) -> int:
-    from daemon.app import App, open_outbox
+    from daemon.app import App, open_outbox, warm_up_batch
     from daemon.detect.model import Detector, ModelLoadError
     from daemon.ops.fingerprint import fingerprint
     from daemon.outbox import DropReport, OutboxError, log_drop
@@ -101,15 +101,17 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
     log = get_logger("linewatch")
     try:
         detector = Detector(settings.model)
-        width, height = settings.camera.width or 640, settings.camera.height or 480
-        warm_ms = detector.warm_up(width, height, settings.model.warmup_runs)
+        first = settings.camera_configs[0].camera
+        width, height = first.width or 640, first.height or 480
+        batch = warm_up_batch(settings)
+        warm_ms = detector.warm_up(width, height, settings.model.warmup_runs, batch)
         log.info("model_loaded", model=detector.info.name, sha256=detector.info.sha256[:16],
                  device=detector.device, imgsz=detector.imgsz, classes=list(detector.info.classes),
-                 warmup_ms=round(warm_ms, 1))
+                 warmup_ms=round(warm_ms, 1), warmup_batch=batch)
     except ModelLoadError as exc:
         log.error("model_load_failed", error=str(exc), exit_code=int(ExitCode.BOOT))
         return ExitCode.BOOT
-    unknown = settings.rules.unknown_classes(detector.info.classes)
+    unknown = settings.unknown_classes(detector.info.classes)
     if unknown:  # only the loaded model knows its classes: checked here, reported like every config error
         stderr("".join(f"config error: {problem}\n" for problem in unknown))
         log.error("config_error", problems=unknown, exit_code=int(ExitCode.CONFIG))

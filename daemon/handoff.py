@@ -28,6 +28,31 @@ class DropPolicy(enum.Enum):
     WAIT = "wait"  # full: the producer waits for room (or for the stop event); nothing is dropped
 
 
+class Bell:
+    """Wakes one consumer that reads several hand-offs (the detector, one per camera): every put or close rings.
+
+    The consumer notes `rings` before it looks at its hand-offs and then waits for a ring after that, so a put
+    that lands between its look and its wait is never missed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._rings = 0
+
+    @property
+    def rings(self) -> int:
+        return self._rings
+
+    def ring(self) -> None:
+        with self._cond:
+            self._rings += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Until a ring after `seen`, or `timeout`. True when it rang."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._rings != seen, timeout)
+
+
 class Handoff(Generic[T]):
     def __init__(
         self,
@@ -37,6 +62,7 @@ class Handoff(Generic[T]):
         stop: threading.Event,
         *,
         on_drop: Callable[[], None] | None = None,
+        bell: Bell | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -48,6 +74,7 @@ class Handoff(Generic[T]):
         self._closed = False
         self._cond = threading.Condition()
         self._on_drop = on_drop  # counts each drop in the daemon's metrics
+        self._bell = bell  # rung on every put and close, for a consumer of several hand-offs
         self.put_total = 0
         self.dropped_total = 0
 
@@ -69,7 +96,9 @@ class Handoff(Generic[T]):
             self._items.append(item)
             self.put_total += 1
             self._cond.notify_all()
-            return True
+        if self._bell is not None:
+            self._bell.ring()
+        return True
 
     def get(self, timeout: float) -> T | EndOfStream | None:
         """The next item; END_OF_STREAM once closed and drained; None if nothing came within `timeout`."""
@@ -91,6 +120,12 @@ class Handoff(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self._bell is not None:
+            self._bell.ring()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __len__(self) -> int:
         with self._cond:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -99,6 +99,9 @@ class StageThread:
 
     def __init__(self, name: str, stop: threading.Event, camera_id: str | None = None) -> None:
         self.name = name
+        # What a failure does beyond being kept: stop the pipeline. A camera of several is isolated instead
+        # (the composition root sets this): its failure is its own, and the other cameras go on.
+        self.on_failure: Callable[[StageFailure], None] = lambda _: stop.set()
         self.camera_id = camera_id
         self._stop = stop
         self.progress = Progress()
@@ -119,16 +122,16 @@ class StageThread:
         return self._thread.ident is not None
 
     def fail(self, kind: FailureKind, reason: str) -> None:
-        """Report that this stage cannot go on. The first failure wins; it stops the pipeline.
+        """Report that this stage cannot go on. The first failure wins; it stops the pipeline (see on_failure).
 
         Thread-safe: the main loop reports a stage stuck in native code on the stage's behalf.
         """
         with self._failure_lock:
             if self._failure is not None:
                 return
-            self._failure = StageFailure(self.name, kind, reason)
+            self._failure = failure = StageFailure(self.name, kind, reason)
         _log.error("stage_failed", stage=self.name, kind=kind.value, reason=reason)
-        self._stop.set()
+        self.on_failure(failure)
 
     def start(self) -> None:
         self._thread.start()

@@ -67,8 +67,11 @@ class Metrics:
                                          "Failed camera opens or reads that led to a retry", cam, registry=registry)
         self.camera_state = Enum("linewatch_camera_state", "Current camera state (1 for the current one)", cam,
                                  states=[state.value for state in CameraState], registry=registry)
-        self.inference_seconds = Histogram("linewatch_inference_seconds", "Model time per frame", cam,
-                                           buckets=_INFERENCE_BUCKETS, registry=registry)
+        self.inference_seconds = Histogram(
+            "linewatch_inference_seconds", "Model time of the batch that carried the camera's frame", cam,
+            buckets=_INFERENCE_BUCKETS, registry=registry)
+        self.batch_size = Histogram("linewatch_batch_size", "Frames per batched inference (one per camera at most)",
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=registry)
         self.capture_to_commit_seconds = Histogram(
             "linewatch_capture_to_commit_seconds",
             "From the frame's capture to its event being committed to the outbox", cam,

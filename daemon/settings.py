@@ -8,24 +8,29 @@ it). A wrong value becomes a `ConfigError` carrying one line per problem, each n
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from daemon.publish.topics import DAEMON_LEVEL
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings
+from daemon.sources.factory import SourceOptions
 from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
 
 ENV_PREFIX = "LINEWATCH_"
 ENV_FILE_VAR = "LINEWATCH_ENV_FILE"
+CAMERA_URL_VAR = "LINEWATCH_CAMERA__URL"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript")
@@ -34,6 +39,7 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")
 # being read into memory until the kernel kills us.
 SECRET_FILE_MAX_BYTES = 1024 * 1024
 _TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_CAMERAS = 64
 
 
 class ConfigError(Exception):
@@ -84,8 +90,8 @@ class CameraSettings(Section):
     @field_validator("id")
     @classmethod
     def _id_is_topic_safe(cls, value: str | None) -> str | None:
-        if value is not None and not _TOPIC_WORD.fullmatch(value):
-            raise ValueError(f"{value!r} is not usable in an MQTT topic; use letters, digits, '_', '-', '.'")
+        if value is not None:
+            _check_camera_id(value)
         return value
 
     @field_validator("fourcc")
@@ -106,6 +112,37 @@ class CameraSettings(Section):
     @property
     def is_live(self) -> bool:
         return self.source.is_live(pace=self.pace)
+
+    def source_options(self) -> SourceOptions:
+        return SourceOptions(
+            rtsp_transport=self.rtsp_transport, open_timeout_s=self.open_timeout_s,
+            read_timeout_s=self.read_timeout_s, loop=self.loop, realtime=self.pace == "realtime",
+            fourcc=self.fourcc, width=self.width, height=self.height, fps=self.fps, exposure=self.exposure,
+            wait_for_device=self.wait_for_device)
+
+
+def _check_camera_id(value: str) -> None:
+    if not _TOPIC_WORD.fullmatch(value):
+        raise ValueError(f"{value!r} is not usable in an MQTT topic; use letters, digits, '_', '-', '.'")
+    if value == DAEMON_LEVEL:
+        raise ValueError(f"{value!r} is reserved for the daemon's own topics")
+
+
+class CameraEntry(CameraSettings):
+    """One camera of several: LINEWATCH_CAMERAS__<ID>__<FIELD>. Its id is <ID> (lower-cased) unless ID is set."""
+
+    rules: RulesSettings | None = Field(
+        None, description="This camera's own rules (LINEWATCH_CAMERAS__<ID>__RULES__*), instead of LINEWATCH_RULES__*")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera as the composition root sees it: its id, its camera settings and the rules that apply."""
+
+    camera_id: str
+    camera: CameraSettings
+    rules: RulesSettings
+    env: str  # the variable prefix that configures it, for messages: LINEWATCH_CAMERA or LINEWATCH_CAMERAS__CAM1
 
 
 class ModelSettings(Section):
@@ -147,6 +184,13 @@ class ModelSettings(Section):
         if value is not None and (value <= 0 or value % 32 or value > 4096):
             raise ValueError(f"{value} is not a positive multiple of 32 up to 4096 (YOLO's stride)")
         return value
+
+
+class DetectSettings(Section):
+    max_batch: int = Field(
+        8, ge=1, le=64, description="Most frames in one batched inference (one per camera at most); 1: no batching")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long the detector waits for the other cameras' frames to fill a batch")
 
 
 class MqttSettings(Section):
@@ -243,8 +287,12 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
     )
 
-    camera: CameraSettings = Field(default_factory=dict, validate_default=True)  # so a missing URL is named
+    # One camera (the shorthand) or several, each by its id; never both. See `camera_configs`.
+    camera: CameraSettings | None = Field(None, description="One camera: LINEWATCH_CAMERA__<FIELD>")
+    cameras: dict[str, CameraEntry] = Field(
+        default_factory=dict, description="Several cameras: LINEWATCH_CAMERAS__<ID>__<FIELD>")
     model: ModelSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    detect: DetectSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     mqtt: MqttSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     log: LogSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
@@ -254,9 +302,56 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     snapshots: SnapshotSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
 
+    @model_validator(mode="after")
+    def _one_camera_form(self) -> Settings:
+        if self.camera is None and not self.cameras:
+            raise ValueError(f"{CAMERA_URL_VAR}: required but not set (or LINEWATCH_CAMERAS__<ID>__URL for several "
+                             "cameras)")
+        if self.camera is not None and self.cameras:
+            raise ValueError("LINEWATCH_CAMERA__* and LINEWATCH_CAMERAS__<ID>__* are both set: use one form "
+                             "(LINEWATCH_CAMERA__* is the shorthand for a single camera)")
+        if len(self.cameras) > MAX_CAMERAS:
+            raise ValueError(f"LINEWATCH_CAMERAS: {len(self.cameras)} cameras; at most {MAX_CAMERAS} per process")
+        for key in self.cameras:
+            try:
+                _check_camera_id(key)
+            except ValueError as exc:
+                raise ValueError(f"LINEWATCH_CAMERAS__{key.upper()}__*: camera id {exc}") from None
+        seen: dict[str, str] = {}
+        for config in self.camera_configs:
+            if config.camera_id in seen:
+                raise ValueError(f"{seen[config.camera_id]} and {config.env} have the same camera id "
+                                 f"{config.camera_id!r}; set a distinct {config.env}__ID")
+            seen[config.camera_id] = config.env
+        return self
+
+    @property
+    def camera_configs(self) -> tuple[CameraConfig, ...]:
+        """Every camera, in id order."""
+        if self.camera is not None:
+            return (CameraConfig(self.camera.camera_id, self.camera, self.rules, "LINEWATCH_CAMERA"),)
+        return tuple(sorted(
+            (CameraConfig(entry.id or key, entry, entry.rules or self.rules, f"LINEWATCH_CAMERAS__{key.upper()}")
+             for key, entry in self.cameras.items()), key=lambda config: config.camera_id))
+
+    def unknown_classes(self, known: tuple[str, ...]) -> list[str]:
+        """Rules (global and per camera) naming a class the model does not have; checked once it is loaded."""
+        problems = self.rules.unknown_classes(known)
+        for key, entry in sorted(self.cameras.items()):
+            if entry.rules is not None:
+                problems += entry.rules.unknown_classes(known, f"LINEWATCH_CAMERAS__{key.upper()}__RULES")
+        return problems
+
     @property
     def mqtt_client_id(self) -> str:
-        return self.mqtt.client_id or f"linewatch-{self.camera.camera_id}"
+        """Default: linewatch-<camera id>, or with several cameras linewatch-<id>-<id>… (kept under 64 chars)."""
+        if self.mqtt.client_id:
+            return self.mqtt.client_id
+        joined = "linewatch-" + "-".join(config.camera_id for config in self.camera_configs)
+        if len(joined) <= 64:
+            return joined
+        digest = hashlib.sha256(joined.encode()).hexdigest()[:10]
+        return f"{joined[:53]}-{digest}"
 
 
 def env_name(loc: Iterable[int | str]) -> str:
@@ -273,6 +368,9 @@ def known_variables() -> dict[str, str]:
     def walk(model: type[BaseModel], loc: tuple[str, ...]) -> None:
         for name, sub in model.model_fields.items():
             annotation, args = sub.annotation, get_args(sub.annotation)
+            if len(args) == 2 and type(None) in args and get_origin(annotation) is not dict:  # X | None
+                annotation = next(arg for arg in args if arg is not type(None))
+                args = get_args(annotation)
             if isinstance(annotation, type) and issubclass(annotation, BaseModel):
                 if loc:  # a nested section is also accepted whole, as JSON
                     known[env_name((*loc, name))] = sub.description or ""
@@ -329,6 +427,8 @@ def _describe(error: ErrorDetails) -> str:
     loc = tuple(error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
     loc = next((named for section, needle, named in _SECTION_ERRORS if loc == section and needle in message), loc)
+    if not loc:  # the whole settings' validator: its message names the variables
+        return message
     if error["type"] == "missing":
         return f"{env_name(loc)}: required but not set"
     shown = error.get("input")
@@ -365,13 +465,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def masked_view(settings: Settings) -> dict[str, object]:
     """Effective settings as env-variable → value, secrets masked (for `check-config`)."""
     view: dict[str, object] = {}
-    for section in Settings.model_fields:
-        for name, value in getattr(settings, section).model_dump(mode="json").items():
-            if name == "password" and value is not None:
-                value = "********"
-            view[env_name((section, name))] = value
-    view["(effective) camera id"] = settings.camera.camera_id
-    view["(effective) source kind"] = settings.camera.source.kind.value
+
+    def section(loc: tuple[str, ...], values: dict[str, object]) -> None:
+        for name, value in values.items():
+            view[env_name((*loc, name))] = "********" if name == "password" and value is not None else value
+
+    for name in Settings.model_fields:
+        if name == "cameras":
+            for key, entry in settings.cameras.items():
+                section((name, key), entry.model_dump(mode="json"))
+        elif (value := getattr(settings, name)) is not None:
+            section((name,), value.model_dump(mode="json"))
+    for config in settings.camera_configs:
+        view[f"(effective) {config.env} id"] = config.camera_id
+        view[f"(effective) {config.env} source kind"] = config.camera.source.kind.value
     view["(effective) mqtt client id"] = settings.mqtt_client_id
     return view
 

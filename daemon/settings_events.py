@@ -142,11 +142,11 @@ class RulesSettings(Section):
     def ignored(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.ignore.split(",") if name.strip())
 
-    def unknown_classes(self, known: tuple[str, ...]) -> list[str]:
+    def unknown_classes(self, known: tuple[str, ...], prefix: str = "LINEWATCH_RULES") -> list[str]:
         """Variables naming a class the model does not have (checked once the model is loaded)."""
-        problems = [f"LINEWATCH_RULES__CLASSES__{name.upper()}: unknown class {name!r}; the model's classes: "
+        problems = [f"{prefix}__CLASSES__{name.upper()}: unknown class {name!r}; the model's classes: "
                     f"{', '.join(known)}" for name in self.classes if name not in known]
-        problems += [f"LINEWATCH_RULES__IGNORE: unknown class {name!r}; the model's classes: {', '.join(known)}"
+        problems += [f"{prefix}__IGNORE: unknown class {name!r}; the model's classes: {', '.join(known)}"
                      for name in sorted(self.ignored) if name not in known]
         return problems
 

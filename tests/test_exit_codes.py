@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon.app import frame_policy
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, exit_code_for
 from daemon.frames import Frame, Inference, utc_now
 from daemon.handoff import DropPolicy, Handoff
 from daemon.metrics import Metrics
 from daemon.ops import signals
+from daemon.pipeline import frame_policy
 from daemon.settings import load_settings
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import DaemonProcess
@@ -71,13 +71,14 @@ def test_an_offline_synthetic_line_gets_the_lossless_hand_off_whatever_word_says
     monkeypatch.setenv("LINEWATCH_MODEL__PATH", str(model_path))
     settings = load_settings()
     assert not settings.camera.is_live
-    assert frame_policy(settings) is DropPolicy.WAIT
+    assert frame_policy(settings.camera_configs[0].camera) is DropPolicy.WAIT
 
 
 def test_an_inference_the_event_stage_never_takes_is_counted_and_logged(model_path: Path) -> None:
     # Before the fix DetectStage ignored a False from Handoff.put: at shutdown an inference could vanish.
     from daemon.detect.model import Detector
-    from daemon.detect.stage import DetectStage
+    from daemon.detect.stage import DetectStage, Lane
+    from daemon.handoff import Bell
     from daemon.settings import ModelSettings
 
     stop = threading.Event()
@@ -90,7 +91,8 @@ def test_an_inference_the_event_stage_never_takes_is_counted_and_logged(model_pa
     frames.close()
     stop.set()  # stopping: the full results hand-off refuses the next result instead of waiting
     metrics = Metrics()
-    stage = DetectStage("t", Detector(ModelSettings(path=model_path)), frames, results, stop, metrics)
+    stage = DetectStage(Detector(ModelSettings(path=model_path)), [Lane("t", frames, results)], Bell(), stop,
+                        metrics=metrics)
     stage.start()
     assert stage.join(60)
     assert metrics.value("linewatch_frames_inspected_total", camera="t") == 1

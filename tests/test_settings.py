@@ -92,7 +92,7 @@ def test_check_config_prints_effective_settings_with_the_password_masked(valid_e
     assert view["LINEWATCH_MQTT__PASSWORD"] == "********"
     assert view["LINEWATCH_MQTT__USERNAME"] == "line1"
     assert view["LINEWATCH_MQTT__QOS"] == 1
-    assert view["(effective) camera id"] == "line"
+    assert view["(effective) LINEWATCH_CAMERA id"] == "line"
     assert "hunter2-secret" not in result.stdout + result.stderr
 
 

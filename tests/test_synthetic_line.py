@@ -137,3 +137,15 @@ def test_bad_url_names_the_parameter_and_what_is_accepted(url: str, named: str, 
 def test_url_of_another_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="synthetic://line"):
         LineParams.from_url("synthetic://belt?seed=1")
+
+
+def test_parsing_a_synthetic_url_needs_no_opencv() -> None:
+    """The settings check a camera URL at load time; a synthetic:// one must not pull OpenCV in for that."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from daemon.sources.url import parse_camera_url; "
+            "u = parse_camera_url('synthetic://line?fps=30&realtime=off'); "
+            "assert not u.realtime; print('cv2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

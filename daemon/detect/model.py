@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,21 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def _accepted_arguments() -> frozenset[str]:
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    return frozenset(DEFAULT_CFG_DICT)
+
+
+def precision_options(half: bool, device: str, accepted: frozenset[str]) -> dict[str, Any]:
+    """The predict() arguments for FP16. Ultralytics 8.4 renamed `half` to `quantize=16` and logs a deprecation
+    warning on every call that still passes `half`; older releases (a Jetson's pinned wheel) know only `half`.
+    FP32 passes nothing: even `half=False` is warned about."""
+    if not half or not device.startswith("cuda"):
+        return {}
+    return {"quantize": 16} if "quantize" in accepted else {"half": True}
+
+
 class Detector:
     """A loaded, warmed-up model. `infer()` is called from the detector thread only."""
 
@@ -80,7 +96,9 @@ class Detector:
         if settings.gpu_memory_fraction is not None and self.device.startswith("cuda"):
             torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, torch.device(self.device))
             log.info("gpu_memory_fraction", fraction=settings.gpu_memory_fraction, device=self.device)
-        self._half = settings.half and self.device.startswith("cuda")
+        self._precision = precision_options(settings.half, self.device, _accepted_arguments())
+        if settings.half and not self._precision:
+            log.info("half_ignored", device=self.device, reason="FP16 runs on CUDA only; this device runs FP32")
         self._conf = settings.confidence
         self._iou = settings.iou
         try:
@@ -98,25 +116,35 @@ class Detector:
             classes=tuple(str(names[i]) for i in sorted(names)),
         )
 
-    def warm_up(self, width: int, height: int, runs: int) -> float:
-        """Run blank frames through the model (CUDA kernels, allocator, fusing). Returns the last time in ms."""
+    def warm_up(self, width: int, height: int, runs: int, batch: int = 1) -> float:
+        """Run blank frames through the model at the largest batch it will see (CUDA kernels, the allocator's
+        largest blocks, fusing). Returns the last time in ms."""
         blank = np.zeros((height, width, 3), dtype=np.uint8)
         elapsed = 0.0
         for _ in range(runs):
-            _, elapsed = self.infer(blank)
+            _, elapsed = self.infer_batch([blank] * batch)
         return elapsed
 
     def infer(self, image: Image) -> tuple[tuple[Detection, ...], float]:
         """Detections at or above the confidence threshold, and the inference time in ms."""
+        found, elapsed_ms = self.infer_batch([image])
+        return found[0], elapsed_ms
+
+    def infer_batch(self, images: Sequence[Image]) -> tuple[list[tuple[Detection, ...]], float]:
+        """One batched inference: each image's detections, in order, and the time of the whole batch in ms.
+
+        Images may differ in size: Ultralytics letterboxes each to the inference size (square when the sizes
+        differ) and scales each image's boxes back to its own pixels."""
         started = time.perf_counter()
-        options = {"half": True} if self._half else {}  # passing half=False makes Ultralytics warn per call
-        results = self._model.predict(
-            image, imgsz=self.imgsz, conf=self._conf, iou=self._iou, device=self.device, verbose=False, **options
-        )
+        results = self._model.predict(list(images), imgsz=self.imgsz, conf=self._conf, iou=self._iou,
+                                      device=self.device, verbose=False, **self._precision)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        boxes = results[0].boxes
+        return [self._detections(result) for result in results], elapsed_ms
+
+    def _detections(self, result: Any) -> tuple[Detection, ...]:
+        boxes = result.boxes
         if boxes is None or len(boxes) == 0:
-            return (), elapsed_ms
+            return ()
         xyxy = boxes.xyxy.cpu().numpy().tolist()
         confidences = boxes.conf.cpu().numpy().tolist()
         classes = boxes.cls.cpu().numpy().astype(int).tolist()
@@ -130,4 +158,4 @@ class Detector:
             for box, conf, cls in zip(xyxy, confidences, classes, strict=True)
             if conf >= self._conf
         )
-        return detections, elapsed_ms
+        return detections

@@ -21,23 +21,6 @@ SCHEMA_V2 = "linewatch.defect/2"
 STATS_SCHEMA = "linewatch.stats/1"
 
 
-def defect_topic(prefix: str, camera_id: str) -> str:
-    return f"{prefix}/{camera_id}/defects"
-
-
-def status_topic(prefix: str, camera_id: str) -> str:
-    return f"{prefix}/{camera_id}/status"
-
-
-def stats_topic(prefix: str, camera_id: str) -> str:
-    return f"{prefix}/{camera_id}/stats"
-
-
-def snapshot_topic(prefix: str, camera_id: str, snapshot_id: str, view: str) -> str:
-    """`view` is `frame` (the whole frame with the boxes drawn) or `crop` (the defect and a margin)."""
-    return f"{prefix}/{camera_id}/snapshots/{snapshot_id}/{view}"
-
-
 def _box(box: BBox) -> dict[str, float]:
     return {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2}
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import cv2
 
-from daemon.events.schema import snapshot_topic
 from daemon.frames import BBox, Image
 from daemon.handoff import DropPolicy, Handoff, consume
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxRetryableError, PayloadTooLargeError
+from daemon.publish.topics import snapshot_topic
 from daemon.settings_events import SnapshotSettings
 
 log = get_logger("linewatch.snapshots")

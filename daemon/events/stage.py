@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from daemon.events.rules import Rules
-from daemon.events.schema import defect_topic, render_defect, render_defect_v2
+from daemon.events.schema import render_defect, render_defect_v2
 from daemon.events.snapshots import SnapshotStage
 from daemon.events.tracking import DefectTracker, DefectView
 from daemon.frames import DefectEvent, Frame, Inference, ModelInfo, utc_now
@@ -30,12 +30,14 @@ from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxFullError, OutboxRetryableError, PayloadTooLargeError, StoredEvent
+from daemon.publish.topics import defect_topic
 from daemon.settings_events import EventsSettings
 
 log = get_logger("linewatch.events")
 
 _RETRY_S = 1.0  # a locked or failing database is retried: the operator may fix it
 _LATENCIES = 512  # inference times kept for the stats' percentiles
+_AGES = 2048  # frame ages kept for the stats' percentiles
 
 
 class EventStage(CameraStage):
@@ -74,6 +76,7 @@ class EventStage(CameraStage):
         self._tracker = None if self._settings.mode == "frames" else self._new_tracker()
         self._size = (0, 0)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
+        self._age_ms: collections.deque[float] = collections.deque(maxlen=_AGES)
         self._stats_mark: tuple[float, float, float] | None = None
 
     def _new_tracker(self) -> DefectTracker:
@@ -111,11 +114,13 @@ class EventStage(CameraStage):
                 strong = kept if rules is None else tuple(d for d in kept if self._strong(d))
                 if strong:
                     self._commit_frame(result, strong)
-                return
-            is_strong = rules.strong if rules is not None else (lambda d: True)
-            for defect in self._tracker.update(frame, kept, result.inference_ms, is_strong):
-                self._commit_defect(defect, frame)
-            self._tracks_open.set(self._tracker.open_tracks)
+            else:
+                is_strong = rules.strong if rules is not None else (lambda d: True)
+                for defect in self._tracker.update(frame, kept, result.inference_ms, is_strong):
+                    self._commit_defect(defect, frame)
+                self._tracks_open.set(self._tracker.open_tracks)
+        # Capture to commit: by now whatever this frame makes is in the outbox (or nothing was to be made).
+        self._age_ms.append((time.monotonic() - frame.captured_mono) * 1000.0)
 
     def _strong(self, detection: Any) -> bool:
         assert self._rules is not None
@@ -214,6 +219,7 @@ class EventStage(CameraStage):
         previous, self._stats_mark = self._stats_mark, (now, read, inspected)
         elapsed = now - previous[0] if previous else 0.0
         latencies = np.array(list(self._inference_ms), dtype=np.float64)
+        ages = np.array(list(self._age_ms), dtype=np.float64)
         depth = self._outbox.stats()
         return {
             "fps_in": round((read - previous[1]) / elapsed, 2) if previous and elapsed > 0 else None,
@@ -223,6 +229,8 @@ class EventStage(CameraStage):
             "frames_dropped": int(value("linewatch_frames_dropped_total", **cam)),
             "inference_ms": {"p50": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
                              "p95": round(float(np.percentile(latencies, 95)), 1) if len(latencies) else None},
+            "frame_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1) if len(ages) else None,
+                             "p99": round(float(np.percentile(ages, 99)), 1) if len(ages) else None},
             "tracks_open": self._tracker.open_tracks if self._tracker is not None else 0,
             "events": {"new": int(value("linewatch_defects_total", camera=self.camera_id, type="new")),
                        "end": int(value("linewatch_defects_total", camera=self.camera_id, type="end")),

@@ -23,7 +23,7 @@ from typing import Any
 
 from daemon import __version__
 from daemon.exitcodes import ExitCode
-from daemon.settings import Settings, broker_address
+from daemon.settings import CameraSettings, Settings, broker_address
 
 
 @dataclass(frozen=True)
@@ -119,18 +119,23 @@ def _model_check(settings: Settings) -> Check:
     except ModelLoadError as exc:
         return Check("model", False, str(exc), required=True)
     info = detector.info
-    unknown = settings.rules.unknown_classes(info.classes)
+    unknown = settings.unknown_classes(info.classes)
     if unknown:  # `run` would exit 2 on these once the model is loaded: say so here too
         return Check("model", False, "; ".join(unknown), required=True)
     return Check("model", True, f"{settings.model.path} sha256 {info.sha256} imgsz {info.imgsz} device {info.device} "
                                 f"classes {', '.join(info.classes)}", required=True)
 
 
-def _camera_check(settings: Settings) -> Check:
+def _camera_checks(settings: Settings) -> list[Check]:
+    configs = settings.camera_configs
+    return [_camera_check(config.camera, "camera" if len(configs) == 1 else f"camera {config.camera_id}")
+            for config in configs]
+
+
+def _camera_check(camera: CameraSettings, name: str) -> Check:
     from daemon.sources.factory import build_source
 
-    camera = settings.camera
-    source = build_source(camera)
+    source = build_source(camera.source, camera.source_options())
     deadline = camera.open_timeout_s + camera.read_timeout_s
 
     def grab() -> str:
@@ -149,8 +154,8 @@ def _camera_check(settings: Settings) -> Check:
     try:
         size = _deadline(grab, deadline)
     except Exception as exc:
-        return Check("camera", False, f"{source.description}: {exc}", required=True)
-    return Check("camera", True, f"{source.description}: one {size} frame in {time.monotonic() - started:.2f} s",
+        return Check(name, False, f"{source.description}: {exc}", required=True)
+    return Check(name, True, f"{source.description}: one {size} frame in {time.monotonic() - started:.2f} s",
                  required=True)
 
 
@@ -215,7 +220,7 @@ def run_checks(settings: Settings) -> list[Check]:
     for probe in (_torch_checks,):
         checks += probe()
     checks += [_opencv_check(), _onnx_check()]
-    checks += [_model_check(settings), _camera_check(settings), _broker_check(settings), _outbox_check(settings)]
+    checks += [_model_check(settings), *_camera_checks(settings), _broker_check(settings), _outbox_check(settings)]
     return checks
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from daemon.exitcodes import FailureKind
 from daemon.frames import CameraState, CameraStatus
 from daemon.lifecycle import StageThread
 from daemon.metrics import Metrics
@@ -45,6 +46,7 @@ class Verdict:
 class _Watched:
     stage: StageThread
     limit_s: float  # a unit of work lasting longer than this means the stage is wedged
+    isolated: bool  # a camera of several: its failure shows in readiness (its camera's state), not liveness
 
 
 class Health:
@@ -59,8 +61,8 @@ class Health:
         self.last_liveness = Verdict(True, ())  # as readiness() last computed it
 
     # -- wiring (composition root) ----------------------------------------------------------------------
-    def watch_stage(self, stage: StageThread, limit_s: float) -> None:
-        self._stages.append(_Watched(stage, limit_s))
+    def watch_stage(self, stage: StageThread, limit_s: float, *, isolated: bool = False) -> None:
+        self._stages.append(_Watched(stage, limit_s, isolated))
 
     def watch_camera(self, camera: CameraProbe) -> None:
         self._cameras.append(camera)
@@ -80,10 +82,12 @@ class Health:
             state = "running"
             if stage.failure is not None:
                 state = "failed"
-                reasons.append(f"{stage.name} failed ({stage.failure.kind.value}): {stage.failure.reason}")
+                if not watched.isolated or stage.failure.kind is FailureKind.STALLED:
+                    reasons.append(f"{stage.name} failed ({stage.failure.kind.value}): {stage.failure.reason}")
             elif stage.started and not stage.alive:
                 state = "ended"
-                reasons.append(f"{stage.name} is not running")
+                if not watched.isolated:
+                    reasons.append(f"{stage.name} is not running")
             elif stuck > watched.limit_s:
                 state = "wedged"
                 reasons.append(f"{stage.name} stuck in one unit of work for {stuck:.1f} s "

@@ -14,7 +14,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
@@ -23,13 +23,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon import __version__
 from daemon.backoff import Backoff
-from daemon.events.schema import status_topic
 from daemon.frames import CameraState, CameraStatus, ModelInfo, rfc3339, utc_now
 from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.tls import build_tls_context, tls_failure_hint
+from daemon.publish.topics import availability_topic, status_topic
 from daemon.settings import MqttSettings, broker_address
 
 log = get_logger("linewatch.mqtt")
@@ -51,7 +51,7 @@ class MqttPublisher(StageThread):
         self,
         settings: MqttSettings,
         client_id: str,
-        camera_id: str,
+        camera_ids: Sequence[str],
         model: ModelInfo,
         outbox: Outbox,
         stop: threading.Event,
@@ -59,15 +59,17 @@ class MqttPublisher(StageThread):
         topic_prefix: str | None = None,
         metrics: Metrics | None = None,
         fingerprint: Mapping[str, object] | None = None,
-        stats: tuple[str, float, Callable[[], bytes]] | None = None,
+        stats: Sequence[tuple[str, float, Callable[[], bytes]]] = (),
     ) -> None:
         super().__init__("publish:mqtt", stop)
         self._settings = settings
-        self._camera_id = camera_id
         self._model = model
         self._outbox = outbox
         self._stop = stop
-        self._status_topic = status_topic(topic_prefix or settings.topic_prefix, camera_id)
+        prefix = topic_prefix or settings.topic_prefix
+        self._status_topics = {camera_id: status_topic(prefix, camera_id) for camera_id in camera_ids}
+        self._availability_topic = availability_topic(prefix, client_id)
+        self._client_id = client_id
         self._host, self._port, self._tls = broker_address(settings.url)
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox rowid, kind)
@@ -76,8 +78,9 @@ class MqttPublisher(StageThread):
         self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
         self._deadline = float("inf")
         self._status_lock = threading.Lock()
-        self._camera_status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
-        self._status_dirty = True
+        self._camera_status = {camera_id: CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
+                               for camera_id in camera_ids}
+        self._status_dirty = set(camera_ids)  # cameras whose status is to be published (again)
         self._connack_due: float | None = None
         self._socket_error: str | None = None  # paho's first socket error of this connection attempt
         self._next_sweep = time.monotonic() + _AGE_SWEEP_S
@@ -86,8 +89,8 @@ class MqttPublisher(StageThread):
         self._disk_full = False  # as last published in the status
         # (topic, interval, render): live figures, published retained straight from here, never from the outbox
         # (an hour-old fps figure replayed after an outage would mislead whoever reads it)
-        self._stats = stats
-        self._next_stats = time.monotonic() + (stats[1] if stats else 0.0)
+        self._stats = list(stats)
+        self._next_stats = [time.monotonic() + interval for _, interval, _ in self._stats]
         self.connected = False
         self.last_error: str | None = None
         self._client = self._build_client(client_id)
@@ -110,18 +113,27 @@ class MqttPublisher(StageThread):
             client.tls_set_context(context)
             if self._settings.tls_insecure:
                 client.tls_insecure_set(True)
-        will = self._status_payload(CameraState.OFFLINE, "connection lost (last will)", with_time=False)
-        client.will_set(self._status_topic, will, qos=1, retain=True)
+        # One connection has one last will: the daemon's availability. Each camera's status is retained as last
+        # published; a subscriber trusts it while the availability is `online`.
+        will = self._availability_payload(online=False, reason="connection lost (last will)", with_time=False)
+        client.will_set(self._availability_topic, will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_log = self._on_paho_log
         return client
 
-    def _status_payload(self, state: CameraState, reason: str, *, with_time: bool = True) -> bytes:
-        body: dict[str, Any] = {"state": state.value, "reason": reason, "camera_id": self._camera_id}
+    def _availability_payload(self, *, online: bool, reason: str, with_time: bool = True) -> bytes:
+        body: dict[str, Any] = {"state": "online" if online else "offline", "reason": reason,
+                                "client_id": self._client_id, "cameras": sorted(self._status_topics)}
         if with_time:
             body["at"] = rfc3339(utc_now())
+        body["linewatch_version"] = __version__
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _status_payload(self, camera_id: str, state: CameraState, reason: str) -> bytes:
+        body: dict[str, Any] = {"state": state.value, "reason": reason, "camera_id": camera_id,
+                                "at": rfc3339(utc_now())}
         body["linewatch_version"] = __version__
         body["model"] = {"name": self._model.name, "sha256": self._model.sha256}
         body["degraded"] = [DISK_FULL_REASON] if self._disk_full else []
@@ -131,10 +143,10 @@ class MqttPublisher(StageThread):
 
     # -- stage interface ----------------------------------------------------------------------------------
     def set_camera_status(self, status: CameraStatus) -> None:
-        """Called from the capture thread on every camera state change; published retained."""
+        """Called from a capture thread on every camera state change; published retained."""
         with self._status_lock:
-            self._camera_status = status
-            self._status_dirty = True
+            self._camera_status[status.camera_id] = status
+            self._status_dirty.add(status.camera_id)
 
     def stop(self, deadline: float | None = None) -> None:
         """Upstream has stopped: deliver what is left until `deadline`, publish `offline`, disconnect."""
@@ -265,19 +277,22 @@ class MqttPublisher(StageThread):
         disk_full = self._outbox.disk_full
         with self._status_lock:
             if disk_full != self._disk_full:
-                self._disk_full, self._status_dirty = disk_full, True
+                self._disk_full = disk_full
+                self._status_dirty.update(self._camera_status)
             if not self._status_dirty or not self.connected:
                 return
-            status, self._status_dirty = self._camera_status, False
-        payload = self._status_payload(status.state, status.reason)
-        self._client.publish(self._status_topic, payload, qos=1, retain=True)
+            changed = [self._camera_status[camera_id] for camera_id in sorted(self._status_dirty)]
+            self._status_dirty.clear()
+        for status in changed:
+            payload = self._status_payload(status.camera_id, status.state, status.reason)
+            self._client.publish(self._status_topics[status.camera_id], payload, qos=1, retain=True)
 
     def _publish_stats_when_due(self) -> None:
-        if self._stats is None or time.monotonic() < self._next_stats:
-            return
-        topic, interval, render = self._stats
-        self._next_stats = time.monotonic() + interval
-        self._client.publish(topic, render(), qos=1, retain=True)
+        now = time.monotonic()
+        for index, (topic, interval, render) in enumerate(self._stats):
+            if now >= self._next_stats[index]:
+                self._next_stats[index] = now + interval
+                self._client.publish(topic, render(), qos=1, retain=True)
 
     def _sweep_age_bound(self) -> None:
         if time.monotonic() >= self._next_sweep:
@@ -288,13 +303,19 @@ class MqttPublisher(StageThread):
         """Clean `offline` (retained) then DISCONNECT, so the broker does not send the last will."""
         if self._client.is_connected():
             with self._status_lock:
-                last = self._camera_status
-            # A watchdog exit leaves `stalled` (the station is blind and restarting), anything else `offline`.
-            state, reason = (last.state, last.reason) if last.state is CameraState.STALLED else (
-                CameraState.OFFLINE, "shutdown")
-            info = self._client.publish(self._status_topic, self._status_payload(state, reason), qos=1, retain=True)
+                last = list(self._camera_status.values())
+            infos = []
+            for status in last:
+                # A watchdog exit leaves `stalled` (the station is blind and restarting), anything else `offline`.
+                state, reason = (status.state, status.reason) if status.state is CameraState.STALLED else (
+                    CameraState.OFFLINE, "shutdown")
+                payload = self._status_payload(status.camera_id, state, reason)
+                infos.append(self._client.publish(self._status_topics[status.camera_id], payload, qos=1, retain=True))
+            goodbye = self._availability_payload(online=False, reason="shutdown")
+            infos.append(self._client.publish(self._availability_topic, goodbye, qos=1, retain=True))
             until = time.monotonic() + 2.0
-            while not info.is_published() and time.monotonic() < until and self._client.is_connected():
+            while (not all(info.is_published() for info in infos) and time.monotonic() < until
+                   and self._client.is_connected()):
                 self._client.loop(timeout=_LOOP_TIMEOUT_S)
             self._client.disconnect()
             self._client.loop_write()  # flush the DISCONNECT so the broker discards our last will
@@ -310,8 +331,10 @@ class MqttPublisher(StageThread):
             return
         self._set_connected(True)
         self._backoff.succeeded()
+        self._client.publish(self._availability_topic, self._availability_payload(online=True, reason="running"),
+                             qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
-            self._status_dirty = True  # re-assert our retained status over the broker's copy of the last will
+            self._status_dirty.update(self._camera_status)  # re-assert every camera's retained status
         log.info("mqtt_connected", broker=f"{self._host}:{self._port}", tls=self._tls,
                  protocol=self._settings.protocol, resending=len(self._inflight))
 

@@ -1,39 +1,45 @@
-"""Builds the FrameSource that a camera URL names."""
+"""Builds the FrameSource that a camera URL names, from plain options (sources never read the settings)."""
 
 from __future__ import annotations
 
-from daemon.settings import CameraSettings
+from dataclasses import dataclass
+
 from daemon.sources.base import FrameSource
-from daemon.sources.url import SourceKind
+from daemon.sources.url import CameraUrl, SourceKind
 
 
-def build_source(camera: CameraSettings) -> FrameSource:
-    url = camera.source
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a source needs besides its URL; the composition root fills it from the camera's settings."""
+
+    rtsp_transport: str = "tcp"
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0
+    loop: bool = False
+    realtime: bool = True  # video files: at their fps (True) or as fast as they decode
+    fourcc: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    exposure: float | None = None
+    wait_for_device: bool = False
+
+
+def build_source(url: CameraUrl, options: SourceOptions) -> FrameSource:
     if url.kind is SourceKind.RTSP:
         from daemon.sources.rtsp import RtspSource
 
-        return RtspSource(
-            url.target,
-            transport=camera.rtsp_transport,
-            open_timeout_s=camera.open_timeout_s,
-            read_timeout_s=camera.read_timeout_s,
-        )
+        return RtspSource(url.target, transport=options.rtsp_transport, open_timeout_s=options.open_timeout_s,
+                          read_timeout_s=options.read_timeout_s)
     if url.kind is SourceKind.V4L2:
         from daemon.sources.v4l2 import V4l2Source
 
-        return V4l2Source(
-            url.target,
-            fourcc=camera.fourcc,
-            width=camera.width,
-            height=camera.height,
-            fps=camera.fps,
-            exposure=camera.exposure,
-            wait_for_device=camera.wait_for_device,
-        )
+        return V4l2Source(url.target, fourcc=options.fourcc, width=options.width, height=options.height,
+                          fps=options.fps, exposure=options.exposure, wait_for_device=options.wait_for_device)
     if url.kind is SourceKind.FILE:
         from daemon.sources.file import FileSource
 
-        return FileSource(url.target, loop=camera.loop, realtime=camera.pace == "realtime")
+        return FileSource(url.target, loop=options.loop, realtime=options.realtime)
     if url.kind is SourceKind.GSTREAMER:
         from daemon.sources.gst import GstSource
 

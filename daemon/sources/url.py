@@ -78,7 +78,7 @@ def parse_camera_url(url: str) -> CameraUrl:
             raise ValueError(f"{text!r} names no device; accepted: /dev/videoN or v4l2:///dev/videoN")
         return CameraUrl(SourceKind.V4L2, url, device)
     if scheme == "synthetic":
-        from daemon.sources.synthetic_line import LineParams
+        from daemon.sources.synthetic_params import LineParams
 
         params = LineParams.from_url(text)  # raises ValueError naming the bad parameter
         return CameraUrl(SourceKind.SYNTHETIC, url, text, realtime=params.realtime)

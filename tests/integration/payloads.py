@@ -31,7 +31,8 @@ def validate_message(topic: str, payload: bytes) -> str:
         assert payload[:3] == b"\xff\xd8\xff", f"{topic}: not a JPEG"
         return "jpeg"
     body = json.loads(payload)
-    name = "status" if topic.endswith("/status") else _BY_SCHEMA.get(body.get("schema", ""), "unknown")
+    by_topic = {"status": "status", "availability": "availability"}.get(topic.rsplit("/", 1)[-1])
+    name = by_topic or _BY_SCHEMA.get(body.get("schema", ""), "unknown")
     assert name != "unknown", f"{topic}: no schema for {body.get('schema')!r}"
     errors = sorted(validator(name).iter_errors(body), key=str)
     assert not errors, f"{topic} does not validate against {name}: {[e.message for e in errors[:3]]}\n{body}"

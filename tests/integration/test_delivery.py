@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from daemon.app import OUTBOX_FILE
-from daemon.events.schema import defect_topic
 from daemon.exitcodes import ExitCode
+from daemon.publish.topics import defect_topic
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port
 from tests.support.procs import DaemonProcess, LogRecord

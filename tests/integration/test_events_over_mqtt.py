@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.detect.model import file_sha256
-from daemon.events.schema import status_topic
 from daemon.exitcodes import ExitCode
+from daemon.publish.topics import availability_topic, status_topic
 from daemon.sources.synthetic_line import CLASS_NAMES
-from tests.integration.payloads import assert_gapless, assert_valid_defect_event
+from tests.integration.payloads import assert_gapless, assert_valid_defect_event, validate_message
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import DaemonProcess
 from tests.support.subscriber import Subscriber
@@ -87,19 +87,23 @@ def test_sigterm_during_a_live_run_exits_0_within_10_s_with_offline_status(
     assert retained.retain and retained.json()["state"] == "offline"
 
 
-def test_the_last_will_marks_the_camera_offline_when_the_daemon_dies(
+def test_the_last_will_marks_the_daemon_unavailable_when_it_dies(
     mosquitto: Mosquitto,
     subscriber_factory: Callable[..., Subscriber],
     daemon_factory: Callable[..., DaemonProcess],
     daemon_env: Callable[..., dict[str, str]],
 ) -> None:
+    # One connection has one will: it is the daemon's availability; each camera's status stays as last retained.
     env = daemon_env("synthetic://line?fps=5", mosquitto.url, LINEWATCH_MQTT__KEEPALIVE_S="5")
     daemon = daemon_factory(env)
-    sub = subscriber_factory(mosquitto.host, mosquitto.port, [status_topic("linewatch", "synthetic-line")])
-    sub.wait_for(lambda ms: any(m.json()["state"] == "online" for m in ms), 120)
+    topic = availability_topic("linewatch", "linewatch-synthetic-line")
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, [topic, status_topic("linewatch", "synthetic-line")])
+    sub.wait_for(lambda ms: any(m.topic == topic and m.json()["state"] == "online" for m in ms), 120)
+    sub.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["state"] == "online" for m in ms), 20)
     daemon.kill()
-    will = sub.wait_for(lambda ms: ms[-1].json()["state"] == "offline", 15)[-1].json()
-    assert "last will" in will["reason"]
+    will = sub.wait_for(lambda ms: ms[-1].topic == topic and ms[-1].json()["state"] == "offline", 15)[-1]
+    assert "last will" in will.json()["reason"] and will.json()["cameras"] == ["synthetic-line"]
+    validate_message(will.topic, will.payload)
 
 
 def test_a_second_sigint_forces_the_exit_while_a_graceful_stop_waits_for_the_broker(

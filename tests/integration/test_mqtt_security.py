@@ -17,8 +17,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from daemon.events.schema import defect_topic, status_topic
 from daemon.exitcodes import ExitCode
+from daemon.publish.topics import defect_topic, status_topic
 from tests.support.mosquitto import Mosquitto, TlsListener
 from tests.support.procs import DaemonProcess, LogRecord
 from tests.support.subscriber import Subscriber
@@ -218,10 +218,11 @@ def test_an_acl_refusal_of_the_events_topic_is_counted_not_retried_forever(
     daemon_env: Callable[..., dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    # Given an ACL that lets the daemon's user write its status but not its events topic
+    # Given an ACL that lets the daemon's user write its status and availability but not its events topic
     acl = (
         "user linewatch\n"
         f"topic readwrite {status_topic('linewatch', CAMERA_ID)}\n"
+        "topic readwrite linewatch/_daemon/#\n"
         "user reader\n"
         "topic read linewatch/#\n"
     )

@@ -1,0 +1,95 @@
+"""One camera's pipeline: its capture, its frame hand-off, its event stage (and snapshot encoder), its status.
+
+    capture ──frames (slot or queue)──► [the shared detector] ──results──► events ──► outbox
+                                                                            └──► snapshots ──► outbox
+
+The composition root (app.py) builds one per camera and one detector thread for all of them. A camera's
+failure is its own: its capture reports it on the camera's status topic and the other cameras go on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from daemon.backoff import Backoff
+from daemon.detect.stage import Lane
+from daemon.events.rules import Rules
+from daemon.events.schema import render_stats
+from daemon.events.snapshots import SnapshotStage
+from daemon.events.stage import EventStage
+from daemon.frames import CameraStatus, Frame, Inference, ModelInfo
+from daemon.handoff import Bell, DropPolicy, Handoff
+from daemon.lifecycle import StageThread
+from daemon.metrics import Metrics
+from daemon.ops.watchdog import StallWatchdog
+from daemon.outbox import Outbox
+from daemon.publish.topics import stats_topic
+from daemon.settings import CameraConfig, CameraSettings, Settings
+from daemon.sources.capture import CaptureStage
+from daemon.sources.factory import build_source
+
+# A live camera: only the freshest frame matters. One slot: a newer frame replaces the one the detector has not
+# taken yet (a drop, counted), so the detector always gets the newest frame there is.
+LIVE_SLOT_CAPACITY = 1
+FILE_HANDOFF_CAPACITY = 8  # files and offline runs: a little read-ahead, the reader waits when full
+RESULTS_CAPACITY = 64  # detector → events: events are cheap; a stall here means the disk is failing
+
+StatsFeed = tuple[str, float, Callable[[], bytes]]  # (topic, interval, render): what the publisher sends
+
+
+def frame_policy(camera: CameraSettings) -> DropPolicy:
+    if camera.handoff != "auto":
+        return DropPolicy(camera.handoff)
+    return DropPolicy.LATEST if camera.is_live else DropPolicy.WAIT
+
+
+def stall_timeout_s(camera: CameraSettings) -> float:
+    if camera.stall_timeout_s:
+        return camera.stall_timeout_s
+    return max(5.0, 10.0 / camera.fps) if camera.fps else 5.0
+
+
+class CameraPipeline:
+    def __init__(self, config: CameraConfig, settings: Settings, model: ModelInfo, outbox: Outbox,
+                 stop: threading.Event, *, metrics: Metrics, bell: Bell,
+                 on_status: Callable[[CameraStatus], None]) -> None:
+        camera = config.camera
+        self.camera_id = camera_id = config.camera_id
+        self.config = config
+        self.policy = policy = frame_policy(camera)
+        capacity = LIVE_SLOT_CAPACITY if policy is DropPolicy.LATEST else FILE_HANDOFF_CAPACITY
+        self.frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", capacity, policy, stop,
+                                              on_drop=metrics.frames_dropped.labels(camera_id).inc, bell=bell)
+        self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
+        self.lane = Lane(camera_id, self.frames, self.results)
+        prefix = settings.mqtt.topic_prefix
+        self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
+            camera_id, settings.snapshots, prefix, outbox, stop, metrics)
+        self.events = EventStage(camera_id, model, prefix, self.results, outbox, stop, metrics,
+                                 events=settings.events, snapshots=self.snapshots,
+                                 rules=Rules(config.rules, model.classes, settings.model.confidence),
+                                 stream_end=self._stream_end, live=policy is DropPolicy.LATEST)
+        stall_s = stall_timeout_s(camera)
+        self.capture = CaptureStage(
+            camera_id, build_source(camera.source, camera.source_options()), self.frames, stop,
+            backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s), stall_timeout_s=stall_s,
+            on_status=on_status, metrics=metrics)
+        self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
+        interval = settings.events.stats_interval_s
+        self.stats_feed: StatsFeed | None = (
+            stats_topic(prefix, camera_id), interval,
+            lambda: render_stats(camera_id, interval, self.events.stats())) if interval else None
+
+    def _stream_end(self) -> str:
+        return "end of stream" if self.capture.end_reason == "end of stream" else "shutdown"
+
+    @property
+    def consumers(self) -> tuple[StageThread, ...]:
+        """The stages downstream of the detector, in start order."""
+        return (*((self.snapshots,) if self.snapshots is not None else ()), self.events)
+
+    @property
+    def usable(self) -> bool:
+        """False once the camera has failed on its own (wiring, a crash, a stall) and will deliver no more."""
+        return self.capture.failure is None

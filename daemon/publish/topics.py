@@ -1,0 +1,34 @@
+"""The MQTT topic layout, in one place. Documented in the README (Topics).
+
+    {prefix}/{camera_id}/defects                       defect events (QoS 1/2, from the outbox)
+    {prefix}/{camera_id}/status                        the camera's state (retained)
+    {prefix}/{camera_id}/stats                         live figures (retained)
+    {prefix}/{camera_id}/snapshots/{snapshot_id}/{view} JPEG pictures of defects (from the outbox)
+    {prefix}/_daemon/{client_id}/availability          the process: online, or offline (the MQTT last will)
+"""
+
+from __future__ import annotations
+
+DAEMON_LEVEL = "_daemon"  # the daemon-level branch; no camera may take this id
+
+
+def defect_topic(prefix: str, camera_id: str) -> str:
+    return f"{prefix}/{camera_id}/defects"
+
+
+def status_topic(prefix: str, camera_id: str) -> str:
+    return f"{prefix}/{camera_id}/status"
+
+
+def stats_topic(prefix: str, camera_id: str) -> str:
+    return f"{prefix}/{camera_id}/stats"
+
+
+def snapshot_topic(prefix: str, camera_id: str, snapshot_id: str, view: str) -> str:
+    """`view` is `frame` (the whole frame with the boxes drawn) or `crop` (the defect and a margin)."""
+    return f"{prefix}/{camera_id}/snapshots/{snapshot_id}/{view}"
+
+
+def availability_topic(prefix: str, client_id: str) -> str:
+    """One per daemon process (one MQTT connection has one last will); per-camera status stays retained."""
+    return f"{prefix}/{DAEMON_LEVEL}/{client_id}/availability"
