@@ -87,11 +87,13 @@ class App:
                                   max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
                                   metrics=metrics)
         wedge_s = settings.pipeline.wedge_timeout_s
-        for stage in (self.publisher, *(s for p in self.pipelines for s in p.consumers), self.detect):
-            health.watch_stage(stage, wedge_s)
+        health.watch_stage(self.publisher, wedge_s)
+        health.watch_stage(self.detect, wedge_s)
         for pipeline in self.pipelines:
             pipeline.capture.on_failure = self._camera_failed  # isolated: the other cameras go on
             health.watch_stage(pipeline.capture, pipeline.watchdog.limit_s, isolated=True)
+            for consumer in pipeline.consumers:  # they end, drained, once their camera's frames have ended
+                health.watch_stage(consumer, wedge_s, may_end=pipeline.capture.finished.is_set)
             health.watch_camera(pipeline.capture)
         health.watch_delivery(lambda: self.publisher.connected, lambda: not outbox.disk_full)
 

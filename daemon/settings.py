@@ -376,6 +376,7 @@ def known_variables() -> dict[str, str]:
                     known[env_name((*loc, name))] = sub.description or ""
                 walk(annotation, (*loc, name))
             elif get_origin(annotation) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+                known[env_name((*loc, name))] = (sub.description or "") + " (or the whole map as one JSON object)"
                 walk(args[1], (*loc, name, ANY_NAME))
             else:
                 known[env_name((*loc, name))] = sub.description or ""

@@ -229,3 +229,70 @@ def test_a_rule_for_a_class_the_model_does_not_have_exits_2_once_the_model_is_lo
         "config error: LINEWATCH_RULES__CLASSES__CRACK: unknown class 'crack'; the model's classes: scratch, dent, "
         "stain, missing_component"
     ], lines
+
+
+# Several cameras: each case is (variables replacing LINEWATCH_CAMERA__URL, the line's variable, what it says).
+BAD_CAMERA_LISTS = {
+    "bad URL of one camera": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                               "LINEWATCH_CAMERAS__B__URL": "htp://x/y"}, "LINEWATCH_CAMERAS__B__URL", "unsupported"),
+    "camera without a URL": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                              "LINEWATCH_CAMERAS__B__RTSP_TRANSPORT": "udp"},
+                             "LINEWATCH_CAMERAS__B__URL", "required but not set"),
+    "field typo": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line", "LINEWATCH_CAMERAS__A__URLL": "x"},
+                   "LINEWATCH_CAMERAS__A__URLL", "did you mean"),
+    "bad value of one camera": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                                 "LINEWATCH_CAMERAS__A__READ_TIMEOUT_S": "-1"},
+                                "LINEWATCH_CAMERAS__A__READ_TIMEOUT_S", "greater than 0"),
+    "two cameras, one id": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                             "LINEWATCH_CAMERAS__B__URL": "synthetic://line?seed=2", "LINEWATCH_CAMERAS__B__ID": "a"},
+                            "LINEWATCH_CAMERAS__A", "same camera id 'a'"),
+    "reserved id": ({"LINEWATCH_CAMERAS___DAEMON__URL": "synthetic://line"}, "LINEWATCH_CAMERAS___DAEMON__*",
+                    "reserved"),
+    "both forms": ({"LINEWATCH_CAMERA__URL": "synthetic://line", "LINEWATCH_CAMERAS__A__URL": "synthetic://line"},
+                   "LINEWATCH_CAMERA__* and LINEWATCH_CAMERAS__<ID>__* are both set", "use one form"),
+    "no camera at all": ({}, "LINEWATCH_CAMERA__URL", "required but not set"),
+    "broken JSON list": ({"LINEWATCH_CAMERAS": '{"a": {"url": "synthetic://line"}'}, "LINEWATCH_CAMERAS",
+                         "not valid JSON"),
+    "a camera's rule": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                         "LINEWATCH_CAMERAS__A__RULES__MIN_CONFIDENCE": "2"},
+                        "LINEWATCH_CAMERAS__A__RULES__MIN_CONFIDENCE", "less than or equal to 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CAMERA_LISTS))
+def test_a_malformed_camera_list_exits_2_naming_the_camera_and_the_variable(case: str,
+                                                                            valid_env: dict[str, str]) -> None:
+    cameras, variable, hint = BAD_CAMERA_LISTS[case]
+    env = {k: v for k, v in valid_env.items() if k != "LINEWATCH_CAMERA__URL"}
+    result = linewatch(["check-config"], {**env, **cameras})
+    assert result.returncode == ExitCode.CONFIG, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected exactly one problem line, got: {lines}"
+    assert lines[0].startswith(f"config error: {variable}"), lines[0]
+    assert hint.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_several_cameras_each_with_its_id_url_settings_and_rules(monkeypatch: pytest.MonkeyPatch,
+                                                                  model_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("LINEWATCH_")]:
+        monkeypatch.delenv(name)
+    env = {"LINEWATCH_MODEL__PATH": str(model_path),
+           "LINEWATCH_CAMERAS__PRESS2__URL": "rtsp://10.1.2.4:8554/p2",
+           "LINEWATCH_CAMERAS__PRESS2__RTSP_TRANSPORT": "udp",
+           "LINEWATCH_CAMERAS__PRESS1__URL": "synthetic://line?fps=5",
+           "LINEWATCH_CAMERAS__PRESS1__ID": "Press-1",
+           "LINEWATCH_CAMERAS__PRESS1__RULES__CLASSES__STAIN__IGNORE": "true",
+           "LINEWATCH_RULES__MIN_CONFIDENCE": "0.8"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(env)
+    configs = settings.camera_configs
+    assert [c.camera_id for c in configs] == ["Press-1", "press2"]  # in id order; <ID> lower-cased unless ID is set
+    press1, press2 = configs
+    assert press1.camera.source.kind is SourceKind.SYNTHETIC and press2.camera.rtsp_transport == "udp"
+    assert press1.rules.classes["stain"].ignore and press1.rules.min_confidence == 0.7  # its own rules, defaults
+    assert press2.rules.min_confidence == 0.8 and not press2.rules.classes  # the global rules
+    assert settings.mqtt_client_id == "linewatch-Press-1-press2"
+    assert settings.unknown_classes(("scratch", "dent")) == [
+        "LINEWATCH_CAMERAS__PRESS1__RULES__CLASSES__STAIN: unknown class 'stain'; the model's classes: scratch, dent"]

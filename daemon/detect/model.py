@@ -116,6 +116,11 @@ class Detector:
             classes=tuple(str(names[i]) for i in sorted(names)),
         )
 
+    @property
+    def backend(self) -> Any:
+        """Ultralytics' loaded model (AutoBackend) once an inference has run; bench/cameras.py times its forward."""
+        return self._model.predictor.model
+
     def warm_up(self, width: int, height: int, runs: int, batch: int = 1) -> float:
         """Run blank frames through the model at the largest batch it will see (CUDA kernels, the allocator's
         largest blocks, fusing). Returns the last time in ms."""

@@ -211,6 +211,12 @@ class EventStage(CameraStage):
         return stored
 
     # -- stats (read by the publisher's thread) ---------------------------------------------------------------
+    def take_frame_ages(self) -> list[float]:
+        """The capture-to-commit ages (ms) recorded since the last take, and forget them (bench/cameras.py)."""
+        ages = list(self._age_ms)
+        self._age_ms.clear()
+        return ages
+
     def stats(self) -> dict[str, Any]:
         """The figures of `{prefix}/{camera}/stats`; rates over the time since the previous call."""
         value, cam = self._metrics.value, {"camera": self.camera_id}

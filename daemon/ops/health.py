@@ -46,7 +46,8 @@ class Verdict:
 class _Watched:
     stage: StageThread
     limit_s: float  # a unit of work lasting longer than this means the stage is wedged
-    isolated: bool  # a camera of several: its failure shows in readiness (its camera's state), not liveness
+    isolated: bool  # a camera's capture: its failure shows in readiness (its camera's state), not liveness
+    may_end: Callable[[], bool]  # True once the stage has a reason to have ended (its camera's frames ended)
 
 
 class Health:
@@ -61,8 +62,9 @@ class Health:
         self.last_liveness = Verdict(True, ())  # as readiness() last computed it
 
     # -- wiring (composition root) ----------------------------------------------------------------------
-    def watch_stage(self, stage: StageThread, limit_s: float, *, isolated: bool = False) -> None:
-        self._stages.append(_Watched(stage, limit_s, isolated))
+    def watch_stage(self, stage: StageThread, limit_s: float, *, isolated: bool = False,
+                    may_end: Callable[[], bool] = lambda: False) -> None:
+        self._stages.append(_Watched(stage, limit_s, isolated, may_end))
 
     def watch_camera(self, camera: CameraProbe) -> None:
         self._cameras.append(camera)
@@ -86,7 +88,7 @@ class Health:
                     reasons.append(f"{stage.name} failed ({stage.failure.kind.value}): {stage.failure.reason}")
             elif stage.started and not stage.alive:
                 state = "ended"
-                if not watched.isolated:
+                if not watched.isolated and not watched.may_end():
                     reasons.append(f"{stage.name} is not running")
             elif stuck > watched.limit_s:
                 state = "wedged"

@@ -1,0 +1,196 @@
+"""The detector stage with the real model: batches across cameras, fair service, per-camera counters.
+
+The cameras are the real synthetic line (a live one paced at its fps, or an unpaced one that always has a
+frame, like a file read at full speed) through the real capture stage; no broker is needed here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.backoff import Backoff
+from daemon.detect.model import Detector, precision_options
+from daemon.detect.stage import DetectStage, Lane
+from daemon.frames import END_OF_STREAM, BBox, Frame, Inference
+from daemon.handoff import Bell, DropPolicy, Handoff
+from daemon.metrics import Metrics
+from daemon.settings import ModelSettings
+from daemon.sources.capture import CaptureStage
+from daemon.sources.synthetic import SyntheticSource
+from daemon.sources.synthetic_line import LineParams, SyntheticLine
+
+
+@pytest.fixture(scope="module")
+def detector(model_path: Path) -> Detector:
+    return Detector(ModelSettings(path=model_path, imgsz=320))
+
+
+def _iou(box_a: BBox, box_b: BBox) -> float:
+    a, b = (box_a.x1, box_a.y1, box_a.x2, box_a.y2), (box_b.x1, box_b.y1, box_b.x2, box_b.y2)
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_a_batch_that_mixes_frame_sizes_gives_each_frame_its_own_boxes_in_its_own_pixels(detector: Detector) -> None:
+    # Three frames of three sizes in one batch: each is letterboxed on its own and scaled back to its own size.
+    sizes = ((640, 480), (320, 240), (960, 544))
+    images = [SyntheticLine(LineParams(width=w, height=h, seed=40 + i, defect_rate=1.0, noise=0)).render(30).image
+              for i, (w, h) in enumerate(sizes)]
+    batched, _ = detector.infer_batch(images)
+    assert len(batched) == 3
+    for image, (width, height), found in zip(images, sizes, batched, strict=True):
+        alone, _ = detector.infer(image)
+        assert found, f"nothing found on the {width}x{height} frame"
+        for d in found:
+            assert -1 <= d.bbox.x1 < d.bbox.x2 <= width + 1 and -1 <= d.bbox.y1 < d.bbox.y2 <= height + 1
+        # The same defects as the frame alone (a lone frame is letterboxed to its aspect, a mixed batch to a square,
+        # so confidences move a little): every confident detection alone has a same-class twin in the batch.
+        for d in (d for d in alone if d.confidence >= 0.6):
+            twins = [b for b in found if b.class_id == d.class_id and _iou(b.bbox, d.bbox) > 0.6]
+            assert twins, f"{d} found alone, not in the mixed batch ({width}x{height})"
+
+
+@dataclass
+class _Camera:
+    camera_id: str
+    capture: CaptureStage
+    lane: Lane
+
+
+def _camera(camera_id: str, url: str, policy: DropPolicy, bell: Bell, stop: threading.Event,
+            metrics: Metrics) -> _Camera:
+    frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", 1 if policy is DropPolicy.LATEST else 8, policy, stop,
+                                     on_drop=metrics.frames_dropped.labels(camera_id).inc, bell=bell)
+    results: Handoff[Inference] = Handoff(f"results:{camera_id}", 10_000, DropPolicy.WAIT, stop)
+    capture = CaptureStage(camera_id, SyntheticSource(url), frames, stop, backoff=Backoff(0.1, 1.0),
+                           stall_timeout_s=10.0, on_status=lambda status: None, metrics=metrics)
+    return _Camera(camera_id, capture, Lane(camera_id, frames, results))
+
+
+@pytest.fixture
+def run_cameras(detector: Detector) -> Iterator[object]:
+    stops: list[threading.Event] = []
+
+    def run(cameras: dict[str, tuple[str, DropPolicy]], *, max_batch: int, until: int, watch: str,
+            ) -> tuple[Metrics, dict[str, list[Inference]], list[int]]:
+        """Run until camera `watch` has had `until` frames inspected; return the metrics, each camera's
+        results and the batch sizes."""
+        stop, bell, metrics = threading.Event(), Bell(), Metrics()
+        stops.append(stop)
+        built = {cid: _camera(cid, url, policy, bell, stop, metrics) for cid, (url, policy) in cameras.items()}
+        batches: list[int] = []
+        real_infer = detector.infer_batch
+
+        def counting(images: object) -> tuple[list[object], float]:
+            batches.append(len(images))  # type: ignore[arg-type]
+            return real_infer(images)  # type: ignore[arg-type]
+
+        detector.infer_batch = counting  # type: ignore[method-assign]  # observe, not replace: the real model runs
+        stage = DetectStage(detector, [c.lane for c in built.values()], bell, stop, max_batch=max_batch,
+                            batch_wait_s=0.005, metrics=metrics)
+        try:
+            stage.start()
+            for camera in built.values():
+                camera.capture.start()
+            results: dict[str, list[Inference]] = {cid: [] for cid in built}
+            watched = built[watch].lane.results
+            while len(results[watch]) < until:
+                item = watched.get(60.0)
+                assert item is not None and item is not END_OF_STREAM, "the detector stopped serving the camera"
+                results[watch].append(item)  # type: ignore[arg-type]
+            stop.set()
+            for camera in built.values():
+                assert camera.capture.join(10)
+            assert stage.join(30)
+            for cid, camera in built.items():  # the rest, after the stop: the detector drained every slot
+                while (item := camera.lane.results.get(0.0)) not in (None, END_OF_STREAM):
+                    results[cid].append(item)  # type: ignore[arg-type]
+            return metrics, results, batches
+        finally:
+            detector.infer_batch = real_infer  # type: ignore[method-assign]
+            stop.set()
+
+    yield run
+    for stop in stops:
+        stop.set()
+
+
+@pytest.mark.parametrize("max_batch", [1, 4], ids=["batching off", "batching on"])
+def test_a_camera_that_always_has_a_frame_does_not_starve_a_5_fps_one(run_cameras: object, max_batch: int) -> None:
+    # Given a camera that floods the detector (unpaced: it always has a frame waiting, like a file read at full
+    # speed) and a live 5 fps camera
+    metrics, results, batches = run_cameras(  # type: ignore[operator]
+        {"flood": ("synthetic://line?realtime=false&seed=1", DropPolicy.WAIT),
+         "slow": ("synthetic://line?fps=5&seed=2", DropPolicy.LATEST)},
+        max_batch=max_batch, until=12, watch="slow")
+    # Then every frame of the slow camera is inspected (none replaced in its slot while it waited) ...
+    read = metrics.value("linewatch_frames_read_total", camera="slow")
+    assert metrics.value("linewatch_frames_dropped_total", camera="slow") == 0
+    assert metrics.value("linewatch_frames_inspected_total", camera="slow") >= read - 1
+    assert [r.frame.seq for r in results["slow"]] == list(range(len(results["slow"])))
+    # ... while the flooding camera got the rest of the model's time
+    assert metrics.value("linewatch_frames_inspected_total", camera="flood") > 2 * len(results["slow"])
+    assert max(batches) <= max_batch
+
+
+def test_per_camera_counters_and_drops(run_cameras: object) -> None:
+    # Given a live camera paced far beyond the model (its one-frame slot is replaced while the detector works)
+    # and a slow live one, batched together
+    metrics, results, batches = run_cameras(  # type: ignore[operator]
+        {"fast": ("synthetic://line?fps=400&seed=5&width=320&height=240", DropPolicy.LATEST),
+         "slow": ("synthetic://line?fps=4&seed=6", DropPolicy.LATEST)},
+        max_batch=2, until=8, watch="slow")
+    value = metrics.value
+    # Then each camera's counters are its own: read = inspected + dropped (+ at most one left in its slot)
+    for cid in ("fast", "slow"):
+        read, inspected = value("linewatch_frames_read_total", camera=cid), value("linewatch_frames_inspected_total",
+                                                                                    camera=cid)
+        dropped = value("linewatch_frames_dropped_total", camera=cid)
+        assert read - inspected - dropped in (0, 1), (cid, read, inspected, dropped)
+        assert inspected == len(results[cid])
+    assert value("linewatch_frames_dropped_total", camera="fast") > 0
+    assert value("linewatch_frames_dropped_total", camera="slow") == 0
+    # And frames of both cameras rode in the same batches
+    assert 2 in batches
+    assert sum(batches) == len(results["fast"]) + len(results["slow"])
+
+
+def test_fp16_asks_ultralytics_for_quantize_not_the_deprecated_half() -> None:
+    # Before the fix the daemon passed half=True on CUDA: Ultralytics 8.4 logged a deprecation warning per frame
+    # (1,303 lines in 25 s on an H200).
+    from ultralytics.utils import DEFAULT_CFG_DICT
+
+    accepted = frozenset(DEFAULT_CFG_DICT)
+    assert "quantize" in accepted
+    assert precision_options(True, "cuda:0", accepted) == {"quantize": 16}
+    assert precision_options(True, "cpu", accepted) == {}  # CPU runs FP32; passing anything would be warned about
+    assert precision_options(False, "cuda:0", accepted) == {}
+    assert precision_options(True, "cuda:0", accepted - {"quantize"}) == {"half": True}  # an older Ultralytics
+
+
+@pytest.mark.gpu
+def test_batched_fp16_inference_on_cuda_matches_fp32_without_warnings(model_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    images = [SyntheticLine(LineParams(seed=60 + i, defect_rate=1.0)).render(25).image for i in range(8)]
+    fp32 = Detector(ModelSettings(path=model_path, device="cuda:0"))
+    fp16 = Detector(ModelSettings(path=model_path, device="cuda:0", half=True))
+    with caplog.at_level("WARNING"):
+        found16, _ = fp16.infer_batch(images)
+        found16, _ = fp16.infer_batch(images)
+    found32, _ = fp32.infer_batch(images)
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+    for a, b in zip(found16, found32, strict=True):
+        strong = [d for d in b if d.confidence >= 0.6]
+        assert all(any(x.class_id == d.class_id and _iou(x.bbox, d.bbox) > 0.8 for x in a)
+                   for d in strong)
+    assert np.isfinite([d.confidence for found in found16 for d in found]).all()
