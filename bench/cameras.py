@@ -90,7 +90,8 @@ def run_config(detector: Any, kind: str, cameras: int, batching: bool, seconds: 
         settings = Settings.model_validate({
             "cameras": entries, "model": {"path": model_path}, "mqtt": {"url": _CLOSED_BROKER},
             "outbox": {"dir": state}, "http": {"enabled": False},
-            "detect": {"max_batch": 8 if batching else 1}, "events": {"stats_interval_s": 0}})
+            "detect": {"max_batch": 8 if batching else 1}, "events": {"stats_interval_s": 0},
+            "pipeline": {"shutdown_timeout_s": 0.5}})
         stop = threading.Event()
         metrics = Metrics()
         outbox = open_outbox(settings)
@@ -152,7 +153,7 @@ def main() -> int:
     from daemon.logs import configure_logging
     from daemon.settings import DEFAULT_MODEL, ModelSettings
 
-    configure_logging("error", "json")
+    configure_logging("critical", "json")  # the closed broker's reconnects would fill the output
     counts = [int(n) for n in args.cameras.split(",")]
     detector = Detector(ModelSettings(path=DEFAULT_MODEL, device=args.device, half=args.half,  # type: ignore[call-arg]
                                       imgsz=args.imgsz))

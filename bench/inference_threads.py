@@ -34,7 +34,7 @@ def main() -> int:
     from daemon.settings import ModelSettings
     from daemon.sources.synthetic_line import LineParams, SyntheticLine
 
-    detector = Detector(ModelSettings())
+    detector = Detector(ModelSettings.model_validate({}))
     omp_after_import = os.environ.get("OMP_NUM_THREADS")
     line = SyntheticLine(LineParams(seed=9100, defect_rate=0.5))
     images = [line.render(i).image for i in range(args.frames)]

@@ -22,6 +22,7 @@ from daemon.exitcodes import FailureKind, StageFailure
 from daemon.logs import get_logger
 
 _log = get_logger("linewatch.lifecycle")
+_LEAVE_GRACE_S = 0.25
 
 
 class Stage(Protocol):
@@ -83,7 +84,8 @@ def stop_in_reverse(stages: Sequence[Stage], deadline: float, *, min_last_s: flo
         last = index == len(ordered) - 1
         until = max(deadline, time.monotonic() + min_last_s) if last else deadline
         stage.stop(until)
-        if not stage.join(max(0.0, until - time.monotonic())):
+        # A stage that drains until its deadline needs a moment after it to leave (the publisher, broker down).
+        if not stage.join(max(0.0, until - time.monotonic()) + _LEAVE_GRACE_S):
             stuck.append(stage.name)
     return stuck
 

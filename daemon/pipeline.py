@@ -25,7 +25,8 @@ from daemon.metrics import Metrics
 from daemon.ops.watchdog import StallWatchdog
 from daemon.outbox import Outbox
 from daemon.publish.topics import stats_topic
-from daemon.settings import CameraConfig, CameraSettings, Settings
+from daemon.settings import Settings
+from daemon.settings_cameras import CameraConfig, CameraSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.factory import build_source
 

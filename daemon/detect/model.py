@@ -1,8 +1,9 @@
-"""Loading the YOLO model: device choice, thread count, fingerprint, warm-up, one inference.
+"""Loading the YOLO model: device choice, thread count, fingerprint, warm-up, batched inference.
 
-Importing Ultralytics sets OMP_NUM_THREADS to cores-1 (one thread on a 2-core box), which halves CPU
-throughput; we set torch's (and OpenCV's) thread count explicitly after the import, from the container's CPU
-quota rather than the host's core count (cpus.py).
+Importing Ultralytics sets OMP_NUM_THREADS to cores-1 (one thread on a 2-core box), and its predictor sets
+torch's threads to cores-1 again when it is set up at the first inference; either halves CPU throughput. We
+set torch's (and OpenCV's) thread count explicitly after the import and again after that first inference, from
+the container's CPU quota rather than the host's core count (cpus.py).
 """
 
 from __future__ import annotations
@@ -144,7 +145,17 @@ class Detector:
         results = self._model.predict(list(images), imgsz=self.imgsz, conf=self._conf, iou=self._iou,
                                       device=self.device, verbose=False, **self._precision)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self._keep_threads()
         return [self._detections(result) for result in results], elapsed_ms
+
+    def _keep_threads(self) -> None:
+        """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when its predictor is set up
+        (the first inference): one thread on a 2-core box. Set ours again (cheap; it only acts after a reset)."""
+        import torch
+
+        if torch.get_num_threads() != self.threads:
+            log.info("cpu_threads_restored", threads=self.threads, were=torch.get_num_threads())
+            torch.set_num_threads(self.threads)
 
     def _detections(self, result: Any) -> tuple[Detection, ...]:
         boxes = result.boxes

@@ -23,7 +23,8 @@ from typing import Any
 
 from daemon import __version__
 from daemon.exitcodes import ExitCode
-from daemon.settings import CameraSettings, Settings, broker_address
+from daemon.settings import Settings, broker_address
+from daemon.settings_cameras import CameraSettings
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,15 @@ def test_batched_fp16_inference_on_cuda_matches_fp32_without_warnings(model_path
         assert all(any(x.class_id == d.class_id and _iou(x.bbox, d.bbox) > 0.8 for x in a)
                    for d in strong)
     assert np.isfinite([d.confidence for found in found16 for d in found]).all()
+
+
+def test_the_thread_count_survives_the_first_inference(model_path: Path) -> None:
+    # Before the fix, Ultralytics' select_device() reset torch to cores - 1 threads when the predictor was set up
+    # at the first inference: the daemon ran its whole life on one thread of a 2-core box.
+    torch = pytest.importorskip("torch")
+    detector = Detector(ModelSettings(path=model_path, threads=2, device="cpu"))
+    assert torch.get_num_threads() == 2
+    detector.warm_up(320, 240, 1)
+    assert torch.get_num_threads() == 2
+    detector.infer(np.zeros((240, 320, 3), dtype=np.uint8))
+    assert torch.get_num_threads() == 2

@@ -1,0 +1,108 @@
+"""Camera settings: one camera (LINEWATCH_CAMERA__*) or several (LINEWATCH_CAMERAS__<ID>__*), and the
+`CameraConfig` the composition root builds each camera's pipeline from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from daemon.publish.topics import DAEMON_LEVEL
+from daemon.settings_base import Section
+from daemon.settings_events import RulesSettings
+from daemon.sources.factory import SourceOptions
+from daemon.sources.url import CameraUrl, parse_camera_url
+
+TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class CameraSettings(Section):
+    url: str = Field(
+        description="rtsp://…, /dev/videoN or v4l2:///dev/videoN, file:///path.mp4 or a path, "
+        "synthetic://line?…, gst://<pipeline ending in appsink>"
+    )
+    id: str | None = Field(None, description="Stable camera id used in topics; derived from the URL if unset")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives loss")
+    open_timeout_s: float = Field(10.0, gt=0, le=300, description="Deadline to open the stream")
+    read_timeout_s: float = Field(5.0, gt=0, le=300, description="Deadline for one frame read")
+    loop: bool = Field(False, description="Video files: start again at the end instead of stopping")
+    pace: Literal["realtime", "max"] = Field("realtime", description="Video files: at their fps, or max")
+    fourcc: str | None = Field(None, description="V4L2 pixel format, e.g. MJPG or YUYV")
+    width: int | None = Field(None, gt=0, le=16384, description="V4L2 requested width")
+    height: int | None = Field(None, gt=0, le=16384, description="V4L2 requested height")
+    fps: float | None = Field(None, gt=0, le=1000, description="V4L2 requested frame rate")
+    exposure: float | None = Field(None, description="V4L2 manual exposure, in the driver's units")
+    wait_for_device: bool = Field(False, description="V4L2: retry a missing device instead of exiting 4")
+    stall_timeout_s: float | None = Field(
+        None, gt=0, le=600, description="Reopen after this long without a frame; default max(5 s, 10 frame intervals)"
+    )
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
+    backoff_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
+    handoff: Literal["auto", "latest", "wait"] = Field(
+        "auto", description="Drop policy of the capture→detector hand-off; auto: live→latest, files→wait"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        parse_camera_url(value)  # raises ValueError with the accepted forms
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_topic_safe(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_camera_id(value)
+        return value
+
+    @field_validator("fourcc")
+    @classmethod
+    def _fourcc_is_four_chars(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 4:
+            raise ValueError(f"{value!r} is not a FOURCC; use four characters such as MJPG or YUYV")
+        return value
+
+    @property
+    def source(self) -> CameraUrl:
+        return parse_camera_url(self.url)
+
+    @property
+    def camera_id(self) -> str:
+        return self.id or self.source.default_id
+
+    @property
+    def is_live(self) -> bool:
+        return self.source.is_live(pace=self.pace)
+
+    def source_options(self) -> SourceOptions:
+        return SourceOptions(
+            rtsp_transport=self.rtsp_transport, open_timeout_s=self.open_timeout_s,
+            read_timeout_s=self.read_timeout_s, loop=self.loop, realtime=self.pace == "realtime",
+            fourcc=self.fourcc, width=self.width, height=self.height, fps=self.fps, exposure=self.exposure,
+            wait_for_device=self.wait_for_device)
+
+
+def check_camera_id(value: str) -> None:
+    if not TOPIC_WORD.fullmatch(value):
+        raise ValueError(f"{value!r} is not usable in an MQTT topic; use letters, digits, '_', '-', '.'")
+    if value == DAEMON_LEVEL:
+        raise ValueError(f"{value!r} is reserved for the daemon's own topics")
+
+
+class CameraEntry(CameraSettings):
+    """One camera of several: LINEWATCH_CAMERAS__<ID>__<FIELD>. Its id is <ID> (lower-cased) unless ID is set."""
+
+    rules: RulesSettings | None = Field(
+        None, description="This camera's own rules (LINEWATCH_CAMERAS__<ID>__RULES__*), instead of LINEWATCH_RULES__*")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera as the composition root sees it: its id, its camera settings and the rules that apply."""
+
+    camera_id: str
+    camera: CameraSettings
+    rules: RulesSettings
+    env: str  # the variable prefix that configures it, for messages: LINEWATCH_CAMERA or LINEWATCH_CAMERAS__CAM1
