@@ -71,13 +71,12 @@ class App:
         self.detector = detector
         self.outbox = outbox
         metrics.observe_outbox(self._outbox_depth)
-        configs = settings.camera_configs
-        self.publisher: MqttPublisher
-        bell = Bell()
+        self.publisher: MqttPublisher  # built below, after the cameras it reports; called only once started
+        bell = Bell()  # every camera's frame hand-off rings it; the detector waits on it
         self.pipelines = [
             CameraPipeline(config, settings, detector.info, outbox, stop, metrics=metrics, bell=bell,
                            on_status=lambda status: self.publisher.set_camera_status(status))
-            for config in configs
+            for config in settings.camera_configs
         ]
         self.publisher = MqttPublisher(
             settings.mqtt, settings.mqtt_client_id, [p.camera_id for p in self.pipelines], detector.info, outbox,
@@ -96,11 +95,6 @@ class App:
                 health.watch_stage(consumer, wedge_s, may_end=pipeline.capture.finished.is_set)
             health.watch_camera(pipeline.capture)
         health.watch_delivery(lambda: self.publisher.connected, lambda: not outbox.disk_full)
-
-    @property
-    def camera_id(self) -> str:
-        """The first camera's id (the only one in the single-camera shorthand)."""
-        return self.pipelines[0].camera_id
 
     @property
     def stages(self) -> tuple[StageThread, ...]:

@@ -62,7 +62,8 @@ class ModelSettings(Section):
     iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
     half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
     threads: int | None = Field(
-        None, ge=1, le=256, description="torch and OpenCV CPU threads; default: the container's CPU quota (cgroup)")
+        None, ge=1, le=256,
+        description="torch and OpenCV CPU threads; default: the container's CPU quota (cgroup) less one, at least 1")
     gpu_memory_fraction: float | None = Field(
         None, gt=0, le=1, description="CUDA: cap this process at this fraction of the GPU's memory")
     warmup_runs: int = Field(2, ge=0, le=50, description="Inferences run before the daemon reports ready")

@@ -3,7 +3,8 @@
 Importing Ultralytics sets OMP_NUM_THREADS to cores-1 (one thread on a 2-core box), and its predictor sets
 torch's threads to cores-1 again when it is set up at the first inference; either halves CPU throughput. We
 set torch's (and OpenCV's) thread count explicitly after the import and again after that first inference, from
-the container's CPU quota rather than the host's core count (cpus.py).
+the container's CPU quota rather than the host's core count (cpus.py), less one CPU for the pipeline's own
+threads.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ class Detector:
         import cv2
 
         limit = cpu_limit()
-        self.threads = settings.threads or limit.count
+        # One CPU is left to the pipeline's own threads (capture and decode, events, publisher): on 2 CPUs, torch on
+        # both ran the whole daemon at 21 fps against 35 fps on one (bench/results/pipeline_threads.md).
+        self.threads = settings.threads or max(1, limit.count - 1)
         torch.set_num_threads(self.threads)
         cv2.setNumThreads(self.threads)
         log.info("cpu_threads", threads=self.threads, cpus=limit.count, source="LINEWATCH_MODEL__THREADS"
