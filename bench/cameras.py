@@ -50,13 +50,26 @@ def write_video(path: Path, frames: int = 240) -> Path:
     return path
 
 
+def letterboxed_shape(detector: Any, width: int = 640, height: int = 480) -> tuple[int, int]:
+    """The (h, w) Ultralytics feeds the model for a batch of same-size frames: the long side at imgsz, the short
+    side padded up to the stride only (rectangular inference), e.g. 320x256 for 640x480 at imgsz 320."""
+    import numpy as np
+    from ultralytics.data.augment import LetterBox
+
+    stride = int(getattr(detector.backend, "stride", 32))
+    boxed: Any = LetterBox((detector.imgsz, detector.imgsz), auto=True, stride=stride)(
+        image=np.zeros((height, width, 3), dtype=np.uint8))
+    return int(boxed.shape[0]), int(boxed.shape[1])
+
+
 def ceiling_fps(detector: Any, batch: int, seconds: float) -> float:
-    """The raw model at batch N: the loaded backend's forward pass on a pre-letterboxed tensor, synchronised."""
+    """The raw model at batch N: the loaded backend's forward pass on tensors already letterboxed to the shape
+    the daemon's frames get, synchronised."""
     import torch
 
     backend = detector.backend
-    size = detector.imgsz
-    tensor = torch.rand(batch, 3, size, size, device=detector.device)
+    height, width = letterboxed_shape(detector)
+    tensor = torch.rand(batch, 3, height, width, device=detector.device)
     tensor = tensor.half() if getattr(backend, "fp16", False) else tensor.float()
     cuda = detector.device.startswith("cuda")
     with torch.inference_mode():

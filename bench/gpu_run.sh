@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU run (issue 10): bench/cameras.py on CUDA and the @gpu tests, figures to $OUT.
-# Needs the wheels of ../shared/GPU.md in the git-ignored .whl/ (carried with `run`), plus matplotlib (there).
+# Needs the wheels of ../shared/GPU.md in the git-ignored .whl/ (carried with `run`), plus pytest, pluggy and
+# iniconfig for the @gpu test; matplotlib is there already.
 #   run(command="bash bench/gpu_run.sh", carry=[".whl"], timeout_s=540)
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

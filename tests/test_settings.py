@@ -58,11 +58,15 @@ BAD_VALUES = {
 def test_a_wrong_setting_exits_2_naming_the_variable_without_a_traceback(case: str,
                                                                           valid_env: dict[str, str]) -> None:
     variable, value, hint = BAD_VALUES[case]
-    result = linewatch(["run"], {**valid_env, variable: value})
+    assert_one_problem(linewatch(["run"], {**valid_env, variable: value}), f"{variable}:", hint)
+
+
+def assert_one_problem(result: subprocess.CompletedProcess[str], starts: str, hint: str) -> None:
+    """Exit 2 with exactly one line, `config error: <starts>…`, that says `hint`; never a traceback."""
     assert result.returncode == ExitCode.CONFIG, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected exactly one problem line, got: {lines}"
-    assert lines[0].startswith(f"config error: {variable}:"), lines[0]
+    assert lines[0].startswith(f"config error: {starts}"), lines[0]
     assert hint.lower() in lines[0].lower(), lines[0]
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -264,13 +268,7 @@ def test_a_malformed_camera_list_exits_2_naming_the_camera_and_the_variable(case
                                                                             valid_env: dict[str, str]) -> None:
     cameras, variable, hint = BAD_CAMERA_LISTS[case]
     env = {k: v for k, v in valid_env.items() if k != "LINEWATCH_CAMERA__URL"}
-    result = linewatch(["check-config"], {**env, **cameras})
-    assert result.returncode == ExitCode.CONFIG, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected exactly one problem line, got: {lines}"
-    assert lines[0].startswith(f"config error: {variable}"), lines[0]
-    assert hint.lower() in lines[0].lower(), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
+    assert_one_problem(linewatch(["check-config"], {**env, **cameras}), variable, hint)
 
 
 def test_several_cameras_each_with_its_id_url_settings_and_rules(monkeypatch: pytest.MonkeyPatch,
