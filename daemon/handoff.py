@@ -123,10 +123,6 @@ class Handoff(Generic[T]):
         if self._bell is not None:
             self._bell.ring()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
