@@ -113,23 +113,27 @@ def test_every_camera_unusable_exits_4_but_one_bad_camera_of_two_does_not_stop_t
     assert daemon.wait(timeout=15) == ExitCode.OK, daemon.describe()
 
 
-def test_a_run_logs_no_per_frame_warnings(
+def test_a_run_logs_no_per_frame_warnings_and_each_camera_keeps_its_own_rules(
     mosquitto: Mosquitto,
     daemon_factory: Callable[..., DaemonProcess],
     daemon_env: Callable[..., dict[str, str]],
 ) -> None:
     # Ultralytics 8.4 logs a deprecation warning on every call that passes `half`: with FP16 on, an H200 run logged
     # 1,303 of them in 25 s. Here FP16 is asked for (on this CPU it is refused once, at start-up) and two finite
-    # cameras run to their end; no warning may come per frame.
+    # cameras of different frame sizes run to their end in shared batches; no warning may come per frame.
+    # Camera b has its own rules (every class ignored); camera a keeps the global ones.
     frames = 60
     env = _cameras_env(daemon_env, mosquitto.url, {
-        "a": f"synthetic://line?frames={frames}&realtime=false&seed=21",
-        "b": f"synthetic://line?frames={frames}&realtime=false&seed=22&width=320&height=240"},
-        LINEWATCH_MODEL__HALF="true")
+        "a": f"synthetic://line?frames={frames}&realtime=false&seed=21&defect_rate=0.8",
+        "b": f"synthetic://line?frames={frames}&realtime=false&seed=22&defect_rate=0.8&width=320&height=240"},
+        LINEWATCH_MODEL__HALF="true",
+        LINEWATCH_CAMERAS__B__RULES__IGNORE="scratch,dent,stain,missing_component")
     daemon = daemon_factory(env)
     assert daemon.wait(timeout=180) == ExitCode.OK, daemon.describe()
     summary = daemon.wait_for_event("shutdown_complete", 1)
     assert summary["frames_inspected"] == 2 * frames  # file-like sources: nothing dropped, every frame inspected
+    assert summary["cameras"]["a"]["defects_new"] > 0 and summary["cameras"]["b"]["events"] == 0, summary
+    assert summary["detections_filtered"]["ignored_class"] > 0
     warnings = Counter(str(r.get("event")) for r in daemon.logs if r.get("level") in ("warning", "error", "critical"))
     assert all(count <= 2 for count in warnings.values()), warnings
     assert sum(warnings.values()) < frames / 10, warnings
