@@ -26,7 +26,7 @@ from pathlib import Path
 from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage
 from daemon.events.snapshots import SNAPSHOT
-from daemon.exitcodes import ExitCode, FailureKind, StageFailure, exit_code_for
+from daemon.exitcodes import ExitCode, FailureKind, StageFailure, deciding_camera_failures, exit_code_for
 from daemon.frames import CameraState, CameraStatus, utc_now
 from daemon.handoff import Bell
 from daemon.lifecycle import StageThread, start_in_order, stop_in_reverse
@@ -127,12 +127,12 @@ class App:
         return self._shutdown(exit_code_for(self._failures()))
 
     def _failures(self) -> list[StageFailure]:
-        """The failures that decide the exit code. A camera's own failure counts when it stalled (the process
-        restarts for it) or when no camera is usable; otherwise it was reported, and the others went on."""
+        """The failures that decide the exit code: every stage's but the cameras' own, which count as
+        `deciding_camera_failures` says (a stall; or, once no camera is usable, the last one)."""
         captures = {id(p.capture) for p in self.pipelines}
-        none_usable = not any(p.usable for p in self.pipelines)
-        return [stage.failure for stage in self.stages if stage.failure is not None and (
-            id(stage) not in captures or none_usable or stage.failure.kind is FailureKind.STALLED)]
+        shared = [s.failure for s in self.stages if s.failure is not None and id(s) not in captures]
+        cameras = [p.capture.failure for p in self.pipelines if p.capture.failure is not None]
+        return shared + deciding_camera_failures(cameras, any(p.usable for p in self.pipelines))
 
     def _supervise(self, on_tick: Callable[[], None]) -> None:
         """Until the stop event (a signal, a stage that failed) or the end of a finite source."""

@@ -56,3 +56,16 @@ def exit_code_for(failures: list[StageFailure]) -> ExitCode:
     """The exit code for a run that ended with these failures (the earliest decides; none: OK). A stage that
     fails while draining after another's failure does not change the code."""
     return _EXIT_CODES[min(failures, key=lambda f: f.at).kind] if failures else ExitCode.OK
+
+
+def deciding_camera_failures(failures: list[StageFailure], any_camera_usable: bool) -> list[StageFailure]:
+    """Which of the cameras' own failures decide the exit code. Each is isolated while another camera works.
+    A stall always counts (only a restart frees a thread stuck in native code). Otherwise, once no camera is
+    usable, the failure that left none does: a wiring error at boot on one camera and a bug later on the last
+    one is a bug (restart), not wiring (do not restart)."""
+    stalls = [f for f in failures if f.kind is FailureKind.STALLED]
+    if stalls:
+        return stalls
+    if failures and not any_camera_usable:
+        return [max(failures, key=lambda f: f.at)]
+    return []

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_cameras import TOPIC_WORD, CameraConfig, CameraEntry, CameraSettings, check_camera_id
-from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings
+from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
 from daemon.sources.url import SourceKind
 
 ENV_PREFIX = "LINEWATCH_"
@@ -133,6 +133,14 @@ class MqttSettings(Section):
             read_small_file(value)
         return value
 
+    @field_validator("client_id")
+    @classmethod
+    def _client_id_is_a_topic_level(cls, value: str | None) -> str | None:
+        if value is not None and not TOPIC_WORD.fullmatch(value):
+            raise ValueError(f"{value!r} is not usable as a topic level (it names the availability topic); use "
+                             "letters, digits, '_', '-', '.'")
+        return value
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_levels(cls, value: str) -> str:
@@ -210,6 +218,19 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     snapshots: SnapshotSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
 
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _keys_lower_case(cls, value: Any) -> Any:
+        """Variables' <ID> arrive lower-cased, JSON keys as written: fold them, so both forms name one camera."""
+        if not isinstance(value, dict):
+            return value
+        folded: dict[str, Any] = {}
+        for key, entry in value.items():
+            name = str(key).lower()
+            both = isinstance(folded.get(name), dict) and isinstance(entry, dict)
+            folded[name] = merge_layers(folded[name], entry) if both else entry
+        return folded
+
     @model_validator(mode="after")
     def _one_camera_form(self) -> Settings:
         if self.camera is None and not self.cameras:
@@ -227,10 +248,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"LINEWATCH_CAMERAS__{key.upper()}__*: camera id {exc}") from None
         seen: dict[str, str] = {}
         for config in self.camera_configs:
-            if config.camera_id in seen:
-                raise ValueError(f"{seen[config.camera_id]} and {config.env} have the same camera id "
+            try:
+                check_camera_id(config.camera_id)  # also an id derived from the URL
+            except ValueError as exc:
+                raise ValueError(f"{config.env}__ID: camera id {exc}; set another") from None
+            folded = config.camera_id.lower()  # topics are case-sensitive, people and dashboards are not
+            if folded in seen:
+                raise ValueError(f"{seen[folded]} and {config.env} have the same camera id "
                                  f"{config.camera_id!r}; set a distinct {config.env}__ID")
-            seen[config.camera_id] = config.env
+            seen[folded] = config.env
         return self
 
     @property

@@ -87,7 +87,7 @@ class CameraSettings(Section):
 def check_camera_id(value: str) -> None:
     if not TOPIC_WORD.fullmatch(value):
         raise ValueError(f"{value!r} is not usable in an MQTT topic; use letters, digits, '_', '-', '.'")
-    if value == DAEMON_LEVEL:
+    if value.lower() == DAEMON_LEVEL:
         raise ValueError(f"{value!r} is reserved for the daemon's own topics")
 
 

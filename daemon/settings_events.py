@@ -88,11 +88,11 @@ class RoiSettings(Section):
 _MERGED = ("classes", "roi")  # dicts merged key by key across the layers; other fields are replaced
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_layers(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -126,8 +126,8 @@ class RulesSettings(Section):
         if data.get("inline"):
             inline = _json_object(str(data["inline"]), "inline JSON")
             inline.pop("file", None)
-            layered = _merge(layered, inline)
-        return _merge(layered, {k: v for k, v in data.items() if k not in ("inline",) or v})
+            layered = merge_layers(layered, inline)
+        return merge_layers(layered, {k: v for k, v in data.items() if k not in ("inline",) or v})
 
     @field_validator("ignore", mode="before")
     @classmethod

@@ -134,3 +134,18 @@ def test_failure_kinds_map_to_the_documented_exit_codes_in_one_place() -> None:
     assert exit_code_for(failure(FailureKind.STALLED)) is ExitCode.WATCHDOG
     assert exit_code_for(failure(FailureKind.BOOT)) is ExitCode.BOOT
     assert exit_code_for(failure(FailureKind.CONFIG)) is ExitCode.CONFIG
+
+
+def test_the_cameras_failures_decide_the_exit_code_only_when_they_must() -> None:
+    # Found in review: a wiring error at boot on camera a, then a stall on camera b, exited 4 (do not restart)
+    # because the earliest failure decided; a stall must restart (5).
+    from daemon.exitcodes import StageFailure, deciding_camera_failures
+
+    wiring = StageFailure("capture:a", FailureKind.CAMERA_WIRING, "no /dev/video9", at=1.0)
+    stall = StageFailure("capture:b", FailureKind.STALLED, "stuck in read", at=2.0)
+    bug = StageFailure("capture:b", FailureKind.BUG, "ValueError", at=3.0)
+    assert deciding_camera_failures([wiring], any_camera_usable=True) == []  # isolated: the others go on
+    assert exit_code_for(deciding_camera_failures([wiring], any_camera_usable=False)) == ExitCode.CAMERA
+    assert exit_code_for(deciding_camera_failures([wiring, stall], any_camera_usable=False)) == ExitCode.WATCHDOG
+    assert exit_code_for(deciding_camera_failures([wiring, stall], any_camera_usable=True)) == ExitCode.WATCHDOG
+    assert exit_code_for(deciding_camera_failures([wiring, bug], any_camera_usable=False)) == ExitCode.INTERNAL

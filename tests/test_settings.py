@@ -50,6 +50,8 @@ BAD_VALUES = {
     "rules inline JSON broken": ("LINEWATCH_RULES__INLINE", "{classes: 1}", "not valid JSON"),
     "rules file missing": ("LINEWATCH_RULES__FILE", "/nonexistent/rules.json", "cannot read"),
     "K above M": ("LINEWATCH_EVENTS__CONFIRM_HITS", "9", "could never be confirmed"),
+    # Found in review: the client id names the availability topic; '+' made paho refuse it at the first connect.
+    "client id not a topic level": ("LINEWATCH_MQTT__CLIENT_ID", "line+1", "not usable as a topic level"),
     "class rule field typo": ("LINEWATCH_RULES__CLASSES__DENT__MIN_AREA", "10", "did you mean"),
 }
 
@@ -252,6 +254,11 @@ BAD_CAMERA_LISTS = {
                             "LINEWATCH_CAMERAS__A", "same camera id 'a'"),
     "reserved id": ({"LINEWATCH_CAMERAS___DAEMON__URL": "synthetic://line"}, "LINEWATCH_CAMERAS___DAEMON__*",
                     "reserved"),
+    "reserved id in capitals": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                                 "LINEWATCH_CAMERAS__A__ID": "_DAEMON"}, "LINEWATCH_CAMERAS__A__ID", "reserved"),
+    "ids that differ only in case": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                                      "LINEWATCH_CAMERAS__B__URL": "synthetic://line?seed=2",
+                                      "LINEWATCH_CAMERAS__B__ID": "A"}, "LINEWATCH_CAMERAS__B and", "same camera id"),
     "both forms": ({"LINEWATCH_CAMERA__URL": "synthetic://line", "LINEWATCH_CAMERAS__A__URL": "synthetic://line"},
                    "LINEWATCH_CAMERA__* and LINEWATCH_CAMERAS__<ID>__* are both set", "use one form"),
     "no camera at all": ({}, "LINEWATCH_CAMERA__URL", "required but not set"),
@@ -294,3 +301,16 @@ def test_several_cameras_each_with_its_id_url_settings_and_rules(monkeypatch: py
     assert settings.mqtt_client_id == "linewatch-Press-1-press2"
     assert settings.unknown_classes(("scratch", "dent")) == [
         "LINEWATCH_CAMERAS__PRESS1__RULES__CLASSES__STAIN: unknown class 'stain'; the model's classes: scratch, dent"]
+
+
+def test_a_json_camera_map_and_camera_variables_name_the_same_camera_whatever_the_case(
+        monkeypatch: pytest.MonkeyPatch, model_path: Path) -> None:
+    # Found in review: JSON keys kept their case while variables' <ID> arrive lower-cased: two cameras from one.
+    for name in [n for n in os.environ if n.startswith("LINEWATCH_")]:
+        monkeypatch.delenv(name)
+    env = {"LINEWATCH_MODEL__PATH": str(model_path), "LINEWATCH_CAMERAS": '{"Cam1": {"url": "synthetic://line"}}',
+           "LINEWATCH_CAMERAS__CAM1__RTSP_TRANSPORT": "udp"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (only,) = load_settings(env).camera_configs
+    assert only.camera_id == "cam1" and only.camera.rtsp_transport == "udp" and only.camera.url == "synthetic://line"

@@ -12,7 +12,7 @@ and its results hand-off out. One pass of the loop:
 Ultralytics' predictor is not thread-safe; this thread is the only one that touches it. A frame that a live
 camera replaces before this thread takes it is counted as a drop of that camera (by its hand-off). After the
 stop event every lane is drained; a lane whose camera never closes it (a capture stuck in native code) is
-given up after `_ABANDON_AFTER_S`, so one stuck camera cannot keep the others' results from closing.
+given up after `_ABANDON_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ from daemon.metrics import Metrics
 log = get_logger("linewatch.detect")
 
 _IDLE_WAIT_S = 0.5  # nothing to do: re-check the stop event this often (a ring wakes the thread at once)
-_ABANDON_AFTER_S = 2.0  # after the stop event, how long an empty lane's camera has to close it
+# After the stop event, how long an empty lane's camera has to close it: a read's default deadline, so a frame
+# still on its way is inspected, and within the default shutdown deadline (8 s), so a stuck camera's event
+# stage still closes its tracks. Other cameras' results are closed as each lane ends: they never wait for it.
+_ABANDON_AFTER_S = 5.0
 
 
 @dataclass(eq=False)
@@ -122,8 +125,9 @@ class DetectStage(StageThread):
         for lane in self._lanes:
             if not lane.done and not len(lane.frames):
                 lane.done = True
+                lane.frames.close()  # a frame that comes after this is refused, not left uninspected
                 lane.results.close()
-                log.warning("camera_lane_abandoned", camera_id=lane.camera_id,
+                log.warning("camera_lane_abandoned", camera_id=lane.camera_id, after_s=_ABANDON_AFTER_S,
                             reason="its capture did not close its frames after the stop (stuck in a native call?)")
 
     # -- one inference --------------------------------------------------------------------------------------
