@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import describe  # bench/machine.py: scripts here run as `python bench/<name>.py`
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -192,8 +194,8 @@ def main() -> int:
                                                               "aggregate_fps", "mean_batch")}), flush=True)
     summary = summarise(rows, ceilings)
     report = {
-        "benchmark": "cameras", "model": detector.info.name, "imgsz": detector.imgsz, "device": detector.device,
-        "gpu": torch.cuda.get_device_name(0) if detector.device.startswith("cuda") else None,
+        "benchmark": "cameras", "machine": describe(), "model": detector.info.name, "imgsz": detector.imgsz,
+        "device": detector.device, "gpu": torch.cuda.get_device_name(0) if detector.device.startswith("cuda") else None,
         "half": args.half, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": args.rounds,
         "seconds": args.seconds, "ceiling_fps": ceilings, "summary": summary, "rows": rows,
@@ -239,7 +241,8 @@ def summarise(rows: list[dict[str, Any]], ceilings: dict[int, float]) -> dict[st
 
 
 def markdown(report: dict[str, Any]) -> str:
-    where = report["gpu"] or f"{report['cpu']}, {report['cores']} cores, {report['torch_threads']} torch threads"
+    cpu = report.get("machine", {}).get("cpu_model", report["cpu"])
+    where = report["gpu"] or f"{cpu}, {report['cores']} CPUs, {report['torch_threads']} torch threads"
     lines = [f"# Cameras: {report['model']} at imgsz {report['imgsz']} on {report['device']} ({where})", "",
              f"Medians of {report['rounds']} rounds of {report['seconds']:g} s; age = capture to commit.", "",
              "| source | cameras | batching | aggregate fps | per-camera fps (min–max) | age p50 ms | age p99 ms "

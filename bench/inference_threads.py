@@ -17,6 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
+from machine import describe  # bench/machine.py: scripts here run as `python bench/<name>.py`
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference_threads.json"
@@ -52,6 +54,7 @@ def main() -> int:
     medians = {n: statistics.median(v) for n, v in fps.items()}
     report = {
         "benchmark": "inference_threads",
+        "machine": describe(),
         "model": detector.info.name,
         "imgsz": detector.imgsz,
         "device": detector.device,

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import describe  # bench/machine.py: scripts here run as `python bench/<name>.py`
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -45,12 +47,14 @@ def main() -> int:
                         fps[threads].setdefault(key, []).append(row["aggregate_fps"])
                 print(threads, round_index, {k: v[-1] for k, v in fps[threads].items()}, flush=True)
     medians = {n: {k: round(statistics.median(v), 1) for k, v in rows.items()} for n, rows in fps.items()}
-    report = {"benchmark": "pipeline_threads", "cpus": os.cpu_count(), "rounds": args.rounds, "median_fps": medians,
-              "runs": fps}
+    report = {"benchmark": "pipeline_threads", "machine": describe(), "cpus": os.cpu_count(), "rounds": args.rounds,
+              "median_fps": medians, "runs": fps}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pipeline_threads.json").write_text(json.dumps(report, indent=2) + "\n")
     keys = list(medians[counts[0]])
-    lines = [f"# torch threads inside the daemon ({os.cpu_count()} CPUs; medians of {args.rounds} interleaved rounds)",
+    cpu = report["machine"]["cpu_model"]
+    lines = [f"# torch threads inside the daemon ({cpu}, {os.cpu_count()} CPUs; medians of {args.rounds} "
+             "interleaved rounds)",
              "", "| source/cameras/batching | " + " | ".join(f"{n} thread(s), fps" for n in counts) + " | ratio |",
              "|---|" + "---:|" * (len(counts) + 1)]
     for key in keys:

@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from machine import describe  # bench/machine.py: scripts here run as `python bench/<name>.py`
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -97,12 +99,13 @@ def main() -> int:
             runs[n].append(one_restart(n))
             print(n, runs[n][-1], flush=True)
     summary = {str(n): {key: statistics.median(r[key] for r in rs) for key in rs[0]} for n, rs in runs.items()}
-    report: dict[str, Any] = {"benchmark": "restart", "cpu": platform.processor() or platform.machine(),
-                              "cores": os.cpu_count(), "rounds": args.rounds, "median": summary,
-                              "runs": {str(n): rs for n, rs in runs.items()}}
+    report: dict[str, Any] = {
+        "benchmark": "restart", "machine": describe(), "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(), "rounds": args.rounds, "median": summary,
+        "runs": {str(n): rs for n, rs in runs.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "restart.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"# Restart cost ({report['cpu']}, {report['cores']} cores; medians of {args.rounds})", "",
+    lines = [f"# Restart cost ({report['machine']['cpu_model']}, {report['cores']} CPUs; medians of {args.rounds})", "",
              "| cameras | spawn → /readyz 200 (s) | spawn → every camera inspected (s) |", "|---:|---:|---:|"]
     lines += [f"| {n} | {s['to_ready_s']:.2f} | {s['to_every_camera_inspected_s']:.2f} |" for n, s in summary.items()]
     (RESULTS / "restart.md").write_text("\n".join(lines) + "\n")

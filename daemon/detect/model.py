@@ -104,6 +104,7 @@ class Detector:
         if settings.half and not self._precision:
             log.info("half_ignored", device=self.device, reason="FP16 runs on CUDA only; this device runs FP32")
         self._conf = settings.confidence
+        self._predictor_set_up = False  # Ultralytics builds its predictor at the first inference
         self._iou = settings.iou
         try:
             self._model: Any = YOLO(str(settings.path), task="detect")
@@ -148,14 +149,16 @@ class Detector:
         results = self._model.predict(list(images), imgsz=self.imgsz, conf=self._conf, iou=self._iou,
                                       device=self.device, verbose=False, **self._precision)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        self._keep_threads()
+        if not self._predictor_set_up:
+            self._restore_threads()
         return [self._detections(result) for result in results], elapsed_ms
 
-    def _keep_threads(self) -> None:
-        """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when its predictor is set up
-        (the first inference): one thread on a 2-core box. Set ours again (cheap; it only acts after a reset)."""
+    def _restore_threads(self) -> None:
+        """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when its predictor is set up,
+        at the first inference (one thread on a 2-core box). Set ours again, once, right after it."""
         import torch
 
+        self._predictor_set_up = True
         if torch.get_num_threads() != self.threads:
             log.info("cpu_threads_restored", threads=self.threads, were=torch.get_num_threads())
             torch.set_num_threads(self.threads)

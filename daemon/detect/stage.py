@@ -66,7 +66,6 @@ class DetectStage(StageThread):
         self._lost = {lane.camera_id: metrics.inferences_lost.labels(lane.camera_id) for lane in lanes}
         self._batch_size = metrics.batch_size
         self._stopping_since: float | None = None
-        self.last_inference_ms = 0.0
 
     def run(self) -> None:
         try:
@@ -134,7 +133,6 @@ class DetectStage(StageThread):
     def _inspect(self, batch: list[tuple[Lane, Frame]]) -> None:
         with self.progress.busy():
             found, elapsed_ms = self._detector.infer_batch([frame.image for _, frame in batch])
-        self.last_inference_ms = elapsed_ms
         self._batch_size.observe(len(batch))
         for (lane, frame), detections in zip(batch, found, strict=True):
             self._inspected[lane.camera_id].inc()

@@ -30,7 +30,7 @@ from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.topics import availability_topic, status_topic
-from daemon.settings import MqttSettings, broker_address
+from daemon.settings_mqtt import MqttSettings, broker_address
 
 log = get_logger("linewatch.mqtt")
 
