@@ -54,12 +54,15 @@ def write_video(path: Path, frames: int = 240) -> Path:
 
 def letterboxed_shape(detector: Any, width: int = 640, height: int = 480) -> tuple[int, int]:
     """The (h, w) Ultralytics feeds the model for a batch of same-size frames: the long side at imgsz, the short
-    side padded up to the stride only (rectangular inference), e.g. 320x256 for 640x480 at imgsz 320."""
+    side padded up to the stride only (rectangular inference), e.g. 320x256 for 640x480 at imgsz 320; a static
+    export's fixed square."""
     import numpy as np
     from ultralytics.data.augment import LetterBox
 
-    stride = int(getattr(detector.backend, "stride", 32))
-    boxed: Any = LetterBox((detector.imgsz, detector.imgsz), auto=True, stride=stride)(
+    loaded = detector.loaded
+    stride = int(getattr(loaded, "stride", 32))
+    rectangular = loaded.format == "pt" or bool(getattr(loaded, "dynamic", False))  # a static export is square
+    boxed: Any = LetterBox((detector.imgsz, detector.imgsz), auto=rectangular, stride=stride)(
         image=np.zeros((height, width, 3), dtype=np.uint8))
     return int(boxed.shape[0]), int(boxed.shape[1])
 
@@ -69,7 +72,7 @@ def ceiling_fps(detector: Any, batch: int, seconds: float) -> float:
     the daemon's frames get, synchronised."""
     import torch
 
-    backend = detector.backend
+    backend = detector.loaded
     height, width = letterboxed_shape(detector)
     tensor = torch.rand(batch, 3, height, width, device=detector.device)
     tensor = tensor.half() if getattr(backend, "fp16", False) else tensor.float()

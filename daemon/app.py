@@ -75,7 +75,8 @@ class App:
         bell = Bell()  # every camera's frame hand-off rings it; the detector waits on it
         self.pipelines = [
             CameraPipeline(config, settings, detector.info, outbox, stop, metrics=metrics, bell=bell,
-                           on_status=lambda status: self.publisher.set_camera_status(status))
+                           on_status=lambda status: self.publisher.set_camera_status(status),
+                           prepare=detector.prepare)
             for config in settings.camera_configs
         ]
         self.publisher = MqttPublisher(

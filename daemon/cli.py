@@ -1,4 +1,4 @@
-"""Entry points: `linewatch run | check-config | demo | export-dataset`, and `--version`."""
+"""Entry points: `linewatch run | check-config | doctor | demo | export | export-dataset`, and `--version`."""
 
 from __future__ import annotations
 
@@ -161,6 +161,12 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     return export_main(args.rest)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from daemon.tools.export import main as export_main
+
+    return export_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linewatch", description="Edge inspection daemon: camera → YOLO → MQTT")
     parser.add_argument("--version", action="version", version=f"linewatch {__version__}")
@@ -179,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     demo.add_argument("--camera", default=None, help="camera URL (default: synthetic://line)")
     demo.set_defaults(handler=cmd_demo)
+    model_export = commands.add_parser("export", help="make the ONNX, OpenVINO or TensorRT export of a .pt, "
+                                       "checked against it", add_help=False)
+    model_export.add_argument("rest", nargs=argparse.REMAINDER)
+    model_export.set_defaults(handler=cmd_export)
     export = commands.add_parser("export-dataset", help="write a YOLO dataset from the synthetic line",
                                  add_help=False)
     export.add_argument("rest", nargs=argparse.REMAINDER)
@@ -187,5 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The tools parse their own options (argparse's REMAINDER drops a leading "--option" after a subcommand).
+    tools = {"export": cmd_export, "export-dataset": cmd_export_dataset}
+    if argv and argv[0] in tools:
+        return int(tools[argv[0]](argparse.Namespace(rest=argv[1:])))
     args = build_parser().parse_args(argv)
     return int(args.handler(args))

@@ -27,12 +27,20 @@ def rfc3339(moment: dt.datetime) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A frame made ready for the model off the detector's thread: letterboxed to the model's input, RGB."""
+
+    tensor: Image  # 3xHxW RGB uint8, contiguous (converted to float on the model's device, in the batch)
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     camera_id: str
     seq: int  # per-camera frame number, from 0, as the source delivered it (dropped frames keep their gap)
     image: Image  # HxWx3 BGR uint8, write-protected
     captured_mono: float  # time.monotonic() when read: for latency and intervals
     captured_utc: dt.datetime  # wall clock when read: for payloads only
+    prepared: Prepared | None = None  # the model's input, made by the capture thread; None: the detector makes it
 
     @property
     def width(self) -> int:

@@ -18,7 +18,7 @@ from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
 from daemon.events.snapshots import SnapshotStage
 from daemon.events.stage import EventStage
-from daemon.frames import CameraStatus, Frame, Inference, ModelInfo
+from daemon.frames import CameraStatus, Frame, Image, Inference, ModelInfo, Prepared
 from daemon.handoff import Bell, DropPolicy, Handoff
 from daemon.lifecycle import StageThread
 from daemon.metrics import Metrics
@@ -54,7 +54,8 @@ def stall_timeout_s(camera: CameraSettings) -> float:
 class CameraPipeline:
     def __init__(self, config: CameraConfig, settings: Settings, model: ModelInfo, outbox: Outbox,
                  stop: threading.Event, *, metrics: Metrics, bell: Bell,
-                 on_status: Callable[[CameraStatus], None]) -> None:
+                 on_status: Callable[[CameraStatus], None],
+                 prepare: Callable[[Image], Prepared | None] | None = None) -> None:
         camera = config.camera
         self.camera_id = camera_id = config.camera_id
         self.config = config
@@ -75,7 +76,7 @@ class CameraPipeline:
         self.capture = CaptureStage(
             camera_id, build_source(camera.source, camera.source_options()), self.frames, stop,
             backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s), stall_timeout_s=stall_s,
-            on_status=on_status, metrics=metrics)
+            on_status=on_status, metrics=metrics, prepare=prepare)
         self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
         interval = settings.events.stats_interval_s
         self.stats_feed: StatsFeed | None = (

@@ -33,6 +33,7 @@ CAMERA_URL_VAR = "LINEWATCH_CAMERA__URL"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript")
+OPENVINO_DIR_SUFFIX = "_openvino_model"  # how Ultralytics names an OpenVINO export (a folder)
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")
 MAX_CAMERAS = 64
 
@@ -51,7 +52,12 @@ def _default_state_dir() -> Path:
 
 
 class ModelSettings(Section):
-    path: Path = Field(DEFAULT_MODEL, description="YOLO weights (.pt, .onnx, .engine)")
+    path: Path = Field(
+        DEFAULT_MODEL, description="YOLO weights: a .pt (its exports beside it), or one export (.onnx, "
+        "<stem>_openvino_model/, .engine)")
+    backend: Literal["auto", "pt", "onnx", "openvino", "engine"] = Field(
+        "auto", description="Runtime; auto: the fastest export beside the .pt this device can run "
+        "(CUDA: engine > pt; CPU: openvino > onnx > pt)")
     device: str = Field("auto", description="auto|cpu|cuda|cuda:N; auto picks CUDA when available")
     imgsz: int | None = Field(None, description="Inference size in pixels; default: the model's training size")
     # The floor handed to the model: nothing below it is ever seen. Above it the rules decide what is a defect
@@ -69,8 +75,13 @@ class ModelSettings(Section):
     @field_validator("path")
     @classmethod
     def _weights_readable(cls, value: Path) -> Path:
+        if value.name.endswith(OPENVINO_DIR_SUFFIX):
+            if not value.is_dir() or not any(value.glob("*.xml")):
+                raise ValueError(f"{str(value)!r} is not an OpenVINO export folder (no .xml model in it)")
+            return value
         if value.suffix not in MODEL_SUFFIXES:
-            raise ValueError(f"{str(value)!r} has an unknown suffix; accepted: {', '.join(MODEL_SUFFIXES)}")
+            raise ValueError(f"{str(value)!r} has an unknown suffix; accepted: {', '.join(MODEL_SUFFIXES)} "
+                             f"or a *{OPENVINO_DIR_SUFFIX} folder")
         if not value.is_file():
             raise ValueError(f"no model file at {str(value)!r}; give the path of a YOLO weights file")
         if not os.access(value, os.R_OK):

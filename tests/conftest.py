@@ -40,6 +40,15 @@ def model_path() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def run_weights_sha256(model_path: Path) -> str:
+    """The model.sha256 events carry: of the weights actually run, which LINEWATCH_MODEL__BACKEND=auto picks
+    beside the .pt (on this CPU, the shipped OpenVINO export; tests/detect/test_backends.py covers the choice)."""
+    from daemon.detect.backends import choose_backend, weights_sha256
+
+    return weights_sha256(choose_backend(model_path, "auto", "cpu").path)
+
+
 def write_line_video(path: Path, *, seed: int, frames: int, fps: float = 10.0, width: int = 640,
                      height: int = 480) -> Path:
     """A real MJPG .avi of the synthetic line, decoded later by FFmpeg (and GStreamer) like any recording.

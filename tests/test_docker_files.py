@@ -78,6 +78,7 @@ def test_runtime_stage_is_what_the_line_needs(dockerfile: Path) -> None:
     copies = [args for name, args in _final_stage(dockerfile) if name == "COPY"]
     assert any("--from=builder /opt/linewatch/venv" in c for c in copies), "the runtime copies the venv"
     assert any("linewatch-defects.pt" in c and "linewatch-defects.onnx" in c for c in copies), "and the model"
+    assert any(c.startswith("models/linewatch-defects_openvino_model ") for c in copies), "and its OpenVINO export"
     assert not any(re.search(r"COPY\s+(\.|daemon)\s", f"COPY {c} ") for c in copies), "no sources in the runtime"
 
 
@@ -87,7 +88,8 @@ def test_dockerignore_keeps_the_context_small() -> None:
     assert lines[0] == "*", "an allow-list: everything is excluded first (the .venv alone is several GB)"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed >= {"pyproject.toml", "constraints.txt", "README.md", "daemon",
-                       "models/linewatch-defects.pt", "models/linewatch-defects.onnx"}
+                       "models/linewatch-defects.pt", "models/linewatch-defects.onnx",
+                       "models/linewatch-defects_openvino_model"}
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,16 @@ threads.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from daemon.cpus import cpu_limit
-from daemon.frames import BBox, Detection, Image, ModelInfo
+from daemon.detect.backends import BackendError, choose_backend, source_stem, weights_sha256
+from daemon.frames import BBox, Detection, Frame, Image, ModelInfo, Prepared
 from daemon.logs import adopt_foreign_loggers, get_logger
 from daemon.settings import ModelSettings
 
@@ -28,14 +27,6 @@ log = get_logger("linewatch.model")
 
 class ModelLoadError(Exception):
     """The model or the device cannot be used (exit code 3)."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_device(requested: str) -> str:
@@ -74,6 +65,10 @@ def precision_options(half: bool, device: str, accepted: frozenset[str]) -> dict
     return {"quantize": 16} if "quantize" in accepted else {"half": True}
 
 
+def _trained_imgsz(value: Any) -> int:
+    return int(value if isinstance(value, int) else max(value))
+
+
 class Detector:
     """A loaded, warmed-up model. `infer()` is called from the detector thread only."""
 
@@ -105,24 +100,34 @@ class Detector:
             log.info("half_ignored", device=self.device, reason="FP16 runs on CUDA only; this device runs FP32")
         self._conf = settings.confidence
         self._predictor_set_up = False  # Ultralytics builds its predictor at the first inference
+        self._letterbox: Any = None  # built after it (prepare() returns None until then)
+        self._nms: Any = None
+        self._scale_boxes: Any = None
+        self._nms_options: dict[str, Any] = {}
         self._iou = settings.iou
         try:
-            self._model: Any = YOLO(str(settings.path), task="detect")
+            choice = choose_backend(settings.path, settings.backend, self.device, settings.imgsz)
+        except BackendError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.backend_name, self.weights = choice.backend, choice.path
+        log.info("model_backend", backend=choice.backend, path=str(choice.path), reason=choice.reason)
+        try:
+            self._model: Any = YOLO(str(choice.path), task="detect")
         except Exception as exc:
-            raise ModelLoadError(f"cannot load model {settings.path}: {exc}") from exc
-        trained = self._model.overrides.get("imgsz", 640)
-        self.imgsz = settings.imgsz or int(trained if isinstance(trained, int) else max(trained))
+            raise ModelLoadError(f"cannot load model {choice.path}: {exc}") from exc
+        self.imgsz = settings.imgsz or choice.imgsz or _trained_imgsz(self._model.overrides.get("imgsz", 640))
         names = self._model.names
         self.info = ModelInfo(
-            name=settings.path.stem,
-            sha256=file_sha256(settings.path),
+            name=source_stem(choice.path),
+            sha256=weights_sha256(choice.path),
             imgsz=self.imgsz,
             device=self.device,
             classes=tuple(str(names[i]) for i in sorted(names)),
         )
+        torch.set_num_threads(self.threads)  # an export's names load it through Ultralytics' select_device() too
 
     @property
-    def backend(self) -> Any:
+    def loaded(self) -> Any:
         """Ultralytics' loaded model (AutoBackend) once an inference has run; bench/cameras.py times its forward."""
         return self._model.predictor.model
 
@@ -131,14 +136,58 @@ class Detector:
         largest blocks, fusing). Returns the last time in ms."""
         blank = np.zeros((height, width, 3), dtype=np.uint8)
         elapsed = 0.0
-        for _ in range(runs):
-            _, elapsed = self.infer_batch([blank] * batch)
+        for _ in range(runs):  # the first sets Ultralytics' predictor up; the others take the prepared path
+            prepared = self.prepare(blank)
+            if prepared is None:
+                _, elapsed = self.infer_batch([blank] * batch)
+            else:
+                _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch)
         return elapsed
 
     def infer(self, image: Image) -> tuple[tuple[Detection, ...], float]:
         """Detections at or above the confidence threshold, and the inference time in ms."""
         found, elapsed_ms = self.infer_batch([image])
         return found[0], elapsed_ms
+
+    def prepare(self, image: Image) -> Prepared | None:
+        """The frame letterboxed to the model's input (Ultralytics' own LetterBox), RGB, channels first. Runs on
+        each camera's capture thread; None before the first inference has set the model up."""
+        letterbox = self._letterbox
+        if letterbox is None:
+            return None
+        boxed = letterbox(image=image)
+        return Prepared(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)))
+
+    def infer_frames(self, frames: Sequence[Frame]) -> tuple[list[tuple[Detection, ...]], float]:
+        """The detector stage's call: frames the capture threads prepared go straight to the model; a batch with
+        an unprepared frame, or of different input shapes (cameras of different sizes on a rectangular model),
+        takes Ultralytics' whole predict path."""
+        prepared = [frame.prepared for frame in frames]
+        shapes = {item.tensor.shape for item in prepared if item is not None}
+        if None in prepared or len(shapes) != 1:
+            return self.infer_batch([frame.image for frame in frames])
+        return self._infer_prepared([(item.tensor, frame.image.shape[:2])  # type: ignore[union-attr]
+                                     for item, frame in zip(prepared, frames, strict=True)])
+
+    def _infer_prepared(self, items: Sequence[tuple[Image, tuple[int, ...]]]) -> tuple[
+            list[tuple[Detection, ...]], float]:
+        """Model, NMS and box scaling only: the same steps as Ultralytics' predictor after its letterbox (its
+        tensor conversion, its non_max_suppression, its scale_boxes), without building Results objects."""
+        import torch
+
+        started = time.perf_counter()
+        model = self._model.predictor.model
+        stacked = items[0][0][None] if len(items) == 1 else np.stack([tensor for tensor, _ in items])
+        batch = torch.from_numpy(stacked).to(model.device)
+        batch = (batch.half() if model.fp16 else batch.float()).div_(255)
+        with torch.inference_mode():
+            raw = model(batch)
+            kept = self._nms(raw, self._conf, self._iou, max_det=300, **self._nms_options)
+            found = []
+            for (_, shape), boxes in zip(items, kept, strict=True):
+                xyxy = self._scale_boxes(batch.shape[2:], boxes[:, :4], shape)
+                found.append(self._tuples(xyxy.tolist(), boxes[:, 4].tolist(), boxes[:, 5].int().tolist()))
+        return found, (time.perf_counter() - started) * 1000.0
 
     def infer_batch(self, images: Sequence[Image]) -> tuple[list[tuple[Detection, ...]], float]:
         """One batched inference: each image's detections, in order, and the time of the whole batch in ms.
@@ -151,7 +200,27 @@ class Detector:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         if not self._predictor_set_up:
             self._restore_threads()
+            self._letterbox = self._make_letterbox()
         return [self._detections(result) for result in results], elapsed_ms
+
+    def _make_letterbox(self) -> Any:
+        """Ultralytics' LetterBox as its predictor builds it for a batch of same-size frames: rectangular (long
+        side at imgsz, short side padded to the stride) for a .pt or a dynamic export, the export's fixed
+        square otherwise. Also picks Ultralytics' NMS and box scaling for the prepared path."""
+        from ultralytics.data.augment import LetterBox
+        from ultralytics.utils import ops
+
+        try:
+            from ultralytics.utils.nms import non_max_suppression
+        except ImportError:  # Ultralytics before 8.3.2xx kept it in ops
+            non_max_suppression = ops.non_max_suppression  # type: ignore[attr-defined]
+        model = self._model.predictor.model
+        self._nms, self._scale_boxes = non_max_suppression, ops.scale_boxes
+        if getattr(model, "end2end", False):
+            self._nms_options = {"end2end": True}
+        rect = model.format == "pt" or bool(getattr(model, "dynamic", False))
+        size = self._model.predictor.imgsz
+        return LetterBox(tuple(size), auto=rect, stride=int(model.stride))
 
     def _restore_threads(self) -> None:
         """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when its predictor is set up,
@@ -167,10 +236,11 @@ class Detector:
         boxes = result.boxes
         if boxes is None or len(boxes) == 0:
             return ()
-        xyxy = boxes.xyxy.cpu().numpy().tolist()
-        confidences = boxes.conf.cpu().numpy().tolist()
-        classes = boxes.cls.cpu().numpy().astype(int).tolist()
-        detections = tuple(
+        return self._tuples(boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.int().tolist())
+
+    def _tuples(self, xyxy: list[list[float]], confidences: list[float], classes: list[int]) -> tuple[
+            Detection, ...]:
+        return tuple(
             Detection(
                 label=self.info.classes[cls] if cls < len(self.info.classes) else str(cls),
                 class_id=cls,
@@ -180,4 +250,3 @@ class Detector:
             for box, conf, cls in zip(xyxy, confidences, classes, strict=True)
             if conf >= self._conf
         )
-        return detections

@@ -132,7 +132,7 @@ class DetectStage(StageThread):
     # -- one inference --------------------------------------------------------------------------------------
     def _inspect(self, batch: list[tuple[Lane, Frame]]) -> None:
         with self.progress.busy():
-            found, elapsed_ms = self._detector.infer_batch([frame.image for _, frame in batch])
+            found, elapsed_ms = self._detector.infer_frames([frame for _, frame in batch])
         self._batch_size.observe(len(batch))
         for (lane, frame), detections in zip(batch, found, strict=True):
             self._inspected[lane.camera_id].inc()

@@ -18,7 +18,7 @@ import numpy as np
 
 from daemon.backoff import Backoff
 from daemon.exitcodes import FailureKind
-from daemon.frames import CameraState, CameraStatus, Frame, utc_now
+from daemon.frames import CameraState, CameraStatus, Frame, Image, Prepared, utc_now
 from daemon.handoff import Handoff
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
@@ -43,9 +43,12 @@ class CaptureStage(CameraStage):
         stall_timeout_s: float,
         on_status: Callable[[CameraStatus], None],
         metrics: Metrics | None = None,
+        prepare: Callable[[Image], Prepared | None] | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._source = source
+        # The model's letterboxing, run here, beside the decode, so the detector's thread only runs the model
+        self._prepare = prepare
         self._handoff = handoff
         self._backoff = backoff
         self.stall_timeout_s = stall_timeout_s
@@ -155,7 +158,8 @@ class CaptureStage(CameraStage):
                 return False
             last_frame = self.last_frame_mono = now
             image.setflags(write=False)
-            frame = Frame(self.camera_id, self.frames_read, image, now, utc_now())
+            prepared = self._prepare(image) if self._prepare else None
+            frame = Frame(self.camera_id, self.frames_read, image, now, utc_now(), prepared)
             self.frames_read += 1
             self._frames_read.inc()
             if not self._handoff.put(frame) and self._stop.is_set():

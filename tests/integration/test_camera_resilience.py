@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from daemon.backoff import Backoff
-from daemon.detect.model import file_sha256
 from daemon.exitcodes import ExitCode
 from daemon.frames import Frame, Image
 from daemon.handoff import DropPolicy, Handoff
@@ -239,6 +238,7 @@ def test_a_camera_port_that_hangs_or_talks_garbage_is_retried_without_leaking(
 
 def test_a_camera_that_comes_back_at_another_resolution_keeps_producing_events_of_the_new_size(
     mosquitto: Mosquitto,
+    run_weights_sha256: str,
     rtsp_factory: Callable[..., RtspServer],
     subscriber_factory: Callable[..., Subscriber],
     daemon_factory: Callable[..., DaemonProcess],
@@ -270,7 +270,7 @@ def test_a_camera_that_comes_back_at_another_resolution_keeps_producing_events_o
     sizes = [(e["image"]["width"], e["image"]["height"]) for e in events]
     switch = sizes.index((800, 600))
     assert set(sizes[:switch]) == {(640, 480)} and set(sizes[switch:]) == {(800, 600)}, sizes
-    sha = file_sha256(model_path)
+    sha = run_weights_sha256
     for event, (width, height) in zip(events, sizes, strict=True):
         assert_valid_defect_event(event, camera_id=CAM, model_sha256=sha, width=width, height=height,
                                   labels=set(CLASS_NAMES))

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.detect.model import file_sha256
 from daemon.exitcodes import ExitCode
 from daemon.publish.topics import availability_topic, status_topic
 from daemon.sources.synthetic_line import CLASS_NAMES
@@ -19,6 +18,7 @@ from tests.support.subscriber import Subscriber
 
 def test_frames_mode_publishes_one_documented_v1_event_per_frame_and_ends_cleanly(
     mosquitto: Mosquitto,
+    run_weights_sha256: str,
     subscriber_factory: Callable[..., Subscriber],
     daemon_factory: Callable[..., DaemonProcess],
     daemon_env: Callable[..., dict[str, str]],
@@ -38,7 +38,7 @@ def test_frames_mode_publishes_one_documented_v1_event_per_frame_and_ends_cleanl
                                            for m in ms), 20)
     events = [m.json() for m in messages if m.topic.endswith("/defects")]
     assert len(events) >= 5, f"only {len(events)} events from 60 frames with many defects"
-    sha = file_sha256(model_path)
+    sha = run_weights_sha256
     for event in events:
         assert event["schema"] == "linewatch.defect/1"
         assert_valid_defect_event(event, camera_id="line", model_sha256=sha, width=640, height=480,

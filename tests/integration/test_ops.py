@@ -46,7 +46,8 @@ def outbox_locked(state_dir: Path) -> Iterator[None]:
 
 
 def test_readyz_is_503_until_warm_up_then_200_and_metrics_pass_promtool(
-    mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory, model_path: Path
+    mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory, model_path: Path,
+    run_weights_sha256: str,
 ) -> None:
     port = free_port()
     env = ops_env(daemon_env, "synthetic://line?fps=15&defect_rate=0.8", mosquitto.url, port,
@@ -78,9 +79,8 @@ def test_readyz_is_503_until_warm_up_then_200_and_metrics_pass_promtool(
                    'linewatch_camera_state="online"} 1.0', "linewatch_capture_to_commit_seconds_count",
                    "linewatch_ready 1.0", "linewatch_build_info{"):
         assert needle in body, f"{needle!r} not in /metrics"
-    from daemon.detect.model import file_sha256
 
-    assert f'model_sha256="{file_sha256(model_path)}"' in body
+    assert f'model_sha256="{run_weights_sha256}"' in body
     # shutdown_complete reads the same counters /metrics showed
     scraped = float(next(line.split()[-1] for line in body.splitlines()
                          if line.startswith('linewatch_frames_read_total{camera="synthetic-line"}')))

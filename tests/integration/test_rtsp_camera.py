@@ -6,7 +6,6 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.detect.model import file_sha256
 from daemon.exitcodes import ExitCode
 from daemon.sources.synthetic_line import CLASS_NAMES
 from tests.integration.payloads import assert_gapless, assert_valid_defect_event
@@ -18,6 +17,7 @@ from tests.support.subscriber import Subscriber
 
 def test_the_daemon_reads_an_rtsp_stream_and_publishes_its_defects(
     mosquitto: Mosquitto,
+    run_weights_sha256: str,
     rtsp_factory: Callable[..., RtspServer],
     subscriber_factory: Callable[..., Subscriber],
     daemon_factory: Callable[..., DaemonProcess],
@@ -35,7 +35,7 @@ def test_the_daemon_reads_an_rtsp_stream_and_publishes_its_defects(
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=10) == ExitCode.OK, daemon.describe()
     events = [m.json() for m in sub.messages("/defects")]
-    sha = file_sha256(model_path)
+    sha = run_weights_sha256
     for event in events:
         assert_valid_defect_event(event, camera_id="cam1", model_sha256=sha, width=640, height=480,
                                   labels=set(CLASS_NAMES))
