@@ -114,6 +114,12 @@ class Outbox:
             raise
         self._conn: sqlite3.Connection | None = conn
         self._reserve.restore()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each append has committed (the event is on disk), from the appending thread:
+        the publisher is woken by it instead of polling. Keep it quick and non-blocking."""
+        self._listeners.append(listener)
 
     @property
     def disk_full(self) -> bool:
@@ -289,6 +295,8 @@ class Outbox:
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
             drops = self._enforce(conn, now, keep_rowid=rowid, new_kind=kind)
+        for listener in self._listeners:
+            listener()
         self._report(drops)
         return StoredEvent(rowid, camera_id, seq, event_id, topic, payload, now, kind)
 

@@ -30,13 +30,15 @@ from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.topics import availability_topic, status_topic
+from daemon.publish.wakeup import Waker
 from daemon.settings_mqtt import MqttSettings, broker_address
 
 log = get_logger("linewatch.mqtt")
 
-# How long one network poll blocks. New events are found by polling the outbox once per pass, so this bounds
-# the extra latency of an event (50 ms) at the cost of 20 cheap SQLite reads a second.
+# How long paho's own loop blocks while connecting and saying goodbye. In the steady state the network wait is
+# woken by the outbox's commit instead (wakeup.py), and sleeps at most _IDLE_S when nothing happens.
 _LOOP_TIMEOUT_S = 0.05
+_IDLE_S = 1.0
 _CONNACK_TIMEOUT_S = 10.0  # a broker that accepts TCP but never answers CONNECT (SIGSTOPped, overloaded)
 _AGE_SWEEP_S = 60.0  # how often the outbox's age bound is enforced without new events
 _OUTBOX_RETRY_S = 1.0  # after a retryable outbox error
@@ -94,6 +96,8 @@ class MqttPublisher(StageThread):
         self.connected = False
         self.last_error: str | None = None
         self._client = self._build_client(client_id)
+        self._waker = Waker()
+        outbox.on_commit(self._waker.wake)  # a committed event is sent now, not at the next poll
 
     # -- construction -------------------------------------------------------------------------------------
     def _build_client(self, client_id: str) -> paho.Client:
@@ -147,11 +151,13 @@ class MqttPublisher(StageThread):
         with self._status_lock:
             self._camera_status[status.camera_id] = status
             self._status_dirty.add(status.camera_id)
+        self._waker.wake()
 
     def stop(self, deadline: float | None = None) -> None:
         """Upstream has stopped: deliver what is left until `deadline`, publish `offline`, disconnect."""
         self._deadline = time.monotonic() if deadline is None else deadline
         self._finish.set()
+        self._waker.wake()
 
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -167,6 +173,7 @@ class MqttPublisher(StageThread):
         finally:
             self._say_goodbye()
             self._delete_acked()
+            self._waker.close()
 
     def _outbox_ok(self, call: Callable[[], _R]) -> _R | None:
         """Run one outbox-touching step; a retryable outbox error (a full disk, an I/O error, a lock) is logged
@@ -183,9 +190,14 @@ class MqttPublisher(StageThread):
         self._publish_status_if_changed()
         self._publish_stats_when_due()
         self._sweep_age_bound()
-        rc = self._client.loop(timeout=_LOOP_TIMEOUT_S)
+        rc = self._waker.network_pass(self._client, self._idle_timeout())
         self._delete_acked()
         return rc
+
+    def _idle_timeout(self) -> float:
+        """The network wait when nothing wakes it: until the next stats or sweep is due, at most _IDLE_S."""
+        due = min([self._next_sweep, *self._next_stats], default=self._next_sweep)
+        return max(0.0, min(_IDLE_S, due - time.monotonic()))
 
     def _done(self) -> bool:
         if not self._finish.is_set():
