@@ -9,6 +9,7 @@ calls `wake()` after each commit, and so do a status change and a stop.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 
@@ -24,10 +25,8 @@ class Waker:
 
     def wake(self) -> None:
         """From any thread; never blocks (a full pair already holds a wake-up)."""
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError included
             self._write.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     def network_pass(self, client: paho.Client, timeout: float) -> MQTTErrorCode:
         """One pass of paho's loop, returning at once when woken. MQTT_ERR_NO_CONN without a socket."""
