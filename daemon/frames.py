@@ -30,7 +30,7 @@ def rfc3339(moment: dt.datetime) -> str:
 class Prepared:
     """A frame made ready for the model off the detector's thread: letterboxed to the model's input, RGB."""
 
-    tensor: Image  # 3xHxW RGB uint8, contiguous (converted to float on the model's device, in the batch)
+    tensor: Image  # 3xHxW RGB, contiguous: float32 0..1 for a CPU model, else uint8 (converted on the device)
 
 
 @dataclass(frozen=True, slots=True)

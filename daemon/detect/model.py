@@ -104,6 +104,7 @@ class Detector:
         self._nms: Any = None
         self._scale_boxes: Any = None
         self._nms_options: dict[str, Any] = {}
+        self._float_on_capture = False
         self._iou = settings.iou
         try:
             choice = choose_backend(settings.path, settings.backend, self.device, settings.imgsz)
@@ -155,8 +156,10 @@ class Detector:
         letterbox = self._letterbox
         if letterbox is None:
             return None
-        boxed = letterbox(image=image)
-        return Prepared(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)))
+        chw = letterbox(image=image)[..., ::-1].transpose(2, 0, 1)  # BGR to RGB, channels first
+        if self._float_on_capture:  # a CPU model in FP32: the conversion too runs here, not on the detector
+            return Prepared(np.multiply(chw, np.float32(1 / 255), dtype=np.float32))
+        return Prepared(np.ascontiguousarray(chw))
 
     def infer_frames(self, frames: Sequence[Frame]) -> tuple[list[tuple[Detection, ...]], float]:
         """The detector stage's call: frames the capture threads prepared go straight to the model; a batch with
@@ -179,7 +182,8 @@ class Detector:
         model = self._model.predictor.model
         stacked = items[0][0][None] if len(items) == 1 else np.stack([tensor for tensor, _ in items])
         batch = torch.from_numpy(stacked).to(model.device)
-        batch = (batch.half() if model.fp16 else batch.float()).div_(255)
+        if batch.dtype == torch.uint8:  # for a GPU the uint8 frame crosses the bus, a quarter of the bytes
+            batch = (batch.half() if model.fp16 else batch.float()).div_(255)
         with torch.inference_mode():
             raw = model(batch)
             kept = self._nms(raw, self._conf, self._iou, max_det=300, **self._nms_options)
@@ -218,6 +222,7 @@ class Detector:
         self._nms, self._scale_boxes = non_max_suppression, ops.scale_boxes
         if getattr(model, "end2end", False):
             self._nms_options = {"end2end": True}
+        self._float_on_capture = str(model.device) == "cpu" and not model.fp16
         rect = model.format == "pt" or bool(getattr(model, "dynamic", False))
         size = self._model.predictor.imgsz
         return LetterBox(tuple(size), auto=rect, stride=int(model.stride))

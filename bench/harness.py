@@ -1,0 +1,160 @@
+"""What the benchmarks share: a real mosquitto, the daemon as a real process with its /metrics, /proc figures
+of a process, the same frames for every contender, and the saving of results (JSON, markdown, PNG).
+
+The broker and the daemon process come from the test harness (tests/support), so a benchmark runs the same
+real parts as the tests: `python bench/<name>.py` from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.support.mosquitto import Mosquitto  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
+from tests.support.procs import DaemonProcess  # noqa: E402
+
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BACKENDS = ("pt", "onnx", "openvino", "engine")
+
+
+@contextmanager
+def broker() -> Iterator[Mosquitto]:
+    with Mosquitto(persistence=False) as mosquitto:  # entering starts it
+        yield mosquitto
+
+
+def available_backends(device: str) -> list[str]:
+    """The backends of the shipped model this machine can run: its exports, their runtimes, the engine on CUDA."""
+    from daemon.detect.backends import BackendError, choose_backend
+    from daemon.settings import DEFAULT_MODEL
+
+    usable = []
+    for backend in BACKENDS:
+        if backend == "engine" and not device.startswith("cuda"):
+            continue
+        try:
+            choose_backend(DEFAULT_MODEL, backend, device)
+        except BackendError:
+            continue
+        usable.append(backend)
+    return usable
+
+
+def weights_for(backend: str) -> Path:
+    from daemon.detect.backends import export_path
+    from daemon.settings import DEFAULT_MODEL
+
+    return export_path(DEFAULT_MODEL, backend)
+
+
+def daemon_env(camera_url: str, broker_url: str, state: Path, http_port: int, **extra: str) -> dict[str, str]:
+    return {"LINEWATCH_CAMERA__URL": camera_url, "LINEWATCH_MQTT__URL": broker_url,
+            "LINEWATCH_OUTBOX__DIR": str(state), "LINEWATCH_HTTP__PORT": str(http_port),
+            "LINEWATCH_HTTP__HOST": "127.0.0.1", "LINEWATCH_LOG__FORMAT": "json", "LINEWATCH_LOG__LEVEL": "warning",
+            "YOLO_OFFLINE": "1", **extra}
+
+
+@contextmanager
+def running_daemon(env: Mapping[str, str]) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(env).start()
+    try:
+        yield process
+    finally:
+        process.close(grace_s=10.0)
+
+
+def wait_ready(port: int, process: DaemonProcess, timeout: float = 120.0) -> float:
+    """Poll /readyz until 200 (a benchmark, not a test: polling is the measurement). Returns when it answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"the daemon exited {process.returncode}: {process.stderr_text[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"the daemon was not ready within {timeout} s")
+
+
+def metric(port: int, name: str) -> float:
+    """The sum of a metric's samples over all its labels, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")
+
+
+def proc_figures(pid: int) -> dict[str, float]:
+    """RSS and peak RSS (MB), threads, open file descriptors and CPU seconds of a live process, from /proc."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+            "threads": int(status["Threads"]), "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "cpu_s": (int(stat[11]) + int(stat[12])) / CLK_TCK}
+
+
+def write_line_video(path: Path, frames: int = 240, fps: float = 30.0) -> Path:
+    """An MJPG .avi of the synthetic line: every contender decodes the same frames."""
+    import cv2
+
+    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+
+    line = SyntheticLine(LineParams(seed=9300, defect_rate=0.5))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))  # type: ignore[attr-defined]
+    for index in range(frames):
+        writer.write(line.render(index).image)
+    writer.release()
+    return path
+
+
+def child_json(args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run `python bench/<script> ...` in a fresh process; its last stdout line is its JSON answer."""
+    import subprocess
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}, "YOLO_OFFLINE": "1"}
+    done = subprocess.run([PYTHON, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def median(values: Sequence[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def percentile(values: Sequence[float], q: int) -> float | None:
+    if len(values) < 2:
+        return round(values[0], 1) if values else None
+    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
+
+
+def save(name: str, report: dict[str, Any], table: str) -> Path:
+    """bench/results/<name>.json and .md (the table printed too); returns the stem for a PNG."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(os.environ.get("LINEWATCH_BENCH_OUT", RESULTS)) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    return out
+
+
+__all__ = ["free_port"]
