@@ -25,8 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import (PYTHON, available_backends, broker, child_json, daemon_env, free_port, median, metric,
-                     running_daemon, save, wait_ready, weights_for, write_line_video)
+from harness import (
+    available_backends,
+    broker,
+    child_json,
+    daemon_env,
+    free_port,
+    median,
+    metric,
+    running_daemon,
+    save,
+    wait_ready,
+    weights_for,
+    write_line_video,
+)
 from machine import describe
 
 os.environ.setdefault("YOLO_OFFLINE", "1")

@@ -1,12 +1,18 @@
-"""Benchmarks are not timed tests: this only smoke-runs bench/cameras.py for a few seconds, so it cannot rot.
+"""Benchmarks are not timed tests: this only smoke-runs each benchmark in bench/ for a few seconds, so none can rot.
 The figures it prints are not asserted; the files it must write are."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.rtsp import rtsp_missing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,3 +28,43 @@ def test_the_cameras_benchmark_runs_and_writes_json_markdown_and_a_plot(tmp_path
     assert all(row["aggregate_fps"] > 0 for row in report["rows"])
     assert "| file | 2 | on |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _bench(tmp_path: Path, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
+    done = subprocess.run([sys.executable, *args], cwd=REPO, timeout=600, capture_output=True, text=True,
+                          env={**env, "LINEWATCH_BENCH_OUT": str(tmp_path), "YOLO_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _written(tmp_path: Path, name: str) -> dict[str, Any]:
+    assert tmp_path.joinpath(f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert tmp_path.joinpath(f"{name}.md").read_text().startswith("# ")
+    return dict(json.loads(tmp_path.joinpath(f"{name}.json").read_text()))
+
+
+@pytest.mark.integration
+def test_the_efficiency_benchmark_runs_each_contender_and_writes_its_results(tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/efficiency.py", "--backends", "openvino", "--seconds", "1", "--rounds", "1")
+    report = _written(tmp_path, "efficiency")
+    assert report["machine"]["cpu_model"]
+    assert all(report["summary"]["openvino"]["fps"][c] > 0 for c in ("raw", "daemon", "naive", "stream"))
+
+
+@pytest.mark.integration
+def test_the_freshness_benchmark_aligns_the_daemon_with_the_stamping_camera(tmp_path: Path) -> None:
+    reason = rtsp_missing()
+    if reason:
+        pytest.skip(reason)
+    _bench(tmp_path, "bench/freshness.py", "--seconds", "3", "--contenders", "floor,daemon")
+    report = _written(tmp_path, "freshness")
+    assert report["summary"]["floor"]["n"] > 0 and report["summary"]["daemon"]["n"] > 0
+    assert report["summary"]["daemon"]["frame_seq_offset"] is not None
+
+
+@pytest.mark.integration
+def test_the_overhead_benchmark_samples_the_daemon_process(tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/overhead.py", "--minutes", "0.2", "--starts", "1")
+    report = _written(tmp_path, "overhead")
+    assert report["summary"]["start_to_ready_s"] > 0 and report["summary"]["peak_rss_mb"] > 0
+    assert len(report["samples"]) >= 2

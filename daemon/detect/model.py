@@ -65,6 +65,14 @@ def precision_options(half: bool, device: str, accepted: frozenset[str]) -> dict
     return {"quantize": 16} if "quantize" in accepted else {"half": True}
 
 
+def _skip_cpu_warmup(predictor: Any) -> None:
+    """Ultralytics' own warm-up runs no inference on a CPU: it only imports torchvision, so that its NMS uses
+    torchvision's kernel rather than Ultralytics' own equivalent (the same boxes). That import pulls in
+    torch._dynamo, sympy and triton: 160 MB of resident memory on this project's machine
+    (bench/results/overhead.md). Detector.warm_up runs real inferences instead."""
+    predictor.done_warmup = True
+
+
 def _trained_imgsz(value: Any) -> int:
     return int(value if isinstance(value, int) else max(value))
 
@@ -116,6 +124,8 @@ class Detector:
             self._model: Any = YOLO(str(choice.path), task="detect")
         except Exception as exc:
             raise ModelLoadError(f"cannot load model {choice.path}: {exc}") from exc
+        if self.device == "cpu":
+            self._model.add_callback("on_predict_start", _skip_cpu_warmup)
         self.imgsz = settings.imgsz or choice.imgsz or _trained_imgsz(self._model.overrides.get("imgsz", 640))
         names = self._model.names
         self.info = ModelInfo(

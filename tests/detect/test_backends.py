@@ -159,3 +159,17 @@ def test_linewatch_export_makes_a_checked_onnx_beside_the_weights_and_refuses_wh
     assert engine.returncode == 3 and "CUDA is not available here" in engine.stderr
     int8 = export("--format", "openvino", "--int8")
     assert int8.returncode == 2 and "--int8 is for --format engine only" in int8.stderr
+
+
+def test_a_cpu_detector_never_imports_torchvision(model_path: Path, tmp_path: Path) -> None:
+    # Ultralytics' warm-up imports torchvision on a CPU only to pick its NMS kernel; that import pulls in
+    # torch._dynamo, sympy and triton, 160 MB of resident memory. linewatch skips that warm-up (it runs its own
+    # inferences) and Ultralytics' own NMS gives the same boxes (the prepared-path test above).
+    script = ("import sys; from pathlib import Path; from daemon.detect.model import Detector; "
+              "from daemon.settings import ModelSettings; "
+              f"d = Detector(ModelSettings(path=Path({str(model_path)!r}), device='cpu')); d.warm_up(640, 480, 2); "
+              "print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"YOLO_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"

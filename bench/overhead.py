@@ -1,0 +1,166 @@
+"""Overhead: start-to-ready time, peak memory, CPU per frame outside the model, and no leak over a long run.
+
+    .venv/bin/python bench/overhead.py [--minutes 10] [--starts 3] [--fps 30]
+
+All against `python -m daemon run` as a process with a real mosquitto, the model already on disk:
+- start to ready: from spawning the process until /readyz answers 200 (model loaded, warmed up, camera
+  open), --starts times, median; the backend is the default (auto);
+- a long run: the synthetic line as a live camera at --fps, for --minutes; every 10 s the process's RSS,
+  peak RSS (VmHWM), threads and open file descriptors from /proc, and its CPU seconds and frames inspected;
+- CPU per frame: the process's CPU time per inspected frame over the run, against the raw model's own CPU
+  time per frame (its forward pass alone, in a fresh process); the difference is what the daemon spends
+  outside the model (decode, letterbox, NMS, events, outbox, MQTT, metrics).
+No growth: the RSS slope over the second half of the run (after the allocator has warmed up), and the
+first and last thread and descriptor counts. Saves bench/results/overhead.json, .md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    broker,
+    child_json,
+    daemon_env,
+    free_port,
+    median,
+    metric,
+    proc_figures,
+    running_daemon,
+    save,
+    wait_ready,
+)
+from machine import describe
+
+SCRIPT = Path(__file__).resolve()
+_SAMPLE_S = 10.0
+
+
+def start_to_ready(broker_url: str, scratch: Path) -> dict[str, Any]:
+    port = free_port()
+    env = daemon_env("synthetic://line", broker_url, scratch / f"state-{port}", port)
+    started = time.monotonic()
+    with running_daemon(env) as process:
+        ready = wait_ready(port, process)
+        figures = proc_figures(process.pid)
+        backend = next((r.get("backend") for r in process.logs if r.get("event") == "model_backend"), None)
+    return {"ready_s": round(ready - started, 2), "rss_at_ready_mb": round(figures["rss_mb"], 1), "backend": backend}
+
+
+def long_run(broker_url: str, scratch: Path, minutes: float, fps: int) -> dict[str, Any]:
+    port = free_port()
+    env = daemon_env(f"synthetic://line?fps={fps}&defect_rate=0.5", broker_url, scratch / "state-long", port)
+    samples = []
+    with running_daemon(env) as process:
+        wait_ready(port, process)
+        started = time.monotonic()
+        end = started + minutes * 60
+        while True:
+            figures = proc_figures(process.pid)
+            samples.append({"t_s": round(time.monotonic() - started, 1), **{k: round(v, 2) for k, v in figures.items()},
+                            "frames": metric(port, "linewatch_frames_inspected_total")})
+            if time.monotonic() >= end:
+                break
+            time.sleep(min(_SAMPLE_S, max(0.0, end - time.monotonic())))
+    return {"samples": samples}
+
+
+def slope_per_min(points: list[tuple[float, float]]) -> float:
+    if len(points) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    denominator = sum((t - mean_t) ** 2 for t, _ in points) or 1e-9
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / denominator * 60
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--fps", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, broker() as mosquitto:
+        scratch = Path(tmp)
+        starts = [start_to_ready(mosquitto.url, scratch) for _ in range(args.starts)]
+        print(json.dumps({"starts": starts}), flush=True)
+        run = long_run(mosquitto.url, scratch, args.minutes, args.fps)
+    backend = starts[0]["backend"] or "pt"
+    raw = child_json([str(SCRIPT.parent / "efficiency.py"), "--child", "raw", "--backend", backend, "--seconds",
+                      "5", "--device", "auto"], timeout=300)
+    samples = run["samples"]
+    first, last = samples[0], samples[-1]
+    frames = last["frames"] - first["frames"]
+    cpu_per_frame = (last["cpu_s"] - first["cpu_s"]) * 1000 / frames if frames else None
+    half = [s for s in samples if s["t_s"] >= last["t_s"] / 2]
+    summary = {
+        "backend": backend,
+        "start_to_ready_s": median([s["ready_s"] for s in starts]),
+        "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
+        "rss_first_mb": first["rss_mb"], "rss_last_mb": last["rss_mb"],
+        "rss_slope_mb_per_min_second_half": round(slope_per_min([(s["t_s"], s["rss_mb"]) for s in half]), 3),
+        "threads_first_last": [first["threads"], last["threads"]], "fds_first_last": [first["fds"], last["fds"]],
+        "threads_max": max(s["threads"] for s in samples), "fds_max": max(s["fds"] for s in samples),
+        "frames_per_s": round(frames / max(1e-9, last["t_s"] - first["t_s"]), 1),
+        "cpu_ms_per_frame": round(cpu_per_frame, 2) if cpu_per_frame else None,
+        "raw_model_cpu_ms_per_frame": round(raw["cpu_ms_per_frame"], 2),
+        "outside_model_cpu_ms_per_frame": round(cpu_per_frame - raw["cpu_ms_per_frame"], 2) if cpu_per_frame else None,
+    }
+    report = {"benchmark": "overhead", "machine": describe(), "minutes": args.minutes, "fps": args.fps,
+              "summary": summary, "starts": starts, "samples": samples}
+    out = save("overhead", report, markdown(report))
+    plot(report, out.with_suffix(".png"))
+    return 0
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s = report["summary"]
+    machine = report["machine"]
+    where = machine.get("gpu") or f"{machine.get('cpu_model')}, {machine.get('cpus')} CPUs"
+    rows = [
+        ("start to ready (median of starts)", f"{s['start_to_ready_s']} s"),
+        ("peak RSS", f"{s['peak_rss_mb']} MB"),
+        ("RSS first / last", f"{s['rss_first_mb']} / {s['rss_last_mb']} MB"),
+        ("RSS slope, second half", f"{s['rss_slope_mb_per_min_second_half']} MB/min"),
+        ("threads first / last (max)", f"{s['threads_first_last']} ({s['threads_max']})"),
+        ("open fds first / last (max)", f"{s['fds_first_last']} ({s['fds_max']})"),
+        ("frames inspected per s", f"{s['frames_per_s']}"),
+        ("process CPU per frame", f"{s['cpu_ms_per_frame']} ms"),
+        ("raw model CPU per frame", f"{s['raw_model_cpu_ms_per_frame']} ms"),
+        ("CPU per frame outside the model", f"{s['outside_model_cpu_ms_per_frame']} ms"),
+    ]
+    lines = [f"# Overhead on {where}, backend {s['backend']}", "",
+             f"A {report['minutes']:g}-minute run on a live {report['fps']} fps synthetic camera, a real mosquitto.",
+             "", "| measure | value |", "|---|---:|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = report["samples"]
+    minutes = [s["t_s"] / 60 for s in samples]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, key, label in zip(axes, ("rss_mb", "threads", "fds"), ("RSS (MB)", "threads", "open fds"), strict=True):
+        ax.plot(minutes, [s[key] for s in samples], marker=".")
+        ax.set_xlabel("minutes")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Overhead over {report['minutes']:g} min, backend {report['summary']['backend']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
