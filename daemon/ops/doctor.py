@@ -123,8 +123,8 @@ def _model_check(settings: Settings) -> Check:
     unknown = settings.unknown_classes(info.classes)
     if unknown:  # `run` would exit 2 on these once the model is loaded: say so here too
         return Check("model", False, "; ".join(unknown), required=True)
-    return Check("model", True, f"{settings.model.path} sha256 {info.sha256} imgsz {info.imgsz} device {info.device} "
-                                f"classes {', '.join(info.classes)}", required=True)
+    return Check("model", True, f"{detector.weights} ({detector.backend_name}) sha256 {info.sha256} imgsz {info.imgsz} "
+                                f"device {info.device} classes {', '.join(info.classes)}", required=True)
 
 
 def _camera_checks(settings: Settings) -> list[Check]:
