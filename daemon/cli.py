@@ -107,7 +107,8 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
         warm_ms = detector.warm_up(width, height, settings.model.warmup_runs, batch)
         log.info("model_loaded", model=detector.info.name, sha256=detector.info.sha256[:16],
                  backend=detector.backend_name, weights=str(detector.weights), device=detector.device,
-                 imgsz=detector.imgsz, classes=list(detector.info.classes), warmup_ms=round(warm_ms, 1), warmup_batch=batch)
+                 imgsz=detector.imgsz, classes=list(detector.info.classes), warmup_ms=round(warm_ms, 1),
+                 warmup_batch=batch)
     except ModelLoadError as exc:
         log.error("model_load_failed", error=str(exc), exit_code=int(ExitCode.BOOT))
         return ExitCode.BOOT
