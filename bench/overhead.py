@@ -5,8 +5,10 @@
 All against `python -m daemon run` as a process with a real mosquitto, the model already on disk:
 - start to ready: from spawning the process until /readyz answers 200 (model loaded, warmed up, camera
   open), --starts times, median; the backend is the default (auto);
-- a long run: the synthetic line as a live camera at --fps, for --minutes; every 10 s the process's RSS,
-  peak RSS (VmHWM), threads and open file descriptors from /proc, and its CPU seconds and frames inspected;
+- a long run: a live RTSP camera at --fps that stamps glass time into its frames (bench/stamp_camera.py),
+  the daemon in frames mode, for --minutes; every 10 s the process's RSS, peak RSS (VmHWM), threads and open
+  file descriptors from /proc, and its CPU seconds and frames inspected; and every event's glass-to-MQTT age
+  at a real subscriber (aligned as in bench/freshness.py), to show it stays flat;
 - CPU per frame: the process's CPU time per inspected frame over the run, against the raw model's own CPU
   time per frame (its forward pass alone, in a fresh process); the difference is what the daemon spends
   outside the model (decode, letterbox, NMS, events, outbox, MQTT, metrics).
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from freshness import Camera, Received, align_daemon, render_frames
 from harness import (
     broker,
     child_json,
@@ -31,6 +34,7 @@ from harness import (
     free_port,
     median,
     metric,
+    percentile,
     proc_figures,
     running_daemon,
     save,
@@ -54,21 +58,45 @@ def start_to_ready(broker_url: str, scratch: Path) -> dict[str, Any]:
 
 
 def long_run(broker_url: str, scratch: Path, minutes: float, fps: int) -> dict[str, Any]:
+    """The daemon on the time-stamping RTSP camera (bench/freshness.py) in frames mode: an event per frame with
+    detections, so the same run also gives glass-to-MQTT age for its whole length."""
     port = free_port()
-    env = daemon_env(f"synthetic://line?fps={fps}&defect_rate=0.5", broker_url, scratch / "state-long", port)
+    camera = Camera(render_frames(scratch / "frames.bgr"), scratch / "camera.log", fps)
+    received = Received(broker_url, ["linewatch/+/defects"])
+    env = daemon_env(camera.url, broker_url, scratch / "state-long", port, LINEWATCH_EVENTS__MODE="frames")
     samples = []
-    with running_daemon(env) as process:
-        wait_ready(port, process)
-        started = time.monotonic()
-        end = started + minutes * 60
-        while True:
-            figures = proc_figures(process.pid)
-            samples.append({"t_s": round(time.monotonic() - started, 1), **{k: round(v, 2) for k, v in figures.items()},
-                            "frames": metric(port, "linewatch_frames_inspected_total")})
-            if time.monotonic() >= end:
-                break
-            time.sleep(min(_SAMPLE_S, max(0.0, end - time.monotonic())))
-    return {"samples": samples}
+    try:
+        with running_daemon(env) as process:
+            wait_ready(port, process)
+            started = time.monotonic()
+            end = started + minutes * 60
+            while True:
+                figures = proc_figures(process.pid)
+                samples.append({"t_s": round(time.monotonic() - started, 1),
+                                **{k: round(v, 2) for k, v in figures.items()},
+                                "frames": metric(port, "linewatch_frames_inspected_total")})
+                if time.monotonic() >= end:
+                    break
+                time.sleep(min(_SAMPLE_S, max(0.0, end - time.monotonic())))
+    finally:
+        items = received.close()
+        camera.close()
+    aligned, offset = align_daemon(items, camera.glass(), fps)
+    t0 = aligned[0][0] if aligned else 0.0
+    ages = [[round((at - t0) / 1000, 2), round(at - payload["stamp_ms"], 1)] for at, payload in aligned]
+    return {"samples": samples, "ages": ages, "frame_seq_offset": offset}
+
+
+def age_figures(ages: list[list[float]]) -> dict[str, Any]:
+    values = [a for _, a in ages]
+    if not values:
+        return {}
+    span = ages[-1][0]
+    first = [a for t, a in ages if t < 60]
+    last = [a for t, a in ages if t > span - 60]
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+            "first_minute_p99": percentile(first, 99), "last_minute_p99": percentile(last, 99),
+            "slope_ms_per_min": round(slope_per_min([(t, a) for t, a in ages]), 2)}
 
 
 def slope_per_min(points: list[tuple[float, float]]) -> float:
@@ -111,9 +139,10 @@ def main() -> int:
         "cpu_ms_per_frame": round(cpu_per_frame, 2) if cpu_per_frame else None,
         "raw_model_cpu_ms_per_frame": round(raw["cpu_ms_per_frame"], 2),
         "outside_model_cpu_ms_per_frame": round(cpu_per_frame - raw["cpu_ms_per_frame"], 2) if cpu_per_frame else None,
+        "glass_to_mqtt_ms": age_figures(run["ages"]), "frame_seq_offset": run["frame_seq_offset"],
     }
     report = {"benchmark": "overhead", "machine": describe(), "minutes": args.minutes, "fps": args.fps,
-              "summary": summary, "starts": starts, "samples": samples}
+              "summary": summary, "starts": starts, "samples": samples, "ages": run["ages"]}
     out = save("overhead", report, markdown(report))
     plot(report, out.with_suffix(".png"))
     return 0
@@ -135,8 +164,16 @@ def markdown(report: dict[str, Any]) -> str:
         ("raw model CPU per frame", f"{s['raw_model_cpu_ms_per_frame']} ms"),
         ("CPU per frame outside the model", f"{s['outside_model_cpu_ms_per_frame']} ms"),
     ]
+    ages = s["glass_to_mqtt_ms"]
+    if ages:
+        rows += [("glass to MQTT p50 / p99 (whole run)", f"{ages['p50']} / {ages['p99']} ms"),
+                 ("glass to MQTT p99, first / last minute",
+                  f"{ages['first_minute_p99']} / {ages['last_minute_p99']} ms"),
+                 ("glass to MQTT trend", f"{ages['slope_ms_per_min']} ms/min"),
+                 ("events received", f"{ages['n']}")]
     lines = [f"# Overhead on {where}, backend {s['backend']}", "",
-             f"A {report['minutes']:g}-minute run on a live {report['fps']} fps synthetic camera, a real mosquitto.",
+             f"A {report['minutes']:g}-minute run: a live {report['fps']} fps RTSP camera stamping glass time into "
+             "its frames (bench/stamp_camera.py), the daemon in frames mode, a real mosquitto and subscriber.",
              "", "| measure | value |", "|---|---:|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines) + "\n"
@@ -150,8 +187,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     samples = report["samples"]
     minutes = [s["t_s"] / 60 for s in samples]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    for ax, key, label in zip(axes, ("rss_mb", "threads", "fds"), ("RSS (MB)", "threads", "open fds"), strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    ages = report.get("ages") or []
+    axes[3].plot([t / 60 for t, _ in ages], [a for _, a in ages], ".", markersize=1)
+    axes[3].set_title("glass to MQTT (ms)", fontsize=9)
+    axes[3].set_xlabel("minutes")
+    axes[3].set_ylim(bottom=0)
+    axes[3].grid(alpha=0.3)
+    for ax, key, label in zip(axes[:3], ("rss_mb", "threads", "fds"), ("RSS (MB)", "threads", "open fds"),
+                              strict=True):
         ax.plot(minutes, [s[key] for s in samples], marker=".")
         ax.set_xlabel("minutes")
         ax.set_title(label, fontsize=9)

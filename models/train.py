@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -152,12 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     if size > MAX_PT_BYTES:
         print(f"warning: {args.out} is {size / 2**20:.1f} MB, above the 8 MB budget", file=sys.stderr)
 
-    onnx_path = Path(YOLO(str(args.out)).export(format="onnx", imgsz=args.imgsz, simplify=False, dynamic=False))
-    if onnx_path.stat().st_size > MAX_ONNX_BYTES:
+    # The exports the daemon's LINEWATCH_MODEL__BACKEND=auto runs, made and checked as `linewatch export` does
+    from daemon.tools.export import main as export
+
+    for fmt in ("onnx", "openvino"):
+        if export(["--format", fmt, "--dynamic", "--weights", str(args.out), "--imgsz", str(args.imgsz)]) != 0:
+            print(f"the {fmt} export of {args.out} failed its check; not shipping it", file=sys.stderr)
+    onnx_path = args.out.with_suffix(".onnx")
+    if onnx_path.is_file() and onnx_path.stat().st_size > MAX_ONNX_BYTES:
         print(f"{onnx_path} is above 15 MB; not shipping it", file=sys.stderr)
         onnx_path.unlink()
-    elif onnx_path != args.out.with_suffix(".onnx"):
-        shutil.move(onnx_path, args.out.with_suffix(".onnx"))
 
     print("LINEWATCH_TRAIN_RECORD " + json.dumps(record), flush=True)
     print(f"wrote {args.out} ({size / 2**20:.1f} MB)", flush=True)

@@ -64,7 +64,11 @@ def test_the_freshness_benchmark_aligns_the_daemon_with_the_stamping_camera(tmp_
 
 @pytest.mark.integration
 def test_the_overhead_benchmark_samples_the_daemon_process(tmp_path: Path) -> None:
+    reason = rtsp_missing()
+    if reason:
+        pytest.skip(reason)
     _bench(tmp_path, "bench/overhead.py", "--minutes", "0.2", "--starts", "1")
     report = _written(tmp_path, "overhead")
     assert report["summary"]["start_to_ready_s"] > 0 and report["summary"]["peak_rss_mb"] > 0
     assert len(report["samples"]) >= 2
+    assert report["summary"]["glass_to_mqtt_ms"]["n"] > 0
