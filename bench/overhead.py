@@ -11,7 +11,9 @@ All against `python -m daemon run` as a process with a real mosquitto, the model
   at a real subscriber (aligned as in bench/freshness.py), to show it stays flat;
 - CPU per frame: the process's CPU time per inspected frame over the run, against the raw model's own CPU
   time per frame (its forward pass alone, in a fresh process); the difference is what the daemon spends
-  outside the model (decode, letterbox, NMS, events, outbox, MQTT, metrics).
+  outside the model (decode, letterbox, NMS, events, outbox, MQTT, metrics); a multi-threaded runtime's pool
+  (OpenVINO, ONNX Runtime) also spins between inferences, so at a live camera's rate this is an upper bound;
+- where that time goes, piece by piece and on which thread (bench/frame_costs.py).
 No growth: the RSS slope over the second half of the run (after the allocator has warmed up), and the
 first and last thread and descriptor counts. Saves bench/results/overhead.json, .md and .png.
 """
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import frame_costs
 from freshness import Camera, Received, align_daemon, render_frames
 from harness import (
     broker,
@@ -122,6 +125,7 @@ def main() -> int:
     backend = starts[0]["backend"] or "pt"
     raw = child_json([str(SCRIPT.parent / "efficiency.py"), "--child", "raw", "--backend", backend, "--seconds",
                       "5", "--device", "auto"], timeout=300)
+    costs = frame_costs.measure()
     samples = run["samples"]
     first, last = samples[0], samples[-1]
     frames = last["frames"] - first["frames"]
@@ -142,7 +146,7 @@ def main() -> int:
         "glass_to_mqtt_ms": age_figures(run["ages"]), "frame_seq_offset": run["frame_seq_offset"],
     }
     report = {"benchmark": "overhead", "machine": describe(), "minutes": args.minutes, "fps": args.fps,
-              "summary": summary, "starts": starts, "samples": samples, "ages": run["ages"]}
+              "summary": summary, "frame_costs": costs, "starts": starts, "samples": samples, "ages": run["ages"]}
     out = save("overhead", report, markdown(report))
     plot(report, out.with_suffix(".png"))
     return 0
@@ -176,7 +180,7 @@ def markdown(report: dict[str, Any]) -> str:
              "its frames (bench/stamp_camera.py), the daemon in frames mode, a real mosquitto and subscriber.",
              "", "| measure | value |", "|---|---:|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + frame_costs.markdown(report["frame_costs"])
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
