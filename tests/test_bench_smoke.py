@@ -51,11 +51,17 @@ def test_the_efficiency_benchmark_runs_each_contender_and_writes_its_results(tmp
     assert all(report["summary"]["openvino"]["fps"][c] > 0 for c in ("raw", "daemon", "naive", "stream"))
 
 
-@pytest.mark.integration
-def test_the_freshness_benchmark_aligns_the_daemon_with_the_stamping_camera(tmp_path: Path) -> None:
+@pytest.fixture
+def stamp_camera_runs() -> None:
+    """bench/stamp_camera.py needs Debian's python3-gi and GStreamer's RTSP server."""
     reason = rtsp_missing()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("stamp_camera_runs")
+def test_the_freshness_benchmark_aligns_the_daemon_with_the_stamping_camera(tmp_path: Path) -> None:
     _bench(tmp_path, "bench/freshness.py", "--seconds", "3", "--contenders", "floor,daemon")
     report = _written(tmp_path, "freshness")
     assert report["summary"]["floor"]["n"] > 0 and report["summary"]["daemon"]["n"] > 0
@@ -63,10 +69,8 @@ def test_the_freshness_benchmark_aligns_the_daemon_with_the_stamping_camera(tmp_
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("stamp_camera_runs")
 def test_the_overhead_benchmark_samples_the_daemon_process(tmp_path: Path) -> None:
-    reason = rtsp_missing()
-    if reason:
-        pytest.skip(reason)
     _bench(tmp_path, "bench/overhead.py", "--minutes", "0.2", "--starts", "1")
     report = _written(tmp_path, "overhead")
     assert report["summary"]["start_to_ready_s"] > 0 and report["summary"]["peak_rss_mb"] > 0
