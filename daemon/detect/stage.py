@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from daemon.detect.model import Detector
 from daemon.frames import END_OF_STREAM, Frame, Inference
@@ -137,7 +137,8 @@ class DetectStage(StageThread):
         for (lane, frame), detections in zip(batch, found, strict=True):
             self._inspected[lane.camera_id].inc()
             self._inference_s[lane.camera_id].observe(elapsed_ms / 1000.0)
-            if not lane.results.put(Inference(frame, detections, elapsed_ms)):
+            # The model's input is spent: an event stage keeping a frame (a defect's best view) keeps the image only
+            if not lane.results.put(Inference(replace(frame, prepared=None), detections, elapsed_ms)):
                 # Only a stopping or ended event stage refuses a result (the hand-off waits otherwise). Say so, and
                 # count it: a result with detections that vanished here would be a defect nobody heard of.
                 self._lost[lane.camera_id].inc()
