@@ -148,6 +148,9 @@ def main(argv: Sequence[str]) -> int:
         return refused[0]
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install an exporter behind the user's back
+    # OpenVINO's converter sends usage telemetry unless a consent file says no; its one switch without writing to
+    # the user's home is the CI variable (openvino_telemetry: disable_in_ci). Nothing leaves this machine.
+    os.environ["CI"] = "true"
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
     reference = YOLO(str(args.weights), task="detect")
