@@ -139,6 +139,7 @@ def run_daemon(backend: str, video: Path, broker_url: str, seconds: float, devic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default=None, help="comma list (default: every one available here)")
+    parser.add_argument("--render", type=Path, help="only summarise and draw the rows of a saved efficiency.json")
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement window per contender")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
@@ -149,6 +150,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child_raw(args) if args.child == "raw" else child_loop(args)))
+        return 0
+
+    if args.render:
+        report = json.loads(args.render.read_text())
+        report["summary"] = summarise(report["rows"], list(report["summary"]))
+        out = save("efficiency", report, markdown(report))
+        plot(report, out.with_suffix(".png"))
         return 0
 
     from daemon.detect.model import resolve_device
@@ -177,17 +185,24 @@ def main() -> int:
 
 
 def summarise(rows: list[dict[str, Any]], backends: list[str]) -> dict[str, Any]:
+    """Medians of fps, and each ratio as the median of the ratios within a round (contenders of one round ran
+    back to back, so a ratio within a round cancels the machine's drift between rounds)."""
     summary: dict[str, Any] = {}
     for backend in backends:
-        fps = {c: median([r["fps"] for r in rows if r["backend"] == backend and r["contender"] == c])
-               for c in CONTENDERS}
-        raw = fps["raw"] or 0.0
-        cpu = median([r["cpu_ms_per_frame"] for r in rows if r["backend"] == backend and r["contender"] == "raw"])
+        mine = [r for r in rows if r["backend"] == backend]
+        rounds = sorted({r["round"] for r in mine})
+        by_round = {n: {r["contender"]: r["fps"] for r in mine if r["round"] == n} for n in rounds}
+
+        def ratio(top: str, bottom: str, by_round: dict[int, dict[str, float]] = by_round) -> float | None:
+            values = [fps[top] / fps[bottom] for fps in by_round.values() if fps.get(top) and fps.get(bottom)]
+            return round(median(values) or 0.0, 3) if values else None
+
         summary[backend] = {
-            "fps": fps, "raw_cpu_ms_per_frame": cpu,
-            "ratio_to_raw": {c: round(v / raw, 3) if raw and v else None for c, v in fps.items()},
-            "daemon_over_naive": round(fps["daemon"] / fps["naive"], 3) if fps["naive"] and fps["daemon"] else None,
-            "daemon_over_stream": round(fps["daemon"] / fps["stream"], 3) if fps["stream"] and fps["daemon"] else None,
+            "fps": {c: median([r["fps"] for r in mine if r["contender"] == c]) for c in CONTENDERS},
+            "raw_cpu_ms_per_frame": median([r["cpu_ms_per_frame"] for r in mine if r["contender"] == "raw"]),
+            "ratio_to_raw": {c: ratio(c, "raw") for c in CONTENDERS},
+            "daemon_over_naive": ratio("daemon", "naive"),
+            "daemon_over_stream": ratio("daemon", "stream"),
         }
     return summary
 
@@ -197,7 +212,8 @@ def markdown(report: dict[str, Any]) -> str:
     where = machine.get("gpu") or f"{machine.get('cpu_model')}, {machine.get('cpus')} CPUs"
     lines = [f"# Efficiency on {where} (device {report['device']})", "",
              f"Frames per second, medians of {report['rounds']} interleaved rounds of {report['seconds']:g} s; "
-             "the same 640x480 frames for all; in brackets, the ratio to the raw model of that backend.", "",
+             "the same 640x480 frames for all; in brackets, the ratio to the raw model of that backend. Ratios are "
+             "medians of the ratios within each round.", "",
              "| backend | raw model | daemon | naive loop | Ultralytics stream | daemon / naive | daemon / stream |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for backend, row in report["summary"].items():
