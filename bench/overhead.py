@@ -56,8 +56,16 @@ def start_to_ready(broker_url: str, scratch: Path) -> dict[str, Any]:
     with running_daemon(env) as process:
         ready = wait_ready(port, process)
         figures = proc_figures(process.pid)
-        backend = next((r.get("backend") for r in process.logs if r.get("event") == "model_backend"), None)
-    return {"ready_s": round(ready - started, 2), "rss_at_ready_mb": round(figures["rss_mb"], 1), "backend": backend}
+    return {"ready_s": round(ready - started, 2), "rss_at_ready_mb": round(figures["rss_mb"], 1)}
+
+
+def default_backend() -> str:
+    """What LINEWATCH_MODEL__BACKEND=auto runs here (the daemon logs it too, at info level)."""
+    from daemon.detect.backends import choose_backend
+    from daemon.detect.model import resolve_device
+    from daemon.settings import DEFAULT_MODEL
+
+    return choose_backend(DEFAULT_MODEL, "auto", resolve_device("auto")).backend
 
 
 def long_run(broker_url: str, scratch: Path, minutes: float, fps: int) -> dict[str, Any]:
@@ -116,24 +124,42 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--render", type=Path, help="keep the starts and the long run of a saved overhead.json; "
+                        "measure the raw model and the per-frame pieces again, and summarise")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, broker() as mosquitto:
-        scratch = Path(tmp)
-        starts = [start_to_ready(mosquitto.url, scratch) for _ in range(args.starts)]
-        print(json.dumps({"starts": starts}), flush=True)
-        run = long_run(mosquitto.url, scratch, args.minutes, args.fps)
-    backend = starts[0]["backend"] or "pt"
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        starts, run = saved["starts"], {"samples": saved["samples"], "ages": saved["ages"],
+                                        "frame_seq_offset": saved["summary"]["frame_seq_offset"]}
+        args.minutes, args.fps = saved["minutes"], saved["fps"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp, broker() as mosquitto:
+            scratch = Path(tmp)
+            starts = [start_to_ready(mosquitto.url, scratch) for _ in range(args.starts)]
+            print(json.dumps({"starts": starts}), flush=True)
+            run = long_run(mosquitto.url, scratch, args.minutes, args.fps)
+    backend = default_backend()
     raw = child_json([str(SCRIPT.parent / "efficiency.py"), "--child", "raw", "--backend", backend, "--seconds",
                       "5", "--device", "auto"], timeout=300)
     costs = frame_costs.measure()
+    report = {"benchmark": "overhead", "machine": describe(), "minutes": args.minutes, "fps": args.fps,
+              "summary": summarise(starts, run, raw, backend), "frame_costs": costs, "starts": starts,
+              "samples": run["samples"], "ages": run["ages"]}
+    out = save("overhead", report, markdown(report))
+    plot(report, out.with_suffix(".png"))
+    return 0
+
+
+def summarise(starts: list[dict[str, Any]], run: dict[str, Any], raw: dict[str, Any], backend: str) -> dict[str, Any]:
     samples = run["samples"]
     first, last = samples[0], samples[-1]
     frames = last["frames"] - first["frames"]
     cpu_per_frame = (last["cpu_s"] - first["cpu_s"]) * 1000 / frames if frames else None
     half = [s for s in samples if s["t_s"] >= last["t_s"] / 2]
-    summary = {
+    return {
         "backend": backend,
         "start_to_ready_s": median([s["ready_s"] for s in starts]),
+        "start_to_ready_each_s": [s["ready_s"] for s in starts],
         "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
         "rss_first_mb": first["rss_mb"], "rss_last_mb": last["rss_mb"],
         "rss_slope_mb_per_min_second_half": round(slope_per_min([(s["t_s"], s["rss_mb"]) for s in half]), 3),
@@ -145,11 +171,6 @@ def main() -> int:
         "outside_model_cpu_ms_per_frame": round(cpu_per_frame - raw["cpu_ms_per_frame"], 2) if cpu_per_frame else None,
         "glass_to_mqtt_ms": age_figures(run["ages"]), "frame_seq_offset": run["frame_seq_offset"],
     }
-    report = {"benchmark": "overhead", "machine": describe(), "minutes": args.minutes, "fps": args.fps,
-              "summary": summary, "frame_costs": costs, "starts": starts, "samples": samples, "ages": run["ages"]}
-    out = save("overhead", report, markdown(report))
-    plot(report, out.with_suffix(".png"))
-    return 0
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -157,7 +178,7 @@ def markdown(report: dict[str, Any]) -> str:
     machine = report["machine"]
     where = machine.get("gpu") or f"{machine.get('cpu_model')}, {machine.get('cpus')} CPUs"
     rows = [
-        ("start to ready (median of starts)", f"{s['start_to_ready_s']} s"),
+        ("start to ready (median; each)", f"{s['start_to_ready_s']} s; {s.get('start_to_ready_each_s')}"),
         ("peak RSS", f"{s['peak_rss_mb']} MB"),
         ("RSS first / last", f"{s['rss_first_mb']} / {s['rss_last_mb']} MB"),
         ("RSS slope, second half", f"{s['rss_slope_mb_per_min_second_half']} MB/min"),
