@@ -163,6 +163,7 @@ def main() -> int:
     parser.add_argument("--imgsz", type=int, default=None)
     parser.add_argument("--kinds", default="file,live")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the CPU quota)")
+    parser.add_argument("--backend", default="auto", help="LINEWATCH_MODEL__BACKEND (the committed results: pt)")
     parser.add_argument("--out", type=Path, default=RESULTS / "cameras")
     args = parser.parse_args()
 
@@ -175,7 +176,7 @@ def main() -> int:
     configure_logging("critical", "json")  # the closed broker's reconnects would fill the output
     counts = [int(n) for n in args.cameras.split(",")]
     detector = Detector(ModelSettings(path=DEFAULT_MODEL, device=args.device, half=args.half,  # type: ignore[call-arg]
-                                      imgsz=args.imgsz, threads=args.threads))
+                                      imgsz=args.imgsz, threads=args.threads, backend=args.backend))
     detector.warm_up(640, 480, 3, max(counts))
     ceiling_runs: dict[int, list[float]] = {n: [] for n in counts}
     with tempfile.TemporaryDirectory() as scratch:
@@ -198,6 +199,7 @@ def main() -> int:
     summary = summarise(rows, ceilings)
     report = {
         "benchmark": "cameras", "machine": describe(), "model": detector.info.name, "imgsz": detector.imgsz,
+        "backend": detector.backend_name,
         "device": detector.device, "gpu": torch.cuda.get_device_name(0) if detector.device.startswith("cuda") else None,
         "half": args.half, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": args.rounds,
