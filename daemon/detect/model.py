@@ -120,14 +120,14 @@ class Detector:
             raise ModelLoadError(str(exc)) from exc
         self.backend_name, self.weights = choice.backend, choice.path
         log.info("model_backend", backend=choice.backend, path=str(choice.path), reason=choice.reason)
-        try:
+        try:  # an export is only opened when its names are read: a corrupt file or a foreign engine fails there
             self._model: Any = YOLO(str(choice.path), task="detect")
+            names = self._model.names
         except Exception as exc:
             raise ModelLoadError(f"cannot load model {choice.path}: {exc}") from exc
         if self.device == "cpu":
             self._model.add_callback("on_predict_start", _skip_cpu_warmup)
         self.imgsz = settings.imgsz or choice.imgsz or _trained_imgsz(self._model.overrides.get("imgsz", 640))
-        names = self._model.names
         self.info = ModelInfo(
             name=source_stem(choice.path),
             sha256=weights_sha256(choice.path),
@@ -149,10 +149,13 @@ class Detector:
         elapsed = 0.0
         for _ in range(runs):  # the first sets Ultralytics' predictor up; the others take the prepared path
             prepared = self.prepare(blank)
-            if prepared is None:
-                _, elapsed = self.infer_batch([blank] * batch)
-            else:
-                _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch)
+            try:
+                if prepared is None:
+                    _, elapsed = self.infer_batch([blank] * batch)
+                else:
+                    _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch)
+            except Exception as exc:  # the runtime refused the model (an engine of another GPU, a bad export)
+                raise ModelLoadError(f"cannot run model {self.weights}: {exc}") from exc
         return elapsed
 
     def infer(self, image: Image) -> tuple[tuple[Detection, ...], float]:
@@ -168,7 +171,7 @@ class Detector:
             return None
         chw = letterbox(image=image)[..., ::-1].transpose(2, 0, 1)  # BGR to RGB, channels first
         if self._float_on_capture:  # a CPU model in FP32: the conversion too runs here, not on the detector
-            return Prepared(np.multiply(chw, np.float32(1 / 255), dtype=np.float32))
+            return Prepared(np.multiply(chw, np.float32(1 / 255), dtype=np.float32, order="C"))
         return Prepared(np.ascontiguousarray(chw))
 
     def infer_frames(self, frames: Sequence[Frame]) -> tuple[list[tuple[Detection, ...]], float]:

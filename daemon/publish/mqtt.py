@@ -196,7 +196,7 @@ class MqttPublisher(StageThread):
 
     def _idle_timeout(self) -> float:
         """The network wait when nothing wakes it: until the next stats or sweep is due, at most _IDLE_S."""
-        due = min([self._next_sweep, *self._next_stats], default=self._next_sweep)
+        due = min([self._next_sweep, *self._next_stats, self._deadline], default=self._next_sweep)
         return max(0.0, min(_IDLE_S, due - time.monotonic()))
 
     def _done(self) -> bool:

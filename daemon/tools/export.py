@@ -146,6 +146,14 @@ def main(argv: Sequence[str]) -> int:
     if refused:
         print(f"export error: {refused[1]}", file=sys.stderr)
         return refused[0]
+    try:
+        return _export(args)
+    except Exception as exc:  # the exporter or the runtime failed here: nothing was installed
+        print(f"export error: cannot export {args.weights} to {args.format} here: {exc}", file=sys.stderr)
+        return ExitCode.BOOT
+
+
+def _export(args: argparse.Namespace) -> int:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # never pip-install an exporter behind the user's back
     # OpenVINO's converter sends usage telemetry unless a consent file says no; its one switch without writing to
@@ -203,9 +211,15 @@ def _install(made: Path, target: Path) -> None:
     """Move the checked export into place; a folder (OpenVINO) replaces the old one whole."""
     if made.is_dir():
         old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)  # left by an install that was cut short
         if target.exists():
             target.rename(old)
-        made.rename(target)
+        try:
+            made.rename(target)
+        except OSError:
+            if old.exists():
+                old.rename(target)  # the previous export stays in service
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(made, target)

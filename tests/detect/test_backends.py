@@ -73,16 +73,28 @@ def test_a_path_naming_an_export_is_used_as_it_is_and_must_not_contradict_the_ba
         choose_backend(onnx, "openvino", "cpu")
 
 
+def _run_daemon(tmp_path: Path, weights: Path, backend: str) -> subprocess.CompletedProcess[str]:
+    env = {"LINEWATCH_CAMERA__URL": "synthetic://line", "LINEWATCH_MODEL__PATH": str(weights),
+           "LINEWATCH_MODEL__BACKEND": backend, "LINEWATCH_MQTT__URL": "mqtt://127.0.0.1:9",
+           "LINEWATCH_OUTBOX__DIR": str(tmp_path / "state"), "LINEWATCH_HTTP__ENABLED": "false",
+           "LINEWATCH_LOG__FORMAT": "json", "YOLO_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run([sys.executable, "-m", "daemon", "run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
 def test_the_daemon_exits_3_naming_the_variable_when_the_backend_cannot_run(tmp_path: Path,
                                                                             lone_weights: Path) -> None:
-    env = {"LINEWATCH_CAMERA__URL": "synthetic://line", "LINEWATCH_MODEL__PATH": str(lone_weights),
-           "LINEWATCH_MODEL__BACKEND": "onnx", "LINEWATCH_MQTT__URL": "mqtt://127.0.0.1:9",
-           "LINEWATCH_OUTBOX__DIR": str(tmp_path / "state"), "LINEWATCH_HTTP__ENABLED": "false",
-           "LINEWATCH_LOG__FORMAT": "json", "YOLO_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "daemon", "run"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = _run_daemon(tmp_path, lone_weights, "onnx")
     assert done.returncode == 3, done.stderr
     assert "LINEWATCH_MODEL__BACKEND=onnx: no line.onnx beside the weights" in done.stdout
+
+
+def test_an_export_the_runtime_cannot_open_exits_3_not_1(tmp_path: Path, lone_weights: Path) -> None:
+    # Ultralytics opens an export only when its names are first read; that failure was a crash (exit 1)
+    lone_weights.with_suffix(".onnx").write_bytes(b"not an ONNX graph: a truncated copy")
+    done = _run_daemon(tmp_path, lone_weights, "onnx")
+    assert done.returncode == 3, done.stderr
+    assert "cannot load model" in done.stdout and "Traceback" not in done.stdout
 
 
 def _frames(count: int) -> list[Frame]:
