@@ -33,6 +33,7 @@ from harness import (
     free_port,
     median,
     metric,
+    mqtt_client,
     running_daemon,
     save,
     wait_ready,
@@ -63,17 +64,6 @@ def child_raw(args: argparse.Namespace) -> dict[str, Any]:
     return {"fps": fps, "cpu_ms_per_frame": (time.process_time() - started) * 1000 / frames}
 
 
-def _publisher(url: str) -> Any:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    host, port = url.removeprefix("mqtt://").split(":")
-    client = paho.Client(CallbackAPIVersion.VERSION2)
-    client.connect(host, int(port))
-    client.loop_start()
-    return client
-
-
 def _payload(result: Any) -> str:
     boxes = result.boxes
     return json.dumps({"detections": [{"cls": int(c), "conf": round(float(p), 4), "xyxy": [round(v, 1) for v in b]}
@@ -87,7 +77,7 @@ def child_loop(args: argparse.Namespace) -> dict[str, Any]:
     from ultralytics import YOLO
 
     model = YOLO(str(weights_for(args.backend)), task="detect")
-    client = _publisher(args.broker)
+    client = mqtt_client(args.broker)
     device = None if args.device == "auto" else args.device
 
     def results() -> Any:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import broker, child_json, daemon_env, free_port, percentile, running_daemon, save, wait_ready
+from harness import broker, child_json, daemon_env, free_port, mqtt_client, percentile, running_daemon, save, wait_ready
 from machine import describe
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -88,17 +88,9 @@ class Received:
     """A real subscriber: every message's receive time (ms since the epoch) and JSON payload."""
 
     def __init__(self, url: str, topics: list[str]) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
         self.items: list[tuple[float, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        host, port = url.removeprefix("mqtt://").split(":")
-        self.client = paho.Client(CallbackAPIVersion.VERSION2)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda client, *_: [client.subscribe(t, qos=1) for t in topics]
-        self.client.connect(host, int(port))
-        self.client.loop_start()
+        self.client = mqtt_client(url, topics, self._on_message)
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         received = time.time() * 1000
@@ -114,13 +106,8 @@ class Received:
 # -- the loops, in a child process ----------------------------------------------------------------------------
 def child(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
 
-    host, port = args.broker.removeprefix("mqtt://").split(":")
-    client = paho.Client(CallbackAPIVersion.VERSION2)
-    client.connect(host, int(port))
-    client.loop_start()
+    client = mqtt_client(args.broker)
     deadline = time.monotonic() + args.seconds + _WARM_S
     unreadable = published = 0
 

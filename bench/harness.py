@@ -62,6 +62,23 @@ def weights_for(backend: str) -> Path:
     return export_path(DEFAULT_MODEL, backend)
 
 
+def mqtt_client(url: str, topics: Sequence[str] = (), on_message: Any = None) -> Any:
+    """A started paho client on mqtt://host:port (its network loop on its own thread), subscribed to `topics`
+    at QoS 1 on every connect."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    host, port = url.removeprefix("mqtt://").split(":")
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    if on_message is not None:
+        client.on_message = on_message
+    if topics:
+        client.on_connect = lambda connected, *_: [connected.subscribe(t, qos=1) for t in topics]
+    client.connect(host, int(port))
+    client.loop_start()
+    return client
+
+
 def daemon_env(camera_url: str, broker_url: str, state: Path, http_port: int, **extra: str) -> dict[str, str]:
     return {"LINEWATCH_CAMERA__URL": camera_url, "LINEWATCH_MQTT__URL": broker_url,
             "LINEWATCH_OUTBOX__DIR": str(state), "LINEWATCH_HTTP__PORT": str(http_port),

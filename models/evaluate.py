@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, PartTruth, SyntheticLine, TruthBox  # noqa: E402
 from daemon.tools.dataset import export_dataset, sample_indices  # noqa: E402
+from daemon.tools.export import box_iou  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "linewatch-defects.pt"
 TEST_SEED = 3000  # the dataset's test seed: never used for training or validation
@@ -46,13 +47,7 @@ EVENT_IOU = 0.3  # a detection "is on" a defect from this IoU up; see score_even
 Box = tuple[float, float, float, float]
 
 
-def iou(a: Box, b: Box) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+iou = box_iou  # one IoU for the export check and the evaluation
 
 
 def _overlap(a: Box, b: Box) -> float:

@@ -85,14 +85,15 @@ def runtime_missing(backend: str) -> str | None:
     return None if importlib.util.find_spec(module) is not None else f"the {module} package is not installed"
 
 
-def _usable(path: Path, backend: str, imgsz: int | None) -> str | None:
-    """Why the export at `path` cannot be used at `imgsz`, or None."""
+def _usable(path: Path, backend: str, imgsz: int | None) -> tuple[str | None, int | None]:
+    """(why the export at `path` cannot be used at `imgsz`, or None; the size it was made for)."""
     if backend == "openvino":
         if not (path.is_dir() and any(path.glob("*.xml"))):
-            return f"no {path.name}/ beside the weights"
+            return f"no {path.name}/ beside the weights", None
     elif not path.is_file():
-        return f"no {path.name} beside the weights"
-    return runtime_missing(backend) or _size_mismatch(path, imgsz)
+        return f"no {path.name} beside the weights", None
+    missing = runtime_missing(backend)
+    return (missing, None) if missing else _size_check(path, imgsz)
 
 
 def _literal(value: object) -> object:
@@ -105,11 +106,12 @@ def _literal(value: object) -> object:
     return value
 
 
-def _size_mismatch(path: Path, imgsz: int | None) -> str | None:
+def _size_check(path: Path, imgsz: int | None) -> tuple[str | None, int | None]:
+    """(why a static export cannot run at `imgsz`, or None; the size it was made for). Reads its metadata once."""
     fixed, static = export_imgsz(path)
     if imgsz is not None and static and fixed != imgsz:
-        return f"{path.name} was exported for imgsz {fixed}, LINEWATCH_MODEL__IMGSZ={imgsz}"
-    return None
+        return f"{path.name} was exported for imgsz {fixed}, LINEWATCH_MODEL__IMGSZ={imgsz}", fixed
+    return None, fixed
 
 
 def choose_backend(weights: Path, requested: str, device: str, imgsz: int | None = None) -> BackendChoice:
@@ -121,28 +123,28 @@ def choose_backend(weights: Path, requested: str, device: str, imgsz: int | None
             raise BackendError(
                 f"LINEWATCH_MODEL__BACKEND={requested} but LINEWATCH_MODEL__PATH={weights} is a {given} export; "
                 f"point the path at the .pt (its exports lie beside it) or set the backend to {given} or auto")
-        why_not = runtime_missing(given) or _size_mismatch(weights, imgsz)
+        missing = runtime_missing(given)
+        why_not, size = (missing, None) if missing else _size_check(weights, imgsz)
         if why_not:
             raise BackendError(f"cannot run {weights}: {why_not}")
-        return BackendChoice(given, weights, f"LINEWATCH_MODEL__PATH names a {_FILE[given]} export",
-                             export_imgsz(weights)[0])
+        return BackendChoice(given, weights, f"LINEWATCH_MODEL__PATH names a {_FILE[given]} export", size)
     if requested != "auto":
         path = export_path(weights, requested)
-        why_not = _usable(path, requested, imgsz)
+        why_not, size = _usable(path, requested, imgsz)
         if why_not:
             raise BackendError(f"LINEWATCH_MODEL__BACKEND={requested}: {why_not}; make it with: "
                                f"linewatch export --format {requested}")
-        return BackendChoice(requested, path, f"LINEWATCH_MODEL__BACKEND={requested}", export_imgsz(path)[0])
+        return BackendChoice(requested, path, f"LINEWATCH_MODEL__BACKEND={requested}", size)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     skipped: list[str] = []
     for backend in _ORDER[kind]:
         path = export_path(weights, backend)
-        why_not = _usable(path, backend, imgsz)
+        why_not, size = _usable(path, backend, imgsz)
         if why_not is None:
             order = " > ".join(_ORDER[kind])
             reason = f"fastest available on {kind} (order {order})"
             return BackendChoice(backend, path, reason + (f"; skipped {', '.join(skipped)}" if skipped else ""),
-                                 export_imgsz(path)[0])
+                                 size)
         skipped.append(f"{backend}: {why_not}")
     raise BackendError(f"no backend can run {weights}: {'; '.join(skipped)}")  # only when torch itself is missing
 

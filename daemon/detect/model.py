@@ -94,8 +94,7 @@ class Detector:
         limit = cpu_limit()
         # One CPU is left to the pipeline's own threads (capture and decode, events, publisher): on 2 CPUs, torch on
         # both ran the whole daemon at 21 fps against 35 fps on one (bench/results/pipeline_threads.md).
-        self.threads = settings.threads or max(1, limit.count - 1)
-        torch.set_num_threads(self.threads)
+        self.threads = settings.threads or max(1, limit.count - 1)  # torch's: set once the model is loaded
         cv2.setNumThreads(self.threads)
         log.info("cpu_threads", threads=self.threads, cpus=limit.count, source="LINEWATCH_MODEL__THREADS"
                  if settings.threads else limit.source)
@@ -135,7 +134,7 @@ class Detector:
             device=self.device,
             classes=tuple(str(names[i]) for i in sorted(names)),
         )
-        torch.set_num_threads(self.threads)  # an export's names load it through Ultralytics' select_device() too
+        torch.set_num_threads(self.threads)  # after loading: an export opens through select_device(), which resets it
 
     @property
     def loaded(self) -> Any:

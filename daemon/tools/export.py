@@ -54,7 +54,8 @@ class Agreement:
         return not self.unmatched
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two xyxy boxes."""
     width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = width * height
@@ -71,12 +72,12 @@ def agreement(reference: Sequence[Sequence[tuple[int, Sequence[float]]]],
         left = list(cand)
         total += len(ref)
         for cls, box in ref:
-            best = max(left, key=lambda other: _iou(box, other[1]), default=None)
-            if best is not None and best[0] == cls and _iou(box, best[1]) >= min_iou:
+            best = max(left, key=lambda other: box_iou(box, other[1]), default=None)
+            if best is not None and best[0] == cls and box_iou(box, best[1]) >= min_iou:
                 matched += 1
                 left.remove(best)
             else:
-                found = "nothing" if best is None else f"class {best[0]} at IoU {_iou(box, best[1]):.2f}"
+                found = "nothing" if best is None else f"class {best[0]} at IoU {box_iou(box, best[1]):.2f}"
                 unmatched.append(f"frame {index}: class {cls} {[round(v) for v in box]}: export has {found}")
         unmatched.extend(f"frame {index}: export alone finds class {cls} {[round(v) for v in box]}"
                          for cls, box in left)
