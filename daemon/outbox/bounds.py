@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 
+from daemon.outbox.errors import OutboxFullError
 from daemon.outbox.schema import DEFECT
-from daemon.outbox.types import DroppedRange, DropReason, DropReport
+from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits
 
 log = logging.getLogger("daemon.outbox")
 
@@ -51,7 +52,7 @@ def trim(conn: sqlite3.Connection, kind: str, excess: int, reason: DropReason, k
 
 
 def drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, param: float) -> DropReport | None:
-    # `where` is one of the literals in Outbox._enforce, never caller input. Aggregated here, not with
+    # `where` is one of the literals in enforce() below, never caller input. Aggregated here, not with
     # GROUP BY: without ANALYZE stats SQLite serves GROUP BY camera_id from the (camera_id, seq) index, a
     # full scan on every append once a bound is reached. This way it stays a range search.
     per_camera: dict[str, list[int]] = {}  # camera_id -> [first_seq, last_seq, count]
@@ -73,3 +74,48 @@ def drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, pa
     )
     cameras = tuple(DroppedRange(cam, *per_camera[cam]) for cam in sorted(per_camera))
     return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras, kind=kind)
+
+
+def enforce(conn: sqlite3.Connection, limits: OutboxLimits, now: float, *, keep_rowid: int | None,
+            new_kind: str = DEFECT, disk_bound: int | None = None) -> list[DropReport]:
+    """Age first (cheap, and it may satisfy the rest), then each kind's own byte bound, then the defect
+    events' count and byte bounds, then the disk-full bound (`disk_bound`, learnt from a full filesystem) over
+    everything, other kinds first.
+
+    Count and bytes drop a prefix in insertion order, not by created_at, so a wall-clock step cannot
+    reorder what goes first. keep_rowid is the newest row, so stopping before it keeps it.
+    """
+    reports: list[DropReport] = []
+
+    def add(report: DropReport | None) -> None:
+        if report is not None:
+            reports.append(report)
+
+    others = list(limits.kind_max_bytes)
+    for kind in (DEFECT, *others):
+        add(drop(conn, DropReason.MAX_AGE, kind, "created_at < ?", now - limits.max_age_s))
+    totals = kind_totals(conn)
+    for kind in others:
+        add(trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,
+                  keep_rowid))
+    count, total = totals.get(DEFECT, (0, 0))
+    if limits.max_events and count > limits.max_events:
+        last_id = conn.execute(
+            "SELECT id FROM events WHERE kind = ? ORDER BY id LIMIT 1 OFFSET ?",
+            (DEFECT, count - limits.max_events - 1),
+        ).fetchone()[0]
+        report = drop(conn, DropReason.MAX_EVENTS, DEFECT, "id <= ?", last_id)
+        add(report)
+        total -= report.dropped_bytes if report else 0
+    add(trim(conn, DEFECT, total - limits.max_bytes, DropReason.MAX_BYTES, keep_rowid))
+    if disk_bound is not None:
+        excess = int(conn.execute("SELECT bytes FROM totals").fetchone()[0]) - disk_bound
+        # Pictures give way before any defect event does, and a picture never makes a defect event give way:
+        # one that does not fit after the other pictures went is refused (the transaction rolls back).
+        for kind in (*others, DEFECT) if new_kind == DEFECT else others:
+            report = trim(conn, kind, excess, DropReason.DISK_FULL, keep_rowid)
+            add(report)
+            excess -= report.dropped_bytes if report else 0
+        if excess > 0 and new_kind != DEFECT and keep_rowid is not None:
+            raise OutboxFullError(f"no room for a {new_kind} on a full disk without dropping defect events")
+    return reports

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from daemon.outbox.bounds import counter_key, drop, kind_totals, log_drop, trim
+from daemon.outbox.bounds import counter_key, enforce, kind_totals, log_drop
 from daemon.outbox.errors import (
     OutboxError,
     OutboxFullError,
@@ -48,7 +48,7 @@ from daemon.outbox.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
 )
-from daemon.outbox.types import DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
+from daemon.outbox.types import DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
 
@@ -248,7 +248,8 @@ class Outbox:
                     return False
                 with self._disk_lock:
                     self._disk_bound = int(stored * 0.8)
-                drops = self._enforce(conn, self._clock(), keep_rowid=None, new_kind=kind)
+                drops = enforce(conn, self._limits, self._clock(), keep_rowid=None, new_kind=kind,
+                                disk_bound=self._disk_bound)
         except OutboxRetryableError:
             return False
         if not drops and attempt > 1:
@@ -294,7 +295,7 @@ class Outbox:
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
-            drops = self._enforce(conn, now, keep_rowid=rowid, new_kind=kind)
+            drops = enforce(conn, self._limits, now, keep_rowid=rowid, new_kind=kind, disk_bound=self._disk_bound)
         for listener in self._listeners:
             listener()
         self._report(drops)
@@ -340,7 +341,8 @@ class Outbox:
 
         The reports also go to on_drop."""
         with self._tx("enforce_limits") as conn:
-            drops = self._enforce(conn, self._clock() if now is None else now, keep_rowid=None)
+            drops = enforce(conn, self._limits, self._clock() if now is None else now, keep_rowid=None,
+                            disk_bound=self._disk_bound)
         self._report(drops)
         return drops
 
@@ -406,50 +408,6 @@ class Outbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def _enforce(self, conn: sqlite3.Connection, now: float, *, keep_rowid: int | None,
-                 new_kind: str = DEFECT) -> list[DropReport]:
-        """Age first (cheap, and it may satisfy the rest), then each kind's own byte bound, then the defect
-        events' count and byte bounds, then the disk-full bound over everything, other kinds first.
-
-        Count and bytes drop a prefix in insertion order, not by created_at, so a wall-clock step cannot
-        reorder what goes first. keep_rowid is the newest row, so stopping before it keeps it.
-        """
-        limits = self._limits
-        reports: list[DropReport] = []
-
-        def add(report: DropReport | None) -> None:
-            if report is not None:
-                reports.append(report)
-
-        others = list(limits.kind_max_bytes)
-        for kind in (DEFECT, *others):
-            add(drop(conn, DropReason.MAX_AGE, kind, "created_at < ?", now - limits.max_age_s))
-        totals = kind_totals(conn)
-        for kind in others:
-            add(trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,
-                      keep_rowid))
-        count, total = totals.get(DEFECT, (0, 0))
-        if limits.max_events and count > limits.max_events:
-            last_id = conn.execute(
-                "SELECT id FROM events WHERE kind = ? ORDER BY id LIMIT 1 OFFSET ?",
-                (DEFECT, count - limits.max_events - 1),
-            ).fetchone()[0]
-            report = drop(conn, DropReason.MAX_EVENTS, DEFECT, "id <= ?", last_id)
-            add(report)
-            total -= report.dropped_bytes if report else 0
-        add(trim(conn, DEFECT, total - limits.max_bytes, DropReason.MAX_BYTES, keep_rowid))
-        if self._disk_bound is not None:
-            excess = int(conn.execute("SELECT bytes FROM totals").fetchone()[0]) - self._disk_bound
-            # Pictures give way before any defect event does, and a picture never makes a defect event give way:
-            # one that does not fit after the other pictures went is refused (the transaction rolls back).
-            for kind in (*others, DEFECT) if new_kind == DEFECT else others:
-                report = trim(conn, kind, excess, DropReason.DISK_FULL, keep_rowid)
-                add(report)
-                excess -= report.dropped_bytes if report else 0
-            if excess > 0 and new_kind != DEFECT and keep_rowid is not None:
-                raise OutboxFullError(f"no room for a {new_kind} on a full disk without dropping defect events")
-        return reports
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
