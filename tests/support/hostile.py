@@ -8,6 +8,7 @@ interrupts it at once instead of waiting out an accept timeout.
 from __future__ import annotations
 
 import random
+import contextlib
 import selectors
 import socket
 import threading
@@ -97,7 +98,8 @@ class _TcpServer:
         if self._thread is None:
             return
         self._stopping.set()
-        self._wake_w.send(b"x")
+        with contextlib.suppress(OSError):  # the loop already left (and closed the pair) when a client vanished
+            self._wake_w.send(b"x")
         self._thread.join(timeout)
         self._thread = None
 
