@@ -7,8 +7,8 @@ interrupts it at once instead of waiting out an accept timeout.
 
 from __future__ import annotations
 
-import random
 import contextlib
+import random
 import selectors
 import socket
 import threading
