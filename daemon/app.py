@@ -121,7 +121,8 @@ class App:
         start_in_order(self.stages)
         log.info("daemon_ready", cameras={p.camera_id: p.policy.value for p in self.pipelines},
                  model=self.detector.info.name, device=self.detector.info.device, imgsz=self.detector.imgsz,
-                 max_batch=self.detect.max_batch, batch_wait_ms=self.settings.detect.batch_wait_ms)
+                 streams=self.detect.streams, threads=self.detector.threads, max_batch=self.detect.max_batch,
+                 batch_wait_ms=self.settings.detect.batch_wait_ms)
         sd_notify("READY=1")
         self._supervise(on_tick)
         on_tick()

@@ -43,23 +43,34 @@ class Progress:
     A stage marks each blocking unit of work (a camera read, an inference, an outbox commit, a network pass)
     with `busy()`. A unit that has not finished long after it should have is a wedged stage: Python cannot
     interrupt a thread blocked in C, but it can notice and say so. Idle waiting (an empty hand-off, a
-    reconnect backoff) is not busy: a camera that is reconnecting is alive.
+    reconnect backoff) is not busy: a camera that is reconnecting is alive. A stage of several threads (the
+    detector's streams) runs units side by side; the oldest unfinished one is the stage's.
     """
 
     def __init__(self) -> None:
-        self.busy_since: float | None = None  # time.monotonic() when the current unit began; None when idle
         self.last_done: float | None = None  # when the last unit finished
         self.units = 0
+        self._started: dict[int, float] = {}  # thread ident -> when its unfinished unit began
+        self._lock = threading.Lock()
+
+    @property
+    def busy_since(self) -> float | None:
+        """time.monotonic() when the oldest unfinished unit began; None when idle."""
+        with self._lock:
+            return min(self._started.values(), default=None)
 
     @contextmanager
     def busy(self) -> Iterator[None]:
-        self.busy_since = time.monotonic()
+        ident = threading.get_ident()
+        with self._lock:
+            self._started[ident] = time.monotonic()
         try:
             yield
         finally:
-            self.busy_since = None
-            self.last_done = time.monotonic()
-            self.units += 1
+            with self._lock:
+                del self._started[ident]
+                self.last_done = time.monotonic()
+                self.units += 1
 
     def stuck_for(self, now: float | None = None) -> float:
         """Seconds the current unit of work has lasted (0 when idle)."""
@@ -149,13 +160,21 @@ class StageThread:
     def run(self) -> None:
         raise NotImplementedError
 
+    def helper(self, suffix: str, work: Callable[[], None]) -> threading.Thread:
+        """A further thread of this stage (not started), named `name-suffix`, whose crash is the stage's bug."""
+        name = f"{self.name}-{suffix}"
+        return threading.Thread(target=self._guarded, args=(work, name), name=name, daemon=True)
+
     def _main(self) -> None:
         if self.camera_id is not None:
             structlog.contextvars.bind_contextvars(camera_id=self.camera_id)
+        self._guarded(self.run, self.name)
+
+    def _guarded(self, work: Callable[[], None], thread: str) -> None:
         try:
-            self.run()
+            work()
         except Exception as exc:
-            _log.exception("stage_crashed", stage=self.name)
+            _log.exception("stage_crashed", stage=self.name, thread=thread)
             self.fail(FailureKind.BUG, f"{type(exc).__name__}: {exc}")
 
 

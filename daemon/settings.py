@@ -65,9 +65,14 @@ class ModelSettings(Section):
     confidence: float = Field(0.25, gt=0, le=1, description="Floor handed to the model (rules decide above it)")
     iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
     half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
+    streams: int | None = Field(
+        None, ge=1, le=16,
+        description="Inferences run side by side, each on its own copy of the model; default: CPU: the container's "
+        "CPU quota, at most 4; GPU: 1")
     threads: int | None = Field(
         None, ge=1, le=256,
-        description="torch and OpenCV CPU threads; default: the container's CPU quota (cgroup) less one, at least 1")
+        description="CPU threads of each stream (torch, ONNX Runtime, OpenVINO; and OpenCV's); default: one stream: "
+        "the CPU quota less one; several: the quota shared among them; at least 1")
     gpu_memory_fraction: float | None = Field(
         None, gt=0, le=1, description="CUDA: cap this process at this fraction of the GPU's memory")
     warmup_runs: int = Field(2, ge=0, le=50, description="Inferences run before the daemon reports ready")

@@ -1,10 +1,12 @@
-"""Loading the YOLO model: device choice, thread count, fingerprint, warm-up, batched inference.
+"""Loading the YOLO model: device choice, streams and threads, fingerprint, warm-up, batched inference.
+
+The model is loaded once per stream (threads.py): each detector worker thread owns one copy, with its own
+Ultralytics predictor, and runs its inferences side by side with the others'.
 
 Importing Ultralytics sets OMP_NUM_THREADS to cores-1 (one thread on a 2-core box), and its predictor sets
-torch's threads to cores-1 again when it is set up at the first inference; either halves CPU throughput. We
-set torch's (and OpenCV's) thread count explicitly after the import and again after that first inference, from
-the container's CPU quota rather than the host's core count (cpus.py), less one CPU for the pipeline's own
-threads.
+torch's threads to cores-1 again when it is set up at the first inference. We set torch's (and OpenCV's)
+thread count explicitly after the import and again after each copy's first inference, from the container's CPU
+quota rather than the host's core count (cpus.py); ONNX Runtime's and OpenVINO's pools are rebuilt to match.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from daemon.cpus import cpu_limit
 from daemon.detect.backends import BackendError, choose_backend, source_stem, weights_sha256
+from daemon.detect.threads import default_streams, default_threads, limit_runtime_threads
 from daemon.frames import BBox, Detection, Frame, Image, ModelInfo, Prepared
 from daemon.logs import adopt_foreign_loggers, get_logger
 from daemon.settings import ModelSettings
@@ -77,8 +80,17 @@ def _trained_imgsz(value: Any) -> int:
     return int(value if isinstance(value, int) else max(value))
 
 
+class _Replica:
+    """One copy of the model, used by one detector thread only (`stream`)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model  # Ultralytics' YOLO
+        self.set_up = False  # Ultralytics builds its predictor at the first inference
+
+
 class Detector:
-    """A loaded, warmed-up model. `infer()` is called from the detector thread only."""
+    """A loaded, warmed-up model, one copy per stream. The calls that take `stream` are made, for each stream, from
+    one thread only (the detector's worker of that number); `prepare()` from any thread."""
 
     def __init__(self, settings: ModelSettings) -> None:
         os.environ.setdefault("YOLO_OFFLINE", "1")  # never let Ultralytics reach for the network
@@ -92,13 +104,12 @@ class Detector:
         import cv2
 
         limit = cpu_limit()
-        # One CPU is left to the pipeline's own threads (capture and decode, events, publisher): on 2 CPUs, torch on
-        # both ran the whole daemon at 21 fps against 35 fps on one (bench/results/pipeline_threads.md).
-        self.threads = settings.threads or max(1, limit.count - 1)  # torch's: set once the model is loaded
-        cv2.setNumThreads(self.threads)
-        log.info("cpu_threads", threads=self.threads, cpus=limit.count, source="LINEWATCH_MODEL__THREADS"
-                 if settings.threads else limit.source)
         self.device = resolve_device(settings.device)
+        self.streams = settings.streams or default_streams(self.device, limit.count)
+        self.threads = settings.threads or default_threads(limit.count, self.streams)  # torch's: set once loaded
+        cv2.setNumThreads(self.threads)
+        log.info("cpu_threads", streams=self.streams, threads=self.threads, cpus=limit.count,
+                 source="LINEWATCH_MODEL__THREADS" if settings.threads else limit.source)
         if settings.gpu_memory_fraction is not None and self.device.startswith("cuda"):
             torch.cuda.set_per_process_memory_fraction(settings.gpu_memory_fraction, torch.device(self.device))
             log.info("gpu_memory_fraction", fraction=settings.gpu_memory_fraction, device=self.device)
@@ -106,8 +117,7 @@ class Detector:
         if settings.half and not self._precision:
             log.info("half_ignored", device=self.device, reason="FP16 runs on CUDA only; this device runs FP32")
         self._conf = settings.confidence
-        self._predictor_set_up = False  # Ultralytics builds its predictor at the first inference
-        self._letterbox: Any = None  # built after it (prepare() returns None until then)
+        self._letterbox: Any = None  # built after the first inference (prepare() returns None until then)
         self._nms: Any = None
         self._scale_boxes: Any = None
         self._nms_options: dict[str, Any] = {}
@@ -119,14 +129,18 @@ class Detector:
             raise ModelLoadError(str(exc)) from exc
         self.backend_name, self.weights = choice.backend, choice.path
         log.info("model_backend", backend=choice.backend, path=str(choice.path), reason=choice.reason)
-        try:  # an export is only opened when its names are read: a corrupt file or a foreign engine fails there
-            self._model: Any = YOLO(str(choice.path), task="detect")
-            names = self._model.names
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load model {choice.path}: {exc}") from exc
-        if self.device == "cpu":
-            self._model.add_callback("on_predict_start", _skip_cpu_warmup)
-        self.imgsz = settings.imgsz or choice.imgsz or _trained_imgsz(self._model.overrides.get("imgsz", 640))
+        replicas = []
+        for _ in range(self.streams):
+            try:  # an export is only opened when its names are read: a corrupt file or a foreign engine fails there
+                model = YOLO(str(choice.path), task="detect")
+                names = model.names
+            except Exception as exc:
+                raise ModelLoadError(f"cannot load model {choice.path}: {exc}") from exc
+            if self.device == "cpu":
+                model.add_callback("on_predict_start", _skip_cpu_warmup)
+            replicas.append(_Replica(model))
+        self._replicas = replicas
+        self.imgsz = settings.imgsz or choice.imgsz or _trained_imgsz(replicas[0].model.overrides.get("imgsz", 640))
         self.info = ModelInfo(
             name=source_stem(choice.path),
             sha256=weights_sha256(choice.path),
@@ -138,28 +152,30 @@ class Detector:
 
     @property
     def loaded(self) -> Any:
-        """Ultralytics' loaded model (AutoBackend) once an inference has run; bench/cameras.py times its forward."""
-        return self._model.predictor.model
+        """Ultralytics' loaded model (AutoBackend) of stream 0 once an inference has run; the benches time its
+        forward."""
+        return self._replicas[0].model.predictor.model
 
     def warm_up(self, width: int, height: int, runs: int, batch: int = 1) -> float:
-        """Run blank frames through the model at the largest batch it will see (CUDA kernels, the allocator's
-        largest blocks, fusing). Returns the last time in ms."""
+        """Run blank frames through each copy of the model at the largest batch it will see (CUDA kernels, the
+        allocator's largest blocks, fusing). Returns the last time in ms."""
         blank = np.zeros((height, width, 3), dtype=np.uint8)
         elapsed = 0.0
-        for _ in range(runs):  # the first sets Ultralytics' predictor up; the others take the prepared path
-            prepared = self.prepare(blank)
-            try:
-                if prepared is None:
-                    _, elapsed = self.infer_batch([blank] * batch)
-                else:
-                    _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch)
-            except Exception as exc:  # the runtime refused the model (an engine of another GPU, a bad export)
-                raise ModelLoadError(f"cannot run model {self.weights}: {exc}") from exc
+        for stream in range(self.streams):
+            for _ in range(runs):  # the first sets Ultralytics' predictor up; the others take the prepared path
+                prepared = self.prepare(blank)
+                try:
+                    if prepared is None or not self._replicas[stream].set_up:
+                        _, elapsed = self.infer_batch([blank] * batch, stream)
+                    else:
+                        _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch, stream)
+                except Exception as exc:  # the runtime refused the model (an engine of another GPU, a bad export)
+                    raise ModelLoadError(f"cannot run model {self.weights}: {exc}") from exc
         return elapsed
 
-    def infer(self, image: Image) -> tuple[tuple[Detection, ...], float]:
+    def infer(self, image: Image, stream: int = 0) -> tuple[tuple[Detection, ...], float]:
         """Detections at or above the confidence threshold, and the inference time in ms."""
-        found, elapsed_ms = self.infer_batch([image])
+        found, elapsed_ms = self.infer_batch([image], stream)
         return found[0], elapsed_ms
 
     def prepare(self, image: Image) -> Prepared | None:
@@ -173,25 +189,25 @@ class Detector:
             return Prepared(np.multiply(chw, np.float32(1 / 255), dtype=np.float32, order="C"))
         return Prepared(np.ascontiguousarray(chw))
 
-    def infer_frames(self, frames: Sequence[Frame]) -> tuple[list[tuple[Detection, ...]], float]:
+    def infer_frames(self, frames: Sequence[Frame], stream: int = 0) -> tuple[list[tuple[Detection, ...]], float]:
         """The detector stage's call: frames the capture threads prepared go straight to the model; a batch with
         an unprepared frame, or of different input shapes (cameras of different sizes on a rectangular model),
-        takes Ultralytics' whole predict path."""
+        takes Ultralytics' whole predict path, as does a stream's first inference (it sets that copy up)."""
         prepared = [frame.prepared for frame in frames]
         shapes = {item.tensor.shape for item in prepared if item is not None}
-        if None in prepared or len(shapes) != 1:
-            return self.infer_batch([frame.image for frame in frames])
+        if None in prepared or len(shapes) != 1 or not self._replicas[stream].set_up:
+            return self.infer_batch([frame.image for frame in frames], stream)
         return self._infer_prepared([(item.tensor, frame.image.shape[:2])  # type: ignore[union-attr]
-                                     for item, frame in zip(prepared, frames, strict=True)])
+                                     for item, frame in zip(prepared, frames, strict=True)], stream)
 
-    def _infer_prepared(self, items: Sequence[tuple[Image, tuple[int, ...]]]) -> tuple[
+    def _infer_prepared(self, items: Sequence[tuple[Image, tuple[int, ...]]], stream: int = 0) -> tuple[
             list[tuple[Detection, ...]], float]:
         """Model, NMS and box scaling only: the same steps as Ultralytics' predictor after its letterbox (its
         tensor conversion, its non_max_suppression, its scale_boxes), without building Results objects."""
         import torch
 
         started = time.perf_counter()
-        model = self._model.predictor.model
+        model = self._replicas[stream].model.predictor.model
         stacked = items[0][0][None] if len(items) == 1 else np.stack([tensor for tensor, _ in items])
         batch = torch.from_numpy(stacked).to(model.device)
         if batch.dtype == torch.uint8:  # for a GPU the uint8 frame crosses the bus, a quarter of the bytes
@@ -205,21 +221,23 @@ class Detector:
                 found.append(self._tuples(xyxy.tolist(), boxes[:, 4].tolist(), boxes[:, 5].int().tolist()))
         return found, (time.perf_counter() - started) * 1000.0
 
-    def infer_batch(self, images: Sequence[Image]) -> tuple[list[tuple[Detection, ...]], float]:
+    def infer_batch(self, images: Sequence[Image], stream: int = 0) -> tuple[list[tuple[Detection, ...]], float]:
         """One batched inference: each image's detections, in order, and the time of the whole batch in ms.
 
         Images may differ in size: Ultralytics letterboxes each to the inference size (square when the sizes
         differ) and scales each image's boxes back to its own pixels."""
+        replica = self._replicas[stream]
         started = time.perf_counter()
-        results = self._model.predict(list(images), imgsz=self.imgsz, conf=self._conf, iou=self._iou,
-                                      device=self.device, verbose=False, **self._precision)
+        results = replica.model.predict(list(images), imgsz=self.imgsz, conf=self._conf, iou=self._iou,
+                                        device=self.device, verbose=False, **self._precision)
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        if not self._predictor_set_up:
-            self._restore_threads()
-            self._letterbox = self._make_letterbox()
+        if not replica.set_up:
+            self._set_threads(replica)
+            if self._letterbox is None:
+                self._letterbox = self._make_letterbox(replica.model)
         return [self._detections(result) for result in results], elapsed_ms
 
-    def _make_letterbox(self) -> Any:
+    def _make_letterbox(self, yolo: Any) -> Any:
         """Ultralytics' LetterBox as its predictor builds it for a batch of same-size frames: rectangular (long
         side at imgsz, short side padded to the stride) for a .pt or a dynamic export, the export's fixed
         square otherwise. Also picks Ultralytics' NMS and box scaling for the prepared path."""
@@ -230,24 +248,32 @@ class Detector:
             from ultralytics.utils.nms import non_max_suppression
         except ImportError:  # Ultralytics before 8.3.2xx kept it in ops
             non_max_suppression = ops.non_max_suppression  # type: ignore[attr-defined]
-        model = self._model.predictor.model
+        model = yolo.predictor.model
         self._nms, self._scale_boxes = non_max_suppression, ops.scale_boxes
         if getattr(model, "end2end", False):
             self._nms_options = {"end2end": True}
         self._float_on_capture = str(model.device) == "cpu" and not model.fp16
         rect = model.format == "pt" or bool(getattr(model, "dynamic", False))
-        size = self._model.predictor.imgsz
+        size = yolo.predictor.imgsz
         return LetterBox(tuple(size), auto=rect, stride=int(model.stride))
 
-    def _restore_threads(self) -> None:
-        """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when its predictor is set up,
-        at the first inference (one thread on a 2-core box). Set ours again, once, right after it."""
+    def _set_threads(self, replica: _Replica) -> None:
+        """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when a predictor is set up, at
+        a copy's first inference (one thread on a 2-core box). Set ours again, once per copy, right after it, and
+        rebuild an ONNX Runtime or OpenVINO runtime (sized to the host's cores, pinned) on the same count."""
         import torch
 
-        self._predictor_set_up = True
+        replica.set_up = True
         if torch.get_num_threads() != self.threads:
             log.info("cpu_threads_restored", threads=self.threads, were=torch.get_num_threads())
             torch.set_num_threads(self.threads)
+        try:
+            runtime = limit_runtime_threads(replica.model.predictor.model, self.weights, self.threads)
+        except Exception as exc:  # the runtime refused its own options: the copy Ultralytics built still runs
+            log.warning("runtime_threads_not_set", threads=self.threads, error=str(exc))
+            return
+        if runtime is not None:
+            log.debug("runtime_threads", runtime=runtime, threads=self.threads, pinned=False)
 
     def _detections(self, result: Any) -> tuple[Detection, ...]:
         boxes = result.boxes

@@ -1,18 +1,21 @@
-"""The detector stage: one thread owns the model and serves every camera, in batches.
+"""The detector stage: one worker thread per stream of the model (threads.py) serves every camera, in batches.
 
 Each camera has a lane: its frame hand-off in (a one-frame slot for a live camera, a short queue for a file)
-and its results hand-off out. One pass of the loop:
+and its results hand-off out. One pass of a worker:
 
 1. takes the waiting frame of each camera that has one, at most one per camera and at most `max_batch`,
    starting after the camera served first last time (round robin: a 30 fps camera cannot starve a 5 fps one);
 2. when some cameras have nothing yet, waits at most `batch_wait_s` for them (a ring of the shared bell);
-3. runs one batched inference;
+3. runs one batched inference on the worker's own copy of the model (Ultralytics' predictor is not
+   thread-safe: no other thread touches that copy);
 4. routes each camera's detections back to its own results hand-off.
 
-Ultralytics' predictor is not thread-safe; this thread is the only one that touches it. A frame that a live
-camera replaces before this thread takes it is counted as a drop of that camera (by its hand-off). After the
-stop event every lane is drained; a lane whose camera never closes it (a capture stuck in native code) is
-given up after `_ABANDON_AFTER_S`.
+One worker takes frames at a time, and each pass is numbered as it takes them; passes are routed in that order,
+whichever inference ends first. So each camera's results (and the close of its lane) reach its event stage in
+the order its frames were taken, while the inferences run side by side. A frame that a live camera replaces
+before a worker takes it is counted as a drop of that camera (by its hand-off). After the stop event every lane
+is drained; a lane whose camera never closes it (a capture stuck in native code) is given up after
+`_ABANDON_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from daemon.detect.model import Detector
-from daemon.frames import END_OF_STREAM, Frame, Inference
+from daemon.frames import END_OF_STREAM, Detection, Frame, Inference
 from daemon.handoff import Bell, Handoff
 from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
@@ -48,6 +52,17 @@ class Lane:
     done: bool = field(default=False, init=False)
 
 
+@dataclass(eq=False)
+class _Pass:
+    """What one pass of a worker took, numbered in the order passes took frames, and what its inference found."""
+
+    number: int
+    batch: list[tuple[Lane, Frame]]
+    ended: list[Lane]  # lanes whose results are closed once this pass's results are routed
+    found: list[tuple[Detection, ...]] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+
 class DetectStage(StageThread):
     def __init__(self, detector: Detector, lanes: Sequence[Lane], bell: Bell, stop: threading.Event, *,
                  max_batch: int = 8, batch_wait_s: float = 0.005, metrics: Metrics | None = None) -> None:
@@ -55,11 +70,17 @@ class DetectStage(StageThread):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._detector = detector
+        self.streams = detector.streams
         self._lanes = list(lanes)
         self._bell = bell
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_s
+        self._taking = threading.Lock()  # held by the one worker taking frames; guards _next, _passes, lane.done
         self._next = 0  # the lane served first in the next batch
+        self._passes = 0  # passes numbered so far
+        self._routing = threading.Lock()  # guards _routed and _finished
+        self._routed = 0  # the number of the next pass to route
+        self._finished: dict[int, _Pass] = {}  # passes whose inference ended before an earlier one's
         metrics = metrics or Metrics()
         self._inspected = {lane.camera_id: metrics.frames_inspected.labels(lane.camera_id) for lane in lanes}
         self._inference_s = {lane.camera_id: metrics.inference_seconds.labels(lane.camera_id) for lane in lanes}
@@ -68,22 +89,42 @@ class DetectStage(StageThread):
         self._stopping_since: float | None = None
 
     def run(self) -> None:
+        helpers = [self.helper(str(stream), partial(self._work, stream)) for stream in range(1, self.streams)]
         try:
-            while any(not lane.done for lane in self._lanes):
-                batch = self._collect()
-                if batch:
-                    self._inspect(batch)
+            for thread in helpers:
+                thread.start()
+            self._work(0)
         finally:
+            for thread in helpers:
+                thread.join()
             for lane in self._lanes:
                 lane.results.close()
 
+    def _work(self, stream: int) -> None:
+        """One worker: take a batch, run it on this stream's copy of the model, route it; until every lane ended or
+        the stage failed (a worker that crashed has reported it; the others leave)."""
+        while self.failure is None:
+            with self._taking:
+                if all(lane.done for lane in self._lanes):
+                    return
+                ended: list[Lane] = []
+                batch = self._collect(ended)
+                if not batch and not ended:
+                    continue
+                work = _Pass(self._passes, batch, ended)
+                self._passes += 1
+            if batch:
+                with self.progress.busy():
+                    work.found, work.elapsed_ms = self._detector.infer_frames([frame for _, frame in batch], stream)
+            self._route(work)
+
     # -- collecting a batch ---------------------------------------------------------------------------------
-    def _collect(self) -> list[tuple[Lane, Frame]]:
+    def _collect(self, ended: list[Lane]) -> list[tuple[Lane, Frame]]:
         batch: dict[Lane, Frame] = {}
         deadline: float | None = None
         while True:
             seen = self._bell.rings
-            self._take(batch)
+            self._take(batch, ended)
             waiting = [lane for lane in self._lanes if not lane.done and lane not in batch]
             if len(batch) >= self.max_batch or not waiting or (batch and self.batch_wait_s <= 0):
                 break
@@ -93,14 +134,16 @@ class DetectStage(StageThread):
                 if now >= deadline:
                     break
                 self._bell.wait(seen, deadline - now)
+            elif ended:
+                break  # route the end of a lane now: its event stage finishes its tracks
             elif not self._bell.wait(seen, _IDLE_WAIT_S):
-                self._abandon_stuck_lanes(now)
+                self._abandon_stuck_lanes(now, ended)
         if batch:
             first = self._lanes.index(next(iter(batch)))
             self._next = (first + 1) % len(self._lanes)
         return list(batch.items())
 
-    def _take(self, batch: dict[Lane, Frame]) -> None:
+    def _take(self, batch: dict[Lane, Frame], ended: list[Lane]) -> None:
         count = len(self._lanes)
         for offset in range(count):
             if len(batch) >= self.max_batch:
@@ -111,11 +154,11 @@ class DetectStage(StageThread):
             item = lane.frames.get(0.0)
             if item is END_OF_STREAM:
                 lane.done = True
-                lane.results.close()  # its events stage drains and ends; its frames are all inspected
+                ended.append(lane)  # its results close after its frames in flight: its event stage then ends
             elif item is not None:
                 batch[lane] = item
 
-    def _abandon_stuck_lanes(self, now: float) -> None:
+    def _abandon_stuck_lanes(self, now: float, ended: list[Lane]) -> None:
         if not self._stop.is_set():
             return
         self._stopping_since = self._stopping_since or now
@@ -125,22 +168,30 @@ class DetectStage(StageThread):
             if not lane.done and not len(lane.frames):
                 lane.done = True
                 lane.frames.close()  # a frame that comes after this is refused, not left uninspected
-                lane.results.close()
+                ended.append(lane)
                 log.warning("camera_lane_abandoned", camera_id=lane.camera_id, after_s=_ABANDON_AFTER_S,
                             reason="its capture did not close its frames after the stop (stuck in a native call?)")
 
-    # -- one inference --------------------------------------------------------------------------------------
-    def _inspect(self, batch: list[tuple[Lane, Frame]]) -> None:
-        with self.progress.busy():
-            found, elapsed_ms = self._detector.infer_frames([frame for _, frame in batch])
-        self._batch_size.observe(len(batch))
-        for (lane, frame), detections in zip(batch, found, strict=True):
+    # -- routing, in the order the passes took their frames ---------------------------------------------------
+    def _route(self, work: _Pass) -> None:
+        with self._routing:
+            self._finished[work.number] = work
+            while (ready := self._finished.pop(self._routed, None)) is not None:
+                self._routed += 1
+                self._deliver(ready)
+
+    def _deliver(self, work: _Pass) -> None:
+        if work.batch:
+            self._batch_size.observe(len(work.batch))
+        for (lane, frame), detections in zip(work.batch, work.found, strict=True):
             self._inspected[lane.camera_id].inc()
-            self._inference_s[lane.camera_id].observe(elapsed_ms / 1000.0)
+            self._inference_s[lane.camera_id].observe(work.elapsed_ms / 1000.0)
             # The model's input is spent: an event stage keeping a frame (a defect's best view) keeps the image only
-            if not lane.results.put(Inference(replace(frame, prepared=None), detections, elapsed_ms)):
+            if not lane.results.put(Inference(replace(frame, prepared=None), detections, work.elapsed_ms)):
                 # Only a stopping or ended event stage refuses a result (the hand-off waits otherwise). Say so, and
                 # count it: a result with detections that vanished here would be a defect nobody heard of.
                 self._lost[lane.camera_id].inc()
                 log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
                           detections=len(detections), reason="the event stage stopped before it took the result")
+        for lane in work.ended:
+            lane.results.close()

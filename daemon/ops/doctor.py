@@ -104,7 +104,7 @@ def _opencv_check() -> Check:
 
 def _onnx_check() -> Check:
     try:
-        import onnxruntime  # type: ignore[import-untyped]
+        import onnxruntime
 
         providers = ", ".join(onnxruntime.get_available_providers())
         return Check("onnxruntime", True, f"{onnxruntime.__version__}: {providers}")

@@ -88,9 +88,9 @@ def run_cameras(detector: Detector) -> Iterator[object]:
         batches: list[int] = []
         real_infer = detector.infer_batch
 
-        def counting(images: object) -> tuple[list[object], float]:
+        def counting(images: object, stream: int = 0) -> tuple[list[object], float]:
             batches.append(len(images))  # type: ignore[arg-type]
-            return real_infer(images)  # type: ignore[arg-type]
+            return real_infer(images, stream)  # type: ignore[arg-type]
 
         detector.infer_batch = counting  # type: ignore[method-assign]  # observe, not replace: the real model runs
         stage = DetectStage(detector, [c.lane for c in built.values()], bell, stop, max_batch=max_batch,
