@@ -4,9 +4,13 @@
 
 Over the same frames (an MJPG video of the synthetic line, 640x480, read at full speed), per backend:
 - raw: the loaded model's forward pass on tensors already letterboxed to the daemon's input shape, nothing
-  else (no decode, no pre- or post-processing), with the threads the daemon gives it;
+  else (no decode, no pre- or post-processing), one inference at a time, on the thread count (1 .. the CPUs)
+  that runs it fastest;
+- raw streams: the same forward passes, one thread per stream running its own copy of the model side by side,
+  with the streams and threads the daemon picks (LINEWATCH_MODEL__STREAMS); on a GPU, one stream;
 - daemon: `python -m daemon run`, the video as its camera (pace=max, loop), publishing to a real mosquitto;
   frames inspected per second from its /metrics;
+- daemon 1 stream: the same with LINEWATCH_MODEL__STREAMS=1 (one inference at a time, as before streams);
 - naive: `cv2.VideoCapture.read -> model.predict -> paho publish`, one frame at a time, in one thread;
 - stream: Ultralytics' `model.predict(source=video, stream=True)` with a paho publish per result.
 Each contender runs in its own fresh process, in interleaved rounds (machine noise hits all alike); medians
@@ -44,24 +48,83 @@ from machine import describe
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 SCRIPT = Path(__file__).resolve()
-CONTENDERS = ("raw", "daemon", "naive", "stream")
+CONTENDERS = ("raw", "raw_streams", "daemon", "daemon_1_stream", "naive", "stream")
+_LABELS = {"raw": "raw model", "raw_streams": "raw, streams side by side", "daemon": "daemon",
+           "daemon_1_stream": "daemon, 1 stream", "naive": "naive loop", "stream": "Ultralytics stream"}
 _WARM_S = 2.0  # after ready (or after the first frames), before the window opens
 
 
 # -- the contenders that run in a child process ---------------------------------------------------------------
 def child_raw(args: argparse.Namespace) -> dict[str, Any]:
+    """One inference at a time, at each thread count from 1 to the CPUs (the window shared among them); the
+    fastest is the raw model's throughput."""
     sys.path.insert(0, str(SCRIPT.parent))
+    import torch
     from cameras import ceiling_fps
+
+    from daemon.cpus import cpu_limit
+    from daemon.detect.model import Detector
+    from daemon.detect.threads import limit_runtime_threads
+    from daemon.settings import DEFAULT_MODEL, ModelSettings
+
+    detector = Detector(ModelSettings(path=DEFAULT_MODEL, backend=args.backend, device=args.device, streams=1))
+    detector.warm_up(640, 480, 3)
+    counts = range(1, cpu_limit().count + 1) if detector.device == "cpu" else range(detector.threads,
+                                                                                        detector.threads + 1)
+    by_threads: dict[int, float] = {}
+    cpu_ms: dict[int, float] = {}
+    for threads in counts:
+        limit_runtime_threads(detector.loaded, detector.weights, threads)
+        torch.set_num_threads(threads)
+        ceiling_fps(detector, 1, 0.5)  # settle the rebuilt runtime
+        started, window = time.process_time(), args.seconds / len(counts)
+        by_threads[threads] = ceiling_fps(detector, 1, window)
+        cpu_ms[threads] = (time.process_time() - started) * 1000 / (by_threads[threads] * window)
+    best = max(by_threads, key=lambda threads: by_threads[threads])
+    return {"fps": by_threads[best], "threads": best, "fps_by_threads": by_threads, "cpu_ms_per_frame": cpu_ms[best]}
+
+
+def child_raw_streams(args: argparse.Namespace) -> dict[str, Any]:
+    """Each stream's copy of the model in its own thread, side by side, as the daemon's workers run them."""
+    import threading
+
+    import torch
 
     from daemon.detect.model import Detector
     from daemon.settings import DEFAULT_MODEL, ModelSettings
 
+    sys.path.insert(0, str(SCRIPT.parent))
+    from cameras import letterboxed_shape
+
     detector = Detector(ModelSettings(path=DEFAULT_MODEL, backend=args.backend, device=args.device))
     detector.warm_up(640, 480, 3)
+    height, width = letterboxed_shape(detector)
+    counts = [0] * detector.streams
+    until = time.perf_counter() + 0.5 + args.seconds
+    window_start = until - args.seconds
+
+    def run(stream: int) -> None:
+        backend = detector.backend(stream)
+        tensor = torch.rand(1, 3, height, width, device=detector.device)
+        tensor = tensor.half() if getattr(backend, "fp16", False) else tensor.float()
+        with torch.inference_mode():
+            while (now := time.perf_counter()) < until:
+                backend(tensor)
+                counts[stream] += now >= window_start
+        if detector.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(detector.streams)]
+    for thread in threads:
+        thread.start()
+    while time.perf_counter() < window_start:
+        time.sleep(0.01)
     started = time.process_time()
-    fps = ceiling_fps(detector, 1, args.seconds)
-    frames = fps * args.seconds
-    return {"fps": fps, "cpu_ms_per_frame": (time.process_time() - started) * 1000 / frames}
+    for thread in threads:
+        thread.join()
+    frames = sum(counts)
+    return {"fps": frames / args.seconds, "streams": detector.streams, "threads": detector.threads,
+            "cpu_ms_per_frame": (time.process_time() - started) * 1000 / max(frames, 1)}
 
 
 def _payload(result: Any) -> str:
@@ -111,12 +174,13 @@ def child_loop(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- the daemon, from the parent ------------------------------------------------------------------------------
-def run_daemon(backend: str, video: Path, broker_url: str, seconds: float, device: str) -> dict[str, Any]:
+def run_daemon(backend: str, video: Path, broker_url: str, seconds: float, device: str,
+               **extra: str) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as state:
         env = daemon_env(str(video), broker_url, Path(state), port, LINEWATCH_CAMERA__PACE="max",
                          LINEWATCH_CAMERA__LOOP="true", LINEWATCH_MODEL__BACKEND=backend,
-                         LINEWATCH_MODEL__DEVICE=device)
+                         LINEWATCH_MODEL__DEVICE=device, **extra)
         with running_daemon(env) as process:
             wait_ready(port, process)
             time.sleep(_WARM_S)
@@ -133,13 +197,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement window per contender")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--child", choices=("raw", "naive", "stream"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("raw", "raw_streams", "naive", "stream"), help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--video", help=argparse.SUPPRESS)
     parser.add_argument("--broker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child_raw(args) if args.child == "raw" else child_loop(args)))
+        child = {"raw": child_raw, "raw_streams": child_raw_streams}.get(args.child, child_loop)
+        print(json.dumps(child(args)))
         return 0
 
     if args.render:
@@ -161,6 +226,9 @@ def main() -> int:
                 for contender in CONTENDERS:
                     if contender == "daemon":
                         row = run_daemon(backend, video, mosquitto.url, args.seconds, device)
+                    elif contender == "daemon_1_stream":
+                        row = run_daemon(backend, video, mosquitto.url, args.seconds, device,
+                                         LINEWATCH_MODEL__STREAMS="1")
                     else:
                         row = child_json([str(SCRIPT), "--child", contender, "--backend", backend, "--video",
                                           str(video), "--broker", mosquitto.url, "--seconds", str(args.seconds),
@@ -189,8 +257,10 @@ def summarise(rows: list[dict[str, Any]], backends: list[str]) -> dict[str, Any]
 
         summary[backend] = {
             "fps": {c: median([r["fps"] for r in mine if r["contender"] == c]) for c in CONTENDERS},
-            "raw_cpu_ms_per_frame": median([r["cpu_ms_per_frame"] for r in mine if r["contender"] == "raw"]),
+            "raw_threads": median([r["threads"] for r in mine if r["contender"] == "raw"]),
             "ratio_to_raw": {c: ratio(c, "raw") for c in CONTENDERS},
+            "daemon_over_raw_streams": ratio("daemon", "raw_streams"),
+            "daemon_over_1_stream": ratio("daemon", "daemon_1_stream"),
             "daemon_over_naive": ratio("daemon", "naive"),
             "daemon_over_stream": ratio("daemon", "stream"),
         }
@@ -202,14 +272,19 @@ def markdown(report: dict[str, Any]) -> str:
     where = machine.get("gpu") or f"{machine.get('cpu_model')}, {machine.get('cpus')} CPUs"
     lines = [f"# Efficiency on {where} (device {report['device']})", "",
              f"Frames per second, medians of {report['rounds']} interleaved rounds of {report['seconds']:g} s; "
-             "the same 640x480 frames for all; in brackets, the ratio to the raw model of that backend. Ratios are "
-             "medians of the ratios within each round.", "",
-             "| backend | raw model | daemon | naive loop | Ultralytics stream | daemon / naive | daemon / stream |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "the same 640x480 frames for all; in brackets, the ratio to the raw model of that backend (one "
+             "inference at a time, at its fastest thread count). Ratios are medians of the ratios within each round.",
+             "", f"| backend | {' | '.join(_LABELS[c] for c in CONTENDERS)} |", "|---|" + "---:|" * len(CONTENDERS)]
     for backend, row in report["summary"].items():
         cells = [f"{row['fps'][c]:.1f} ({row['ratio_to_raw'][c]:.2f}×)" if row["fps"][c] else "—"
                  for c in CONTENDERS]
-        lines.append(f"| {backend} | {' | '.join(cells)} | {row['daemon_over_naive']} | {row['daemon_over_stream']} |")
+        lines.append(f"| {backend} | {' | '.join(cells)} |")
+    lines += ["", "| backend | daemon / raw | daemon / raw streams | daemon / daemon 1 stream | daemon / naive | "
+              "daemon / stream | raw's threads |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for backend, row in report["summary"].items():
+        lines.append(f"| {backend} | {row['ratio_to_raw']['daemon']} | {row['daemon_over_raw_streams']} | "
+                     f"{row['daemon_over_1_stream']} | {row['daemon_over_naive']} | {row['daemon_over_stream']} | "
+                     f"{row['raw_threads']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,10 +296,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     backends = list(report["summary"])
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    width = 0.2
+    width = 0.8 / len(CONTENDERS)
     for index, contender in enumerate(CONTENDERS):
         values = [report["summary"][b]["fps"][contender] or 0 for b in backends]
-        ax.bar([i + (index - 1.5) * width for i in range(len(backends))], values, width, label=contender)
+        ax.bar([i + (index - (len(CONTENDERS) - 1) / 2) * width for i in range(len(backends))], values, width,
+               label=_LABELS[contender])
     ax.set_xticks(range(len(backends)), backends)
     ax.set_ylabel("frames per second")
     ax.set_title(f"Efficiency on {report['machine'].get('gpu') or report['machine'].get('cpu_model')}", fontsize=9)

@@ -10,9 +10,10 @@ All against `python -m daemon run` as a process with a real mosquitto, the model
   file descriptors from /proc, and its CPU seconds and frames inspected; and every event's glass-to-MQTT age
   at a real subscriber (aligned as in bench/freshness.py), to show it stays flat;
 - CPU per frame: the process's CPU time per inspected frame over the run, against the raw model's own CPU
-  time per frame (its forward pass alone, in a fresh process); the difference is what the daemon spends
-  outside the model (decode, letterbox, NMS, events, outbox, MQTT, metrics); a multi-threaded runtime's pool
-  (OpenVINO, ONNX Runtime) also spins between inferences, so at a live camera's rate this is an upper bound;
+  time per frame (its forward passes alone, its streams side by side as the daemon runs them, in a fresh
+  process); the difference is what the daemon spends outside the model (decode, letterbox, NMS, events,
+  outbox, MQTT, metrics); a multi-threaded runtime's pool (OpenVINO, ONNX Runtime) also spins between
+  inferences, so at a live camera's rate this is an upper bound;
 - where that time goes, piece by piece and on which thread (bench/frame_costs.py).
 No growth: the RSS slope over the second half of the run (after the allocator has warmed up), and the
 first and last thread and descriptor counts. Saves bench/results/overhead.json, .md and .png.
@@ -139,7 +140,7 @@ def main() -> int:
             print(json.dumps({"starts": starts}), flush=True)
             run = long_run(mosquitto.url, scratch, args.minutes, args.fps)
     backend = default_backend()
-    raw = child_json([str(SCRIPT.parent / "efficiency.py"), "--child", "raw", "--backend", backend, "--seconds",
+    raw = child_json([str(SCRIPT.parent / "efficiency.py"), "--child", "raw_streams", "--backend", backend, "--seconds",
                       "5", "--device", "auto"], timeout=300)
     costs = frame_costs.measure()
     report = {"benchmark": "overhead", "machine": describe(), "minutes": args.minutes, "fps": args.fps,

@@ -154,7 +154,11 @@ class Detector:
     def loaded(self) -> Any:
         """Ultralytics' loaded model (AutoBackend) of stream 0 once an inference has run; the benches time its
         forward."""
-        return self._replicas[0].model.predictor.model
+        return self.backend(0)
+
+    def backend(self, stream: int) -> Any:
+        """Ultralytics' loaded model (AutoBackend) of one stream, once that stream has run an inference."""
+        return self._replicas[stream].model.predictor.model
 
     def warm_up(self, width: int, height: int, runs: int, batch: int = 1) -> float:
         """Run blank frames through each copy of the model at the largest batch it will see (CUDA kernels, the
