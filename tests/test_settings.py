@@ -38,6 +38,7 @@ BAD_VALUES = {
     "bad URL scheme": ("LINEWATCH_CAMERA__URL", "http://camera.local/stream", "accepted: rtsp://"),
     "negative imgsz": ("LINEWATCH_MODEL__IMGSZ", "-640", "positive multiple of 32"),
     "unknown device": ("LINEWATCH_MODEL__DEVICE", "tpu0", "accepted: auto, cpu, cuda, cuda:N"),
+    "no streams": ("LINEWATCH_MODEL__STREAMS", "0", "greater than or equal to 1"),
     "missing model file": ("LINEWATCH_MODEL__PATH", "/nonexistent/model.pt", "no model file"),
     "missing password file": ("LINEWATCH_MQTT__PASSWORD_FILE", "/nonexistent/secret", "cannot read"),
     "password file is a directory": ("LINEWATCH_MQTT__PASSWORD_FILE", "/", "is a directory"),
