@@ -4,7 +4,8 @@
 
 All against `python -m daemon run` as a process with a real mosquitto, the model already on disk:
 - start to ready: from spawning the process until /readyz answers 200 (model loaded, warmed up, camera
-  open), --starts times, median; the backend is the default (auto);
+  open), --starts times, median; the backend is the default (auto); each start is paired with one on a single
+  stream (LINEWATCH_MODEL__STREAMS=1, one copy of the model), to show what the streams cost in time and memory;
 - a long run: a live RTSP camera at --fps that stamps glass time into its frames (bench/stamp_camera.py),
   the daemon in frames mode, for --minutes; every 10 s the process's RSS, peak RSS (VmHWM), threads and open
   file descriptors from /proc, and its CPU seconds and frames inspected; and every event's glass-to-MQTT age
@@ -50,9 +51,9 @@ SCRIPT = Path(__file__).resolve()
 _SAMPLE_S = 10.0
 
 
-def start_to_ready(broker_url: str, scratch: Path) -> dict[str, Any]:
+def start_to_ready(broker_url: str, scratch: Path, **extra: str) -> dict[str, Any]:
     port = free_port()
-    env = daemon_env("synthetic://line", broker_url, scratch / f"state-{port}", port)
+    env = daemon_env("synthetic://line", broker_url, scratch / f"state-{port}", port, **extra)
     started = time.monotonic()
     with running_daemon(env) as process:
         ready = wait_ready(port, process)
@@ -136,7 +137,10 @@ def main() -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp, broker() as mosquitto:
             scratch = Path(tmp)
-            starts = [start_to_ready(mosquitto.url, scratch) for _ in range(args.starts)]
+            starts = []
+            for _ in range(args.starts):  # the default, and one stream (one copy of the model) side by side
+                starts.append({"streams": "auto", **start_to_ready(mosquitto.url, scratch)})
+                starts.append({"streams": "1", **start_to_ready(mosquitto.url, scratch, LINEWATCH_MODEL__STREAMS="1")})
             print(json.dumps({"starts": starts}), flush=True)
             run = long_run(mosquitto.url, scratch, args.minutes, args.fps)
     backend = default_backend()
@@ -157,10 +161,15 @@ def summarise(starts: list[dict[str, Any]], run: dict[str, Any], raw: dict[str, 
     frames = last["frames"] - first["frames"]
     cpu_per_frame = (last["cpu_s"] - first["cpu_s"]) * 1000 / frames if frames else None
     half = [s for s in samples if s["t_s"] >= last["t_s"] / 2]
+    default = [s for s in starts if s.get("streams", "auto") == "auto"]
+    one = [s for s in starts if s.get("streams") == "1"]
     return {
         "backend": backend,
-        "start_to_ready_s": median([s["ready_s"] for s in starts]),
-        "start_to_ready_each_s": [s["ready_s"] for s in starts],
+        "start_to_ready_s": median([s["ready_s"] for s in default]),
+        "start_to_ready_each_s": [s["ready_s"] for s in default],
+        "rss_at_ready_mb": median([s["rss_at_ready_mb"] for s in default]),
+        "one_stream_start_to_ready_s": median([s["ready_s"] for s in one]),
+        "one_stream_rss_at_ready_mb": median([s["rss_at_ready_mb"] for s in one]),
         "peak_rss_mb": round(max(s["peak_rss_mb"] for s in samples), 1),
         "rss_first_mb": first["rss_mb"], "rss_last_mb": last["rss_mb"],
         "rss_slope_mb_per_min_second_half": round(slope_per_min([(s["t_s"], s["rss_mb"]) for s in half]), 3),
@@ -180,6 +189,9 @@ def markdown(report: dict[str, Any]) -> str:
     where = machine.get("gpu") or f"{machine.get('cpu_model')}, {machine.get('cpus')} CPUs"
     rows = [
         ("start to ready (median; each)", f"{s['start_to_ready_s']} s; {s.get('start_to_ready_each_s')}"),
+        ("RSS at ready (median)", f"{s.get('rss_at_ready_mb')} MB"),
+        ("one stream (LINEWATCH_MODEL__STREAMS=1): start to ready / RSS at ready (medians)",
+         f"{s.get('one_stream_start_to_ready_s')} s / {s.get('one_stream_rss_at_ready_mb')} MB"),
         ("peak RSS", f"{s['peak_rss_mb']} MB"),
         ("RSS first / last", f"{s['rss_first_mb']} / {s['rss_last_mb']} MB"),
         ("RSS slope, second half", f"{s['rss_slope_mb_per_min_second_half']} MB/min"),

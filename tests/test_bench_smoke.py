@@ -48,7 +48,8 @@ def test_the_efficiency_benchmark_runs_each_contender_and_writes_its_results(tmp
     _bench(tmp_path, "bench/efficiency.py", "--backends", "openvino", "--seconds", "1", "--rounds", "1")
     report = _written(tmp_path, "efficiency")
     assert report["machine"]["cpu_model"]
-    assert all(report["summary"]["openvino"]["fps"][c] > 0 for c in ("raw", "daemon", "naive", "stream"))
+    assert all(report["summary"]["openvino"]["fps"][c] > 0 for c in ("raw", "raw_streams", "daemon", "daemon_1_stream",
+                                                                   "naive", "stream"))
 
 
 @pytest.fixture
@@ -74,5 +75,6 @@ def test_the_overhead_benchmark_samples_the_daemon_process(tmp_path: Path) -> No
     _bench(tmp_path, "bench/overhead.py", "--minutes", "0.2", "--starts", "1")
     report = _written(tmp_path, "overhead")
     assert report["summary"]["start_to_ready_s"] > 0 and report["summary"]["peak_rss_mb"] > 0
+    assert report["summary"]["one_stream_rss_at_ready_mb"] > 0
     assert len(report["samples"]) >= 2
     assert report["summary"]["glass_to_mqtt_ms"]["n"] > 0

@@ -156,9 +156,10 @@ def test_streams_run_side_by_side_and_each_camera_gets_every_result_in_order(two
     assert stage.failure is None
 
 
-def test_a_worker_that_crashes_fails_the_stage_and_the_others_leave(two_streams: Detector) -> None:
+@pytest.mark.parametrize("stream", [0, 1], ids=["the stage's own thread", "a helper thread"])
+def test_a_worker_that_crashes_fails_the_stage_and_the_others_leave(two_streams: Detector, stream: int) -> None:
     stop, bell, metrics = threading.Event(), Bell(), Metrics()
-    watched = _Watched(two_streams, fail_on_stream=1)
+    watched = _Watched(two_streams, fail_on_stream=stream)
     capture, lane = _camera("cam", "synthetic://line?realtime=false&seed=5", DropPolicy.WAIT, bell, stop, metrics,
                             two_streams.prepare)
     stage = DetectStage(two_streams, [lane], bell, stop, metrics=metrics)
@@ -174,7 +175,7 @@ def test_a_worker_that_crashes_fails_the_stage_and_the_others_leave(two_streams:
         two_streams.infer_frames = watched._real  # type: ignore[method-assign]
     failure = stage.failure
     assert failure is not None and failure.kind is FailureKind.BUG
-    assert "injected failure on stream 1" in failure.reason
+    assert f"injected failure on stream {stream}" in failure.reason
     while lane.results.get(0.0) not in (None, END_OF_STREAM):
         pass
     assert lane.results.get(0.0) is END_OF_STREAM  # the event stage is not left waiting
