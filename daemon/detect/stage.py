@@ -93,7 +93,8 @@ class DetectStage(StageThread):
         try:
             for thread in helpers:
                 thread.start()
-            self._work(0)
+            # Reported at once, not when run() ends: run() first waits for the other workers, which leave on it
+            self._guarded(partial(self._work, 0), self.name)
         finally:
             for thread in helpers:
                 thread.join()

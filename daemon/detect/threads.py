@@ -58,7 +58,7 @@ def limit_runtime_threads(loaded: Any, weights: Path, threads: int) -> str | Non
     if getattr(backend, "ov_compiled_model", None) is not None and isinstance(compile_model, partial):
         # Ultralytics' own Core: a second Core in the process left a signal's delivery crashing (SIGSEGV on the
         # next SIGTERM) once the first was released, on OpenVINO 2026.4
-        core = compile_model.func.__self__
+        core = compile_model.func.__self__  # type: ignore[attr-defined]
         config = {**compile_model.keywords.get("config", {}), "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}
         xml = weights if weights.is_file() else next(weights.glob("*.xml"))
