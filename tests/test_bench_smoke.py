@@ -78,3 +78,10 @@ def test_the_overhead_benchmark_samples_the_daemon_process(tmp_path: Path) -> No
     assert report["summary"]["one_stream_rss_at_ready_mb"] > 0
     assert len(report["samples"]) >= 2
     assert report["summary"]["glass_to_mqtt_ms"]["n"] > 0
+
+
+def test_the_openvino_pinning_benchmark_runs_each_configuration(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    _bench(tmp_path, "bench/openvino_pinning.py", "--rounds", "1", "--seconds", "0.5")
+    report = _written(tmp_path, "openvino_pinning")
+    assert len(report["summary"]) == 3 and all(fps > 0 for fps in report["summary"].values())
