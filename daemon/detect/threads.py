@@ -3,20 +3,22 @@
 On a CPU, one inference spread over every core spends much of its time keeping its threads in step, and any
 other thread of the daemon (a capture decoding the next frame, the event stage, the publisher) that takes a
 core from one of them holds the whole inference up. Independent inferences on one thread each have neither
-cost. Measured on this project's 2-core x86-64 CPU, the raw model on pre-letterboxed tensors
-(bench/results/streams.md):
+cost. Measured on this project's 2-core x86-64 CPU, the raw model on pre-letterboxed tensors, one inference at a
+time on its fastest thread count (2) against two side by side on one thread each (bench/results/efficiency.md):
 
-    backend    one inference on 2 threads    two inferences side by side, 1 thread each
-    ONNX       107 fps                        157 fps
-    OpenVINO   173 fps                        287 fps
+    backend    one at a time    two side by side
+    PyTorch     45 fps           70 fps
+    ONNX       112 fps          161 fps
+    OpenVINO   206 fps          308 fps
 
 So on a CPU the detector runs `streams` inferences side by side, each on its own copy of the model (Ultralytics'
 predictor is not thread-safe, and neither is an OpenVINO compiled model's own request), each on `threads`
 threads. A GPU runs one stream: its batches are already parallel.
 
 ONNX Runtime and OpenVINO size their thread pools from the host's cores, not the container's CPU quota, and
-OpenVINO pins its threads to cores; with two copies both pinned to the same core the two ran at 115 fps
-together. `limit_runtime_threads` rebuilds each runtime's session with the thread count given and no pinning.
+OpenVINO pins its threads to cores: two copies on one thread each, pinned, ran at 0.63x one copy on every core,
+and unpinned at 1.73x (bench/results/openvino_pinning.md). `limit_runtime_threads` rebuilds each runtime's
+session with the thread count given and no pinning.
 """
 
 from __future__ import annotations
