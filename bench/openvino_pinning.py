@@ -6,7 +6,7 @@ CPU) and unpinned, side by side in one run, against one copy on every core.
 The shipped OpenVINO export on pre-letterboxed tensors (320x256, what 640x480 frames become at imgsz 320), no
 pipeline. Each configuration is compiled on one Core, as Ultralytics does, and run from as many Python threads
 as it has copies, each with its own infer request. Rounds interleave the configurations; medians are quoted.
-Saves bench/results/openvino_pinning.json and .md.
+Saves bench/results/openvino_pinning.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -78,9 +78,28 @@ def main() -> int:
              f"{args.seconds:g} s; OpenVINO {openvino.__version__}.", "",
              "| configuration | fps | × one copy |", "|---|---:|---:|"]
     lines += [f"| {name} | {fps:.1f} | {(fps or 0) / base:.2f} |" for name, fps in summary.items()]
-    save("openvino_pinning", {"benchmark": "openvino_pinning", "machine": describe(), "openvino": openvino.__version__,
-                              "summary": summary, "rows": rows}, "\n".join(lines) + "\n")
+    out = save("openvino_pinning", {"benchmark": "openvino_pinning", "machine": describe(),
+                                    "openvino": openvino.__version__, "summary": summary, "rows": rows},
+               "\n".join(lines) + "\n")
+    plot(summary, out.with_suffix(".png"))
     return 0
+
+
+def plot(summary: dict[str, float | None], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    names = list(summary)
+    ax.barh(range(len(names)), [summary[name] or 0 for name in names])
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("frames per second (raw model, all copies together)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

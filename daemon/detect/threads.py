@@ -27,6 +27,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+# Every OpenVINO Core the detector touched, kept for the life of the process. OpenVINO (2026.4) points the calling
+# thread's signal stack (sigaltstack) at memory of its own when a Core is made, and restores the previous one when
+# it is released: Cores released in the order they were made leave it pointing at freed memory, and the next
+# signal (SIGTERM: how systemd and a container stop the daemon) then crashes the process with SIGSEGV. Ultralytics
+# makes a Core per copy of the model; none is ever released.
+_KEPT_CORES: list[Any] = []
+
 MAX_AUTO_STREAMS = 4  # more copies of the model than this only cost memory: one camera rarely has more in flight
 
 
@@ -58,9 +65,8 @@ def limit_runtime_threads(loaded: Any, weights: Path, threads: int) -> str | Non
         return "onnxruntime"
     compile_model = getattr(backend, "compile_model", None)
     if getattr(backend, "ov_compiled_model", None) is not None and isinstance(compile_model, partial):
-        # Ultralytics' own Core: a second Core in the process left a signal's delivery crashing (SIGSEGV on the
-        # next SIGTERM) once the first was released, on OpenVINO 2026.4
-        core = compile_model.func.__self__  # type: ignore[attr-defined]
+        core = compile_model.func.__self__  # type: ignore[attr-defined]  # Ultralytics' Core: no new one (above)
+        _KEPT_CORES.append(core)
         config = {**compile_model.keywords.get("config", {}), "INFERENCE_NUM_THREADS": threads,
                   "ENABLE_CPU_PINNING": False}
         xml = weights if weights.is_file() else next(weights.glob("*.xml"))
