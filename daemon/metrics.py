@@ -77,7 +77,8 @@ class Metrics:
             "From the frame's capture to its event being committed to the outbox", cam,
             buckets=_LATENCY_BUCKETS, registry=registry)
         self.inferences_lost = Counter(
-            "linewatch_inferences_lost", "Inference results the event stage never received (stopping)", cam,
+            "linewatch_inferences_lost",
+            "Inference results the event stage never received (stopping), or frames the model failed on", cam,
             registry=registry)
         self.events_committed = Counter("linewatch_events_committed", "Defect events committed to the outbox", cam,
                                         registry=registry)

@@ -67,8 +67,8 @@ class ModelSettings(Section):
     half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
     streams: int | None = Field(
         None, ge=1, le=16,
-        description="Inferences run side by side, each on its own copy of the model; default: CPU: the container's "
-        "CPU quota, at most 4; GPU: 1")
+        description="Inferences run side by side, each on its own copy of the model; default: CPU: as many as fill "
+        "the container's CPU quota at THREADS each (1 each when unset), at most 4; GPU: 1")
     threads: int | None = Field(
         None, ge=1, le=256,
         description="CPU threads of each stream (torch, ONNX Runtime, OpenVINO; and OpenCV's); default: one stream: "

@@ -105,7 +105,7 @@ class Detector:
 
         limit = cpu_limit()
         self.device = resolve_device(settings.device)
-        self.streams = settings.streams or default_streams(self.device, limit.count)
+        self.streams = settings.streams or default_streams(self.device, limit.count, settings.threads)
         self.threads = settings.threads or default_threads(limit.count, self.streams)  # torch's: set once loaded
         cv2.setNumThreads(self.threads)
         log.info("cpu_threads", streams=self.streams, threads=self.threads, cpus=limit.count,

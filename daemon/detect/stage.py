@@ -61,6 +61,7 @@ class _Pass:
     ended: list[Lane]  # lanes whose results are closed once this pass's results are routed
     found: list[tuple[Detection, ...]] = field(default_factory=list)
     elapsed_ms: float = 0.0
+    failed: bool = False  # its inference raised: its frames were never inspected
 
 
 class DetectStage(StageThread):
@@ -97,7 +98,8 @@ class DetectStage(StageThread):
             self._guarded(partial(self._work, 0), self.name)
         finally:
             for thread in helpers:
-                thread.join()
+                if thread.ident is not None:  # started
+                    thread.join()
             for lane in self._lanes:
                 lane.results.close()
 
@@ -115,8 +117,14 @@ class DetectStage(StageThread):
                 work = _Pass(self._passes, batch, ended)
                 self._passes += 1
             if batch:
-                with self.progress.busy():
-                    work.found, work.elapsed_ms = self._detector.infer_frames([frame for _, frame in batch], stream)
+                try:
+                    with self.progress.busy():
+                        work.found, work.elapsed_ms = self._detector.infer_frames([frame for _, frame in batch],
+                                                                                  stream)
+                except BaseException:
+                    work.failed = True
+                    self._route(work)  # the passes after it still reach their cameras; its frames are counted lost
+                    raise
             self._route(work)
 
     # -- collecting a batch ---------------------------------------------------------------------------------
@@ -182,6 +190,12 @@ class DetectStage(StageThread):
                 self._deliver(ready)
 
     def _deliver(self, work: _Pass) -> None:
+        if work.failed:
+            for lane, frame in work.batch:
+                self._lost[lane.camera_id].inc()
+                log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
+                          reason="the model failed on this frame's batch (the detector stops: exit 1)")
+            work.batch = []
         if work.batch:
             self._batch_size.observe(len(work.batch))
         for (lane, frame), detections in zip(work.batch, work.found, strict=True):

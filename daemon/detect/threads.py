@@ -37,9 +37,11 @@ _KEPT_CORES: list[Any] = []
 MAX_AUTO_STREAMS = 4  # more copies of the model than this only cost memory: one camera rarely has more in flight
 
 
-def default_streams(device: str, cpus: int) -> int:
-    """One inference per CPU of the quota, at most MAX_AUTO_STREAMS; one on a GPU (or MPS)."""
-    return max(1, min(MAX_AUTO_STREAMS, cpus)) if device == "cpu" else 1
+def default_streams(device: str, cpus: int, threads: int | None = None) -> int:
+    """As many streams as fill the CPU quota at `threads` each (one each when not set), at most MAX_AUTO_STREAMS;
+    one on a GPU (or MPS). A configuration that set only the thread count (from before streams: THREADS=3 on
+    4 CPUs) so keeps one stream, rather than running 4 x 3 threads on 4 CPUs."""
+    return max(1, min(MAX_AUTO_STREAMS, cpus // (threads or 1))) if device == "cpu" else 1
 
 
 def default_threads(cpus: int, streams: int) -> int:
@@ -64,7 +66,8 @@ def limit_runtime_threads(loaded: Any, weights: Path, threads: int) -> str | Non
         backend.session = onnxruntime.InferenceSession(str(weights), options, providers=["CPUExecutionProvider"])
         return "onnxruntime"
     compile_model = getattr(backend, "compile_model", None)
-    if getattr(backend, "ov_compiled_model", None) is not None and isinstance(compile_model, partial):
+    if (getattr(backend, "ov_compiled_model", None) is not None and isinstance(compile_model, partial)
+            and compile_model.keywords.get("device_name") == "CPU"):  # not AUTO (an iGPU present): its own pools
         core = compile_model.func.__self__  # type: ignore[attr-defined]  # Ultralytics' Core: no new one (above)
         _KEPT_CORES.append(core)
         config = {**compile_model.keywords.get("config", {}), "INFERENCE_NUM_THREADS": threads,
@@ -73,8 +76,8 @@ def limit_runtime_threads(loaded: Any, weights: Path, threads: int) -> str | Non
         model = core.read_model(model=str(xml), weights=str(xml.with_suffix(".bin")))
         if getattr(backend, "read_model", None) is not None:  # Ultralytics runs this one at fixed shapes
             model.reshape(backend.ov_compiled_model.input().get_partial_shape())
-        backend.compile_model = partial(core.compile_model, device_name=compile_model.keywords["device_name"],
-                                        config=config)
-        backend.ov_compiled_model = backend.compile_model(model)
+        rebuilt = partial(core.compile_model, device_name="CPU", config=config)
+        backend.ov_compiled_model = rebuilt(model)
+        backend.compile_model = rebuilt  # only once it compiled: a refusal leaves Ultralytics' own in place
         return "openvino"
     return None

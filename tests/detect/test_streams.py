@@ -34,6 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_a_cpu_runs_a_stream_per_cpu_of_its_quota_and_a_gpu_one() -> None:
     assert [default_streams("cpu", cpus) for cpus in (1, 2, 3, 8, 64)] == [1, 2, 3, MAX_AUTO_STREAMS, MAX_AUTO_STREAMS]
+    # LINEWATCH_MODEL__THREADS alone: as many streams as fill the quota at that count (found in review: THREADS=3
+    # on 4 CPUs, from before streams, would have run 4 streams x 3 threads)
+    assert [default_streams("cpu", cpus, threads) for cpus, threads in ((4, 3), (2, 1), (8, 2), (2, 4))] == [1, 2, 4, 1]
     assert default_streams("cuda:0", 16) == default_streams("mps", 8) == 1
     # One stream leaves a CPU to the pipeline's own threads; several share the quota, at least one thread each
     assert [default_threads(cpus, 1) for cpus in (1, 2, 8)] == [1, 1, 7]
@@ -180,6 +183,10 @@ def test_a_worker_that_crashes_fails_the_stage_and_the_others_leave(two_streams:
     failure = stage.failure
     assert failure is not None and failure.kind is FailureKind.BUG
     assert f"injected failure on stream {stream}" in failure.reason
-    while lane.results.get(0.0) not in (None, END_OF_STREAM):
-        pass
+    # The frames of the failed batch are counted lost, not dropped silently; what did arrive is in order
+    assert metrics.value("linewatch_inferences_lost_total", camera="cam") >= 1
+    seqs = []
+    while (item := lane.results.get(0.0)) not in (None, END_OF_STREAM):
+        seqs.append(item.frame.seq)  # type: ignore[union-attr]
+    assert seqs == sorted(seqs)
     assert lane.results.get(0.0) is END_OF_STREAM  # the event stage is not left waiting
