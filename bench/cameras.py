@@ -67,15 +67,22 @@ def letterboxed_shape(detector: Any, width: int = 640, height: int = 480) -> tup
     return int(boxed.shape[0]), int(boxed.shape[1])
 
 
+def model_input(detector: Any, batch: int, backend: Any) -> Any:
+    """A random batch already letterboxed to the shape the daemon's frames get, in the backend's precision."""
+    import torch
+
+    height, width = letterboxed_shape(detector)
+    tensor = torch.rand(batch, 3, height, width, device=detector.device)
+    return tensor.half() if getattr(backend, "fp16", False) else tensor.float()
+
+
 def ceiling_fps(detector: Any, batch: int, seconds: float) -> float:
     """The raw model at batch N: the loaded backend's forward pass on tensors already letterboxed to the shape
     the daemon's frames get, synchronised."""
     import torch
 
     backend = detector.loaded
-    height, width = letterboxed_shape(detector)
-    tensor = torch.rand(batch, 3, height, width, device=detector.device)
-    tensor = tensor.half() if getattr(backend, "fp16", False) else tensor.float()
+    tensor = model_input(detector, batch, backend)
     cuda = detector.device.startswith("cuda")
     with torch.inference_mode():
         for _ in range(3):

@@ -94,19 +94,17 @@ def child_raw_streams(args: argparse.Namespace) -> dict[str, Any]:
     from daemon.settings import DEFAULT_MODEL, ModelSettings
 
     sys.path.insert(0, str(SCRIPT.parent))
-    from cameras import letterboxed_shape
+    from cameras import model_input
 
     detector = Detector(ModelSettings(path=DEFAULT_MODEL, backend=args.backend, device=args.device))
     detector.warm_up(640, 480, 3)
-    height, width = letterboxed_shape(detector)
     counts = [0] * detector.streams
     until = time.perf_counter() + 0.5 + args.seconds
     window_start = until - args.seconds
 
     def run(stream: int) -> None:
         backend = detector.backend(stream)
-        tensor = torch.rand(1, 3, height, width, device=detector.device)
-        tensor = tensor.half() if getattr(backend, "fp16", False) else tensor.float()
+        tensor = model_input(detector, 1, backend)
         with torch.inference_mode():
             while (now := time.perf_counter()) < until:
                 backend(tensor)

@@ -116,16 +116,16 @@ class DetectStage(StageThread):
                     continue
                 work = _Pass(self._passes, batch, ended)
                 self._passes += 1
-            if batch:
-                try:
+            try:
+                if batch:
                     with self.progress.busy():
                         work.found, work.elapsed_ms = self._detector.infer_frames([frame for _, frame in batch],
                                                                                   stream)
-                except BaseException:
-                    work.failed = True
-                    self._route(work)  # the passes after it still reach their cameras; its frames are counted lost
-                    raise
-            self._route(work)
+            except BaseException:
+                work.failed = True  # its frames are counted lost; the passes after it still reach their cameras
+                raise
+            finally:
+                self._route(work)
 
     # -- collecting a batch ---------------------------------------------------------------------------------
     def _collect(self, ended: list[Lane]) -> list[tuple[Lane, Frame]]:
@@ -195,9 +195,13 @@ class DetectStage(StageThread):
                 self._lost[lane.camera_id].inc()
                 log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
                           reason="the model failed on this frame's batch (the detector stops: exit 1)")
-            work.batch = []
-        if work.batch:
-            self._batch_size.observe(len(work.batch))
+        elif work.batch:
+            self._hand_over(work)
+        for lane in work.ended:
+            lane.results.close()
+
+    def _hand_over(self, work: _Pass) -> None:
+        self._batch_size.observe(len(work.batch))
         for (lane, frame), detections in zip(work.batch, work.found, strict=True):
             self._inspected[lane.camera_id].inc()
             self._inference_s[lane.camera_id].observe(work.elapsed_ms / 1000.0)
@@ -208,5 +212,3 @@ class DetectStage(StageThread):
                 self._lost[lane.camera_id].inc()
                 log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
                           detections=len(detections), reason="the event stage stopped before it took the result")
-        for lane in work.ended:
-            lane.results.close()
