@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Literal
 
 from daemon.outbox.bounds import counter_key, enforce, kind_totals, log_drop
+from daemon.outbox.connection import prepare, rollback_quietly
 from daemon.outbox.errors import (
     OutboxError,
     OutboxFullError,
@@ -40,14 +41,7 @@ from daemon.outbox.errors import (
     translate,
 )
 from daemon.outbox.reserve import Reserve
-from daemon.outbox.schema import (
-    APPLICATION_ID,
-    DEFECT,
-    EVENT_COLUMNS,
-    JOURNAL_SIZE_LIMIT,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-)
+from daemon.outbox.schema import DEFECT, EVENT_COLUMNS
 from daemon.outbox.types import DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
@@ -105,7 +99,8 @@ class Outbox:
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves rather than trust implicit transactions.
             conn = sqlite3.connect(self._path, busy_timeout_s, isolation_level=None, check_same_thread=False)
-            self._setup(conn, synchronous, busy_timeout_s)
+            prepare(conn, self._path, synchronous=synchronous, busy_timeout_s=busy_timeout_s,
+                    reserve_bytes=self._reserve.size, max_file_bytes=self._limits.max_file_bytes)
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -126,45 +121,6 @@ class Outbox:
         """True from a full filesystem until the reserve could be set aside again (space came back)."""
         return self._reserve.released
 
-    def _setup(self, conn: sqlite3.Connection, synchronous: str, busy_timeout_s: float) -> None:
-        # Outside a transaction, as journal_mode requires; also the first read, so a non-database fails here.
-        mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
-        if mode.lower() != "wal":
-            raise OutboxError(f"outbox {self._path}: journal_mode is {mode!r}, need WAL (not on a network FS)")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-        if self._reserve.size:
-            # The WAL is checkpointed before it outgrows a quarter of the reserve (one transaction adds a few pages
-            # past that), so on a full disk, with the reserve released, the checkpoint always has room.
-            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            conn.execute(f"PRAGMA wal_autocheckpoint={max(4, min(1000, self._reserve.size // 4 // page_size))}")
-        if self._limits.max_file_bytes:
-            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            pages = max(1, self._limits.max_file_bytes // page_size)
-            conn.execute(f"PRAGMA max_page_count={pages}")
-        # Version read inside BEGIN IMMEDIATE so two processes starting at once cannot both migrate.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise OutboxError(
-                    f"outbox {self._path} has schema v{version}, newer than this linewatch"
-                    f" (v{SCHEMA_VERSION}); refusing to downgrade it"
-                )
-            has_tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-            if (version == 0 and has_tables) or (version > 0 and app_id != APPLICATION_ID):
-                raise OutboxError(f"{self._path} is an SQLite database but not a linewatch outbox")
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target - 1]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={target}")
-            conn.execute("COMMIT")
-        except BaseException:
-            _rollback_quietly(conn)
-            raise
-
     @contextmanager
     def _tx(self, op: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:
         """Lock + one transaction; commit on success, roll back on any error.
@@ -182,7 +138,7 @@ class Outbox:
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
-                    _rollback_quietly(conn)
+                    rollback_quietly(conn)
                     raise
             except sqlite3.Error as exc:
                 raise translate(exc, f"outbox {op} failed ({self._path})") from exc
@@ -408,13 +364,3 @@ class Outbox:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _rollback_quietly(conn: sqlite3.Connection) -> None:
-    # After SQLITE_FULL/IOERR SQLite may have rolled back already; a failing ROLLBACK must not hide the
-    # error that got us here.
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            log.exception("outbox_rollback_failed")
