@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from daemon.settings import ConfigError, Settings, known_variables, load_setting
 if TYPE_CHECKING:
     from daemon.metrics import Metrics
     from daemon.ops.health import Health
+    from daemon.outbox import Outbox
 
 
 def _load_or_report() -> Settings | None:
@@ -93,10 +95,33 @@ def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[],
 
 def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
                   health: Health, stderr: Callable[[str], None]) -> int:
-    from daemon.app import App, open_outbox, warm_up_batch
+    from daemon.app import open_outbox
+    from daemon.outbox import DropReport, OutboxError, log_drop
+
+    log = get_logger("linewatch")
+
+    def on_drop(report: DropReport) -> None:
+        log_drop(report)
+        counter = metrics.events_dropped if report.kind == "defect" else metrics.snapshots_dropped
+        counter.labels(report.reason.value).inc(report.dropped)
+
+    try:  # before the model: a state directory that cannot be used is known in a moment, not after the load
+        outbox = open_outbox(settings, on_drop)
+    except (OutboxError, OSError) as exc:
+        log.error("outbox_unusable", error=str(exc), dir=str(settings.outbox.dir), exit_code=int(ExitCode.BOOT))
+        return ExitCode.BOOT
+    try:
+        return _load_model_and_run(settings, stop, on_tick, metrics, health, stderr, outbox)
+    finally:
+        outbox.close()
+
+
+def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
+                        health: Health, stderr: Callable[[str], None], outbox: Outbox) -> int:
+    from daemon.app import App, warm_up_batch
     from daemon.detect.model import Detector, ModelLoadError
     from daemon.ops.fingerprint import fingerprint
-    from daemon.outbox import DropReport, OutboxError, log_drop
+    from daemon.settings_mqtt import TlsFilesError
 
     log = get_logger("linewatch")
     try:
@@ -119,21 +144,14 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
         return ExitCode.CONFIG
     prints = fingerprint(detector.info.sha256, detector.device)
     metrics.build.info({**prints, "model_sha256": detector.info.sha256})
-
-    def on_drop(report: DropReport) -> None:
-        log_drop(report)
-        counter = metrics.events_dropped if report.kind == "defect" else metrics.snapshots_dropped
-        counter.labels(report.reason.value).inc(report.dropped)
-
-    try:
-        outbox = open_outbox(settings, on_drop)
-    except (OutboxError, OSError) as exc:
-        log.error("outbox_unusable", error=str(exc), dir=str(settings.outbox.dir), exit_code=int(ExitCode.BOOT))
-        return ExitCode.BOOT
     if stop.is_set():
-        outbox.close()
         return ExitCode.OK
-    app = App(settings, stop, detector, outbox, metrics=metrics, health=health, fingerprint=prints)
+    try:
+        app = App(settings, stop, detector, outbox, metrics=metrics, health=health, fingerprint=prints)
+    except TlsFilesError as exc:  # checked at start-up; replaced since by a file OpenSSL refuses
+        stderr(f"config error: {exc}\n")
+        log.error("config_error", problems=[str(exc)], exit_code=int(ExitCode.CONFIG))
+        return ExitCode.CONFIG
     health.model_ready.set()
     return app.run(on_tick)
 
@@ -199,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a value with bytes that are not UTF-8 is escaped, never a crash
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     # The tools parse their own options (argparse's REMAINDER drops a leading "--option" after a subcommand).
     tools = {"export": cmd_export, "export-dataset": cmd_export_dataset}
     if argv and argv[0] in tools:

@@ -16,12 +16,22 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from daemon.redact import redact_values
+
 # Ultralytics installs its own handler on import; we take these loggers over so their lines are JSON too.
 _FOREIGN_LOGGERS = ("ultralytics", "paho", "amqtt", "transitions", "passlib")
 
 
 def _add_thread(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     event.setdefault("thread", threading.current_thread().name)
+    return event
+
+
+def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """No credential reaches the log: a camera URL, an FFmpeg line or an exception may carry one."""
+    for key, value in event.items():
+        if isinstance(value, str | dict | list | tuple):
+            event[key] = redact_values(value)
     return event
 
 
@@ -53,6 +63,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _redact,
             renderer,
         ],
     )

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 import json
 import os
 import re
+import socket
+import threading
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
-from daemon.settings_base import Section
+from daemon.redact import redact, redact_url
+from daemon.settings_base import Section, model_at, nested_model, read_small_file, unknown_key_hint
 from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, check_camera_id
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
 from daemon.settings_mqtt import MqttSettings, broker_address
@@ -38,12 +49,45 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")
 MAX_CAMERAS = 64
 
 
+_LINE_MAX = 400  # a problem line longer than this is cut in the middle: its variable and its hint stay
+
+
+def _one_line(problem: str) -> str:
+    text = " ".join(problem.split())
+    return text if len(text) <= _LINE_MAX else f"{text[:_LINE_MAX // 2]} […] {text[-_LINE_MAX // 2:]}"
+
+
 class ConfigError(Exception):
-    """Invalid configuration: `problems` holds one human line per problem (exit code 2)."""
+    """Invalid configuration: `problems` holds one human line per problem (exit code 2), each on one line, of
+    bounded length, with credentials redacted (a value may be a camera URL with its password)."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        self.problems = [redact(_one_line(problem)) for problem in problems]
+        super().__init__("\n".join(self.problems))
+
+
+_RESOLVE_S = 2.0
+
+
+def resolve_bind_address(host: str, port: int) -> None:
+    """ValueError unless `host` is an address or a name this machine resolves (within a deadline: a resolver that
+    does not answer must not hang check-config)."""
+    answer: list[str] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            answer.append("")
+        except (OSError, UnicodeError, ValueError) as exc:
+            answer.append(str(exc) or type(exc).__name__)
+
+    worker = threading.Thread(target=lookup, name="config:resolve", daemon=True)
+    worker.start()
+    worker.join(_RESOLVE_S)
+    if not answer:
+        raise ValueError(f"{host!r} did not resolve within {_RESOLVE_S:g} s")
+    if answer[0]:
+        raise ValueError(f"{host!r} is not an address this machine has or resolves ({answer[0]})")
 
 
 def _default_state_dir() -> Path:
@@ -59,7 +103,8 @@ class ModelSettings(Section):
         "auto", description="Runtime; auto: the fastest export beside the .pt this device can run "
         "(CUDA: engine > pt; CPU: openvino > onnx > pt)")
     device: str = Field("auto", description="auto|cpu|cuda|cuda:N; auto picks CUDA when available")
-    imgsz: int | None = Field(None, description="Inference size in pixels; default: the model's training size")
+    imgsz: int | None = Field(
+        None, ge=32, le=4096, description="Inference size in pixels; default: the model's training size")
     # The floor handed to the model: nothing below it is ever seen. Above it the rules decide what is a defect
     # (LINEWATCH_RULES__MIN_CONFIDENCE, 0.7 by default); weaker detections still keep a defect's track alive.
     confidence: float = Field(0.25, gt=0, le=1, description="Floor handed to the model (rules decide above it)")
@@ -122,14 +167,27 @@ class LogSettings(Section):
 
 class OutboxSettings(Section):
     dir: Path = Field(default_factory=_default_state_dir, description="State directory (outbox database)")
-    max_mb: float = Field(256.0, gt=0, description="Outbox size bound; the oldest events go beyond it")
-    max_age_h: float = Field(168.0, gt=0, description="Outbox age bound; older events are dropped")
+    max_mb: float = Field(256.0, gt=0, le=1024 * 1024, description="Outbox size bound; the oldest events go beyond it")
+    max_age_h: float = Field(168.0, gt=0, le=87600, description="Outbox age bound; older events are dropped")
     sync: Literal["full", "normal"] = Field("full", description="SQLite fsync policy; full survives power loss")
     snapshot_max_mb: float = Field(
         64.0, gt=0, le=65536, description="Snapshots' own bound in the outbox; pictures go before any defect event")
     reserve_mb: float = Field(
         8.0, ge=0, le=1024,
         description="Disk space set aside beside the outbox, lent to SQLite when the disk fills up; 0: none")
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_usable(cls, value: Path) -> Path:
+        """The directory, or the nearest folder above it that exists (run creates the rest), is writable."""
+        existing = value
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{str(existing)!r} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{str(existing)!r} is not writable by this user (uid {os.geteuid()})")
+        return value
 
 
 class PipelineSettings(Section):
@@ -141,14 +199,44 @@ class PipelineSettings(Section):
 
 class HttpSettings(Section):
     enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics")
-    host: str = Field("0.0.0.0", description="Bind address of the ops HTTP server (127.0.0.1: this host only)")
+    host: str = Field("0.0.0.0", max_length=253,
+                      description="Bind address of the ops HTTP server (127.0.0.1: this host only)")
     port: int = Field(9464, ge=1, le=65535, description="Port of the ops HTTP server")
+
+    @field_validator("host")
+    @classmethod
+    def _host_resolves(cls, value: str) -> str:
+        if value:  # "": every interface
+            resolve_bind_address(value, 9464)
+        return value
+
+
+# The variables load_settings() was given: the process environment over the env file's.
+_ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("linewatch_environ")
+
+
+class _GivenEnvironment(EnvSettingsSource):
+    """pydantic-settings' environment source, reading the mapping load_settings() was given instead of
+    os.environ (the env file is read, bounded and checked, by load_settings itself)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        given = _ENVIRON.get(os.environ)
+        return {name.lower(): value for name, value in given.items() if name.upper().startswith(ENV_PREFIX)}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False,
+        allow_inf_nan=False,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _GivenEnvironment(settings_cls)
 
     # One camera (the shorthand) or several, each by its id; never both. See `camera_configs`.
     camera: CameraSettings | None = Field(None, description="One camera: LINEWATCH_CAMERA__<FIELD>")
@@ -248,17 +336,14 @@ def known_variables() -> dict[str, str]:
 
     def walk(model: type[BaseModel], loc: tuple[str, ...]) -> None:
         for name, sub in model.model_fields.items():
-            annotation, args = sub.annotation, get_args(sub.annotation)
-            if len(args) == 2 and type(None) in args and get_origin(annotation) is not dict:  # X | None
-                annotation = next(arg for arg in args if arg is not type(None))
-                args = get_args(annotation)
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            nested, is_map = nested_model(sub.annotation)
+            if nested is not None and not is_map:
                 if loc:  # a nested section is also accepted whole, as JSON
                     known[env_name((*loc, name))] = sub.description or ""
-                walk(annotation, (*loc, name))
-            elif get_origin(annotation) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+                walk(nested, (*loc, name))
+            elif nested is not None:
                 known[env_name((*loc, name))] = (sub.description or "") + " (or the whole map as one JSON object)"
-                walk(args[1], (*loc, name, ANY_NAME))
+                walk(nested, (*loc, name, ANY_NAME))
             else:
                 known[env_name((*loc, name))] = sub.description or ""
 
@@ -292,53 +377,83 @@ def _unparsable_json(env: Mapping[str, str]) -> list[str]:
         if name.upper().startswith(ENV_PREFIX) and value.lstrip()[:1] in ("[", "{"):
             try:
                 json.loads(value)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 problems.append(f"{name.upper()}: not valid JSON ({exc})")
     return problems
 
 
-# Errors raised by a whole section's validator, and the variable that caused them.
+# Errors raised by a whole section's validator (location ending in the first), and the field that caused them.
 _SECTION_ERRORS = (
-    (("rules",), "inline JSON", ("rules", "inline")),
-    (("rules",), "", ("rules", "file")),
-    (("events",), "confirm_hits", ("events", "confirm_hits")),
+    ("rules", "inline JSON", "inline"),
+    ("rules", "rules file", "file"),
+    ("events", "confirm_hits", "confirm_hits"),
 )
 
 
+def _shown(value: object) -> str:
+    text = repr(str(value) if isinstance(value, Path) else value)
+    return text if len(text) <= 80 else f"{text[:60]}…{text[-12:]} ({len(text)} characters)"
+
+
 def _describe(error: ErrorDetails) -> str:
-    loc = tuple(error["loc"])
+    loc = tuple(str(part) for part in error["loc"])
     message = str(error["msg"]).removeprefix("Value error, ")
-    loc = next((named for section, needle, named in _SECTION_ERRORS if loc == section and needle in message), loc)
-    if not loc:  # the whole settings' validator: its message names the variables
+    for section, needle, field in _SECTION_ERRORS:
+        if loc[-1:] == (section,) and needle in message:
+            loc = (*loc, field)
+            break
+    if not loc or message.startswith(ENV_PREFIX):  # a validator over several variables: its message names them
         return message
     if error["type"] == "missing":
         return f"{env_name(loc)}: required but not set"
+    if error["type"] == "extra_forbidden":
+        model = model_at(Settings, loc[:-1])
+        hint = unknown_key_hint(model, loc[-1]) if model is not None else ""
+        return f"{env_name(loc)}: unknown setting {loc[-1]!r} (a variable, or a key of a JSON value){hint}"
     shown = error.get("input")
-    secret = any("password" in str(part) for part in loc)
-    if isinstance(shown, Path):
-        shown = str(shown)
-    value = "" if secret or isinstance(shown, dict) or message.find(repr(shown)) >= 0 else f" (got {shown!r})"
-    return f"{env_name(loc)}: {message}{value}"
+    secret = any("password" in part for part in loc)
+    quiet = secret or isinstance(shown, dict | list) or repr(shown) in message
+    return f"{env_name(loc)}: {message}{'' if quiet else f' (got {_shown(shown)})'}"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of an env file: a small regular UTF-8 file (ConfigError naming LINEWATCH_ENV_FILE else)."""
+    try:
+        data = read_small_file(path)
+    except ValueError as exc:
+        raise ConfigError([f"{ENV_FILE_VAR}: {exc}"]) from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"{ENV_FILE_VAR}: {str(path)!r} is not UTF-8 text (byte {data[exc.start]:#04x} on "
+                           f"line {line}); save it as UTF-8"]) from None
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the configuration once. Raises ConfigError listing every problem."""
-    env = os.environ if environ is None else environ
-    env_file = env.get(ENV_FILE_VAR)
+    """Read and validate the configuration once: `environ` (default: the process environment) over the env file
+    it names. Raises ConfigError listing every problem; nothing else, whatever the input."""
+    env = dict(os.environ if environ is None else environ)
     problems: list[str] = []
-    if env_file:
-        path = Path(env_file)
-        if not path.is_file() or not os.access(path, os.R_OK):
-            raise ConfigError([f"{ENV_FILE_VAR}: cannot read env file {env_file!r}"])
-        problems += _unknown_variables(dotenv_values(path).keys(), f" in {env_file}")
-    problems += _unknown_variables(env.keys(), "")
+    file_values: dict[str, str] = {}
+    if env_file := env.get(ENV_FILE_VAR):
+        file_values = read_env_file(Path(env_file))
+        problems += _unknown_variables(file_values, f" in {env_file}")
+    problems += _unknown_variables(env, "")
+    merged = {**file_values, **env}
+    token = _ENVIRON.set(merged)
     try:
-        settings = Settings(_env_file=env_file or None)  # type: ignore[call-arg]
+        settings = Settings()  # type: ignore[call-arg]  # the fields come from the environment
     except ValidationError as exc:
-        problems += [_describe(err) for err in exc.errors() if err["type"] != "extra_forbidden"]
+        unknown = {problem.split(":", 1)[0] for problem in problems}
+        described = [_describe(err) for err in exc.errors()]
+        problems += [line for line in described if line.split(":", 1)[0] not in unknown]
     except SettingsError as exc:
-        merged = {**(dotenv_values(env_file) if env_file else {}), **env}
-        problems += _unparsable_json({k: v for k, v in merged.items() if v is not None}) or [str(exc)]
+        problems += _unparsable_json(merged) or [f"settings could not be read: {exc}"]
+    finally:
+        _ENVIRON.reset(token)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -362,7 +477,8 @@ def masked_view(settings: Settings) -> dict[str, object]:
         view[f"(effective) {config.env} id"] = config.camera_id
         view[f"(effective) {config.env} source kind"] = config.camera.source.kind.value
     view["(effective) mqtt client id"] = settings.mqtt_client_id
-    return view
+    return {name: (redact_url if name.endswith("__URL") else redact)(value) if isinstance(value, str) else value
+            for name, value in view.items()}
 
 
 __all__ = ["ConfigError", "Settings", "SourceKind", "broker_address", "load_settings", "masked_view"]

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from daemon.publish.topics import DAEMON_LEVEL
-from daemon.settings_base import Section
+from daemon.settings_base import Section, read_small_file
 from daemon.settings_events import RulesSettings
 from daemon.sources.factory import SourceOptions
-from daemon.sources.url import CameraUrl, parse_camera_url
+from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
 
 TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -23,7 +25,13 @@ class CameraSettings(Section):
         description="rtsp://…, /dev/videoN or v4l2:///dev/videoN, file:///path.mp4 or a path, "
         "synthetic://line?…, gst://<pipeline ending in appsink>"
     )
-    id: str | None = Field(None, description="Stable camera id used in topics; derived from the URL if unset")
+    id: str | None = Field(None, max_length=128,
+                           description="Stable camera id used in topics; derived from the URL if unset")
+    username: str | None = Field(
+        None, max_length=256, description="RTSP: the camera's user name, instead of one in the URL")
+    password_file: Path | None = Field(
+        None, description="RTSP: file holding the camera's password (Docker/systemd secret), read at each connect; "
+        "keeps it out of the URL and the environment")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; TCP survives loss")
     open_timeout_s: float = Field(10.0, gt=0, le=300, description="Deadline to open the stream")
     read_timeout_s: float = Field(5.0, gt=0, le=300, description="Deadline for one frame read")
@@ -33,7 +41,7 @@ class CameraSettings(Section):
     width: int | None = Field(None, gt=0, le=16384, description="V4L2 requested width")
     height: int | None = Field(None, gt=0, le=16384, description="V4L2 requested height")
     fps: float | None = Field(None, gt=0, le=1000, description="V4L2 requested frame rate")
-    exposure: float | None = Field(None, description="V4L2 manual exposure, in the driver's units")
+    exposure: float | None = Field(None, ge=-1e6, le=1e6, description="V4L2 manual exposure, in the driver's units")
     wait_for_device: bool = Field(False, description="V4L2: retry a missing device instead of exiting 4")
     stall_timeout_s: float | None = Field(
         None, gt=0, le=600, description="Reopen after this long without a frame; default max(5 s, 10 frame intervals)"
@@ -48,6 +56,20 @@ class CameraSettings(Section):
     @classmethod
     def _url_parses(cls, value: str) -> str:
         parse_camera_url(value)  # raises ValueError with the accepted forms
+        return value
+
+    @field_validator("username", "password_file")
+    @classmethod
+    def _credentials_for_rtsp(cls, value: str | Path | None, info: ValidationInfo) -> str | Path | None:
+        url = info.data.get("url")
+        if value is None or url is None:
+            return value
+        if parse_camera_url(url).kind is not SourceKind.RTSP:
+            raise ValueError("only an rtsp:// camera takes a user name or a password file")
+        if info.field_name == "password_file":
+            read_small_file(Path(value))
+            if urlsplit(url).password is not None:
+                raise ValueError("the camera URL holds a password already: take it out of the URL")
         return value
 
     @field_validator("id")
@@ -81,7 +103,7 @@ class CameraSettings(Section):
             rtsp_transport=self.rtsp_transport, open_timeout_s=self.open_timeout_s,
             read_timeout_s=self.read_timeout_s, loop=self.loop, realtime=self.pace == "realtime",
             fourcc=self.fourcc, width=self.width, height=self.height, fps=self.fps, exposure=self.exposure,
-            wait_for_device=self.wait_for_device)
+            wait_for_device=self.wait_for_device, username=self.username, password_file=self.password_file)
 
 
 def check_camera_id(value: str) -> None:

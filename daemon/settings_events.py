@@ -15,10 +15,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.settings_base import Section, read_small_file
+from daemon.settings_base import Section, read_small_file, unknown_keys
 
 Point = tuple[float, float]
 Polygon = list[Point]
+MAX_AREA_PX = 1e9  # more than a 16384 x 16384 frame
+MAX_POLYGONS, MAX_POINTS, MAX_PIXEL = 64, 4096, 1e6
 
 
 class EventsSettings(Section):
@@ -51,8 +53,10 @@ class SnapshotSettings(Section):
 
 class ClassRule(Section):
     min_confidence: float | None = Field(None, gt=0, le=1, description="Threshold for this class")
-    min_area_px: float | None = Field(None, ge=0, description="Smallest box area, in pixels of the frame")
-    max_area_px: float | None = Field(None, gt=0, description="Largest box area, in pixels of the frame")
+    min_area_px: float | None = Field(
+        None, ge=0, le=MAX_AREA_PX, description="Smallest box area, in pixels of the frame")
+    max_area_px: float | None = Field(
+        None, gt=0, le=MAX_AREA_PX, description="Largest box area, in pixels of the frame")
     min_track_frames: int | None = Field(None, ge=1, le=10000, description="Frames seen before it may be a defect")
     ignore: bool = Field(False, description="Drop this class altogether")
 
@@ -61,18 +65,20 @@ class RoiSettings(Section):
     units: Literal["normalized", "pixels"] = Field(
         "normalized", description="Polygon coordinates: 0..1 of the frame, or pixels")
     include: list[Polygon] = Field(
-        default_factory=list, description="JSON list of polygons [[x, y], ...]; a detection must lie in one")
+        default_factory=list, max_length=MAX_POLYGONS,
+        description="JSON list of polygons [[x, y], ...]; a detection must lie in one")
     exclude: list[Polygon] = Field(
-        default_factory=list, description="JSON list of polygons; a detection in any of them is dropped")
+        default_factory=list, max_length=MAX_POLYGONS,
+        description="JSON list of polygons; a detection in any of them is dropped")
 
     @field_validator("include", "exclude")
     @classmethod
     def _polygons(cls, polygons: list[Polygon]) -> list[Polygon]:
         for number, polygon in enumerate(polygons, 1):
-            if len(polygon) < 3:
-                raise ValueError(f"polygon {number} has {len(polygon)} points; a polygon needs at least 3")
-            if not all(math.isfinite(v) for point in polygon for v in point):
-                raise ValueError(f"polygon {number} has a coordinate that is not a finite number")
+            if not 3 <= len(polygon) <= MAX_POINTS:
+                raise ValueError(f"polygon {number} has {len(polygon)} points; a polygon has 3 to {MAX_POINTS}")
+            if not all(math.isfinite(v) and abs(v) <= MAX_PIXEL for point in polygon for v in point):
+                raise ValueError(f"polygon {number} has a coordinate that is not a finite number up to {MAX_PIXEL:g}")
         return polygons
 
     @model_validator(mode="after")
@@ -100,13 +106,15 @@ def merge_layers(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 class RulesSettings(Section):
     file: Path | None = Field(None, description="JSON file with rules (the same keys as below); lowest layer")
-    inline: str | None = Field(None, description="Rules as inline JSON; overrides the file")
+    inline: str | None = Field(None, max_length=256 * 1024, description="Rules as inline JSON; overrides the file")
     # 0.7: the operating point chosen on a validation seed (models/MODEL_CARD.md).
     min_confidence: float = Field(
         0.7, gt=0, le=1, description="A detection counts as a defect sighting from this confidence up, every class")
     ignore: str = Field("", description="Comma-separated classes to drop altogether")
-    min_area_px: float | None = Field(None, ge=0, description="Smallest box area in pixels, every class")
-    max_area_px: float | None = Field(None, gt=0, description="Largest box area in pixels, every class")
+    min_area_px: float | None = Field(
+        None, ge=0, le=MAX_AREA_PX, description="Smallest box area in pixels, every class")
+    max_area_px: float | None = Field(
+        None, gt=0, le=MAX_AREA_PX, description="Largest box area in pixels, every class")
     min_track_frames: int | None = Field(None, ge=1, le=10000, description="Frames seen before it may be a defect")
     classes: dict[str, ClassRule] = Field(
         default_factory=dict, description="Per class: LINEWATCH_RULES__CLASSES__<CLASS>__<FIELD>")
@@ -120,8 +128,17 @@ class RulesSettings(Section):
             return data
         layered: dict[str, Any] = {}
         if data.get("file"):
-            layered = _json_object(read_small_file(Path(data["file"])).decode("utf-8", "replace"),
-                                   f"rules file {data['file']}")
+            if not isinstance(data["file"], str | Path):
+                raise ValueError("rules file: give the path of a JSON file")
+            origin = f"rules file {str(data['file'])!r}"
+            try:
+                text = read_small_file(Path(data["file"])).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{origin} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as "
+                                 "UTF-8") from None
+            except ValueError as exc:
+                raise ValueError(f"rules file: {exc}") from None
+            layered = _json_object(text, origin)
             layered.pop("file", None)
         if data.get("inline"):
             inline = _json_object(str(data["inline"]), "inline JSON")
@@ -154,8 +171,12 @@ class RulesSettings(Section):
 def _json_object(text: str, origin: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError(f"{origin} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ValueError(f"{origin} must be a JSON object with keys such as classes, ignore, roi")
+    unknown = list(unknown_keys(RulesSettings, value))
+    if unknown:
+        raise ValueError(f"{origin} has an unknown key {unknown[0]}"
+                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
     return value

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from daemon.files import read_secret
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_cameras import TOPIC_WORD
 
@@ -15,7 +17,7 @@ from daemon.settings_cameras import TOPIC_WORD
 class MqttSettings(Section):
     url: str = Field("mqtt://localhost:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
     username: str | None = Field(None, description="Broker user name")
-    password: SecretStr | None = Field(None, description="Broker password (prefer PASSWORD_FILE)")
+    password: SecretStr | None = Field(None, max_length=4096, description="Broker password (prefer PASSWORD_FILE)")
     password_file: Path | None = Field(None, description="File holding the password (Docker/systemd secret)")
     topic_prefix: str = Field("linewatch", description="First topic level: {prefix}/{camera_id}/…")
     client_id: str | None = Field(None, description="MQTT client id; default linewatch-{camera_id}")
@@ -44,6 +46,22 @@ class MqttSettings(Section):
             read_small_file(value)
         return value
 
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_parses(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            tls_context(value, None, None)
+        return value
+
+    @model_validator(mode="after")
+    def _client_certificate_usable(self) -> MqttSettings:
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError("LINEWATCH_MQTT__TLS_KEY_FILE: set without LINEWATCH_MQTT__TLS_CERT_FILE, the "
+                             "certificate it belongs to")
+        if self.tls_cert_file is not None:
+            tls_context(None, self.tls_cert_file, self.tls_key_file)
+        return self
+
     @field_validator("client_id")
     @classmethod
     def _client_id_is_a_topic_level(cls, value: str | None) -> str | None:
@@ -63,7 +81,7 @@ class MqttSettings(Section):
     def password_value(self) -> str | None:
         """The password, read from PASSWORD_FILE at call time so a rotated secret is picked up."""
         if self.password_file is not None:
-            return read_small_file(self.password_file).decode("utf-8", "replace").rstrip("\r\n")
+            return read_secret(self.password_file)
         return self.password.get_secret_value() if self.password else None
 
 
@@ -77,3 +95,44 @@ def broker_address(url: str) -> tuple[str, int, bool]:
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range 1-65535")
     return match.group(2).strip("[]"), port, tls
+
+
+class TlsFilesError(ValueError):
+    """A CA, certificate or key file OpenSSL refuses; the message names the variable (exit code 2)."""
+
+
+def _openssl_words(exc: ssl.SSLError) -> str:
+    return str(exc.reason).replace("_", " ").lower() if exc.reason else str(exc)
+
+
+def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
+    """The client TLS context for these files: TLS 1.2 or later, the broker's certificate and name checked
+    (against `ca_file`, or the system store). TlsFilesError names the variable whose file cannot be used: not
+    PEM, no certificate in it, a key that does not match its certificate, a key with a passphrase."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        text = read_small_file(ca_file).decode("utf-8", "replace")
+        try:
+            context.load_verify_locations(cadata=text)
+        except (ssl.SSLError, ValueError) as exc:
+            words = _openssl_words(exc) if isinstance(exc, ssl.SSLError) else str(exc)
+            raise TlsFilesError(f"LINEWATCH_MQTT__TLS_CA_FILE: {str(ca_file)!r} holds no usable PEM certificate "
+                                f"({words})") from None
+    if cert_file is not None:
+        key_text = read_small_file(key_file or cert_file).decode("utf-8", "replace")
+        variable = "LINEWATCH_MQTT__TLS_KEY_FILE" if key_file else "LINEWATCH_MQTT__TLS_CERT_FILE"
+        if "ENCRYPTED" in key_text:
+            raise TlsFilesError(f"{variable}: the private key is protected by a passphrase, which linewatch cannot "
+                                "be given; store it unencrypted with restrictive permissions (or as a credential)")
+        try:
+            # password: never let OpenSSL ask for one on the terminal (a service would hang on the prompt).
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            words = _openssl_words(exc) if isinstance(exc, ssl.SSLError) else str(exc)
+            if "mismatch" in words:
+                raise TlsFilesError(f"LINEWATCH_MQTT__TLS_KEY_FILE: the key does not belong to the certificate in "
+                                    f"LINEWATCH_MQTT__TLS_CERT_FILE ({words})") from None
+            raise TlsFilesError(f"LINEWATCH_MQTT__TLS_CERT_FILE: {str(cert_file)!r} and its key are not a usable "
+                                f"PEM certificate and private key ({words})") from None
+    return context

@@ -36,7 +36,7 @@ def valid_env(model_path: Path, line_video: Path, tmp_path: Path) -> dict[str, s
 
 BAD_VALUES = {
     "bad URL scheme": ("LINEWATCH_CAMERA__URL", "http://camera.local/stream", "accepted: rtsp://"),
-    "negative imgsz": ("LINEWATCH_MODEL__IMGSZ", "-640", "positive multiple of 32"),
+    "negative imgsz": ("LINEWATCH_MODEL__IMGSZ", "-640", "greater than or equal to 32"),
     "unknown device": ("LINEWATCH_MODEL__DEVICE", "tpu0", "accepted: auto, cpu, cuda, cuda:N"),
     "no streams": ("LINEWATCH_MODEL__STREAMS", "0", "greater than or equal to 1"),
     "missing model file": ("LINEWATCH_MODEL__PATH", "/nonexistent/model.pt", "no model file"),
@@ -47,7 +47,7 @@ BAD_VALUES = {
     "QoS zero": ("LINEWATCH_MQTT__QOS", "0", "greater than or equal to 1"),
     "class threshold above 1": ("LINEWATCH_RULES__CLASSES__SCRATCH__MIN_CONFIDENCE", "1.5", "less than or equal to 1"),
     "ROI that is not JSON": ("LINEWATCH_RULES__ROI__INCLUDE", "[[0, 1]", "not valid JSON"),
-    "ROI polygon of two points": ("LINEWATCH_RULES__ROI__EXCLUDE", "[[[0, 0], [1, 0]]]", "at least 3"),
+    "ROI polygon of two points": ("LINEWATCH_RULES__ROI__EXCLUDE", "[[[0, 0], [1, 0]]]", "a polygon has 3 to"),
     "rules inline JSON broken": ("LINEWATCH_RULES__INLINE", "{classes: 1}", "not valid JSON"),
     "rules file missing": ("LINEWATCH_RULES__FILE", "/nonexistent/rules.json", "cannot read"),
     "K above M": ("LINEWATCH_EVENTS__CONFIRM_HITS", "9", "could never be confirmed"),

@@ -23,6 +23,7 @@ from typing import Any
 
 from daemon import __version__
 from daemon.exitcodes import ExitCode
+from daemon.redact import redact
 from daemon.settings import Settings, broker_address
 from daemon.settings_cameras import CameraSettings
 
@@ -226,7 +227,8 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def doctor(settings: Settings, *, as_json: bool) -> int:
-    checks = run_checks(settings)
+    # An exception's text (OpenCV, paho, OpenSSL) may quote a URL with its credentials.
+    checks = [Check(c.name, c.ok, redact(c.detail), c.required) for c in run_checks(settings)]
     failed = [c for c in checks if c.required and not c.ok]
     code = ExitCode.BOOT if failed else ExitCode.OK
     if as_json:

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.ops.health import Health
+from daemon.redact import redact_values
 
 log = get_logger("linewatch.http")
 
@@ -39,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
         elif path in ("/healthz", "/readyz"):
             verdict = self.server.health.liveness() if path == "/healthz" else self.server.health.readiness()
-            body = json.dumps(verdict.body(), indent=1).encode()
+            body = json.dumps(redact_values(verdict.body()), indent=1).encode()
             self._send(200 if verdict.ok else 503, body, "application/json")
         else:
             self._send(404, b'{"error": "not found; try /healthz, /readyz or /metrics"}\n', "application/json")

@@ -31,6 +31,7 @@ from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.topics import availability_topic, status_topic
 from daemon.publish.wakeup import Waker
+from daemon.redact import redact
 from daemon.settings_mqtt import MqttSettings, broker_address
 
 log = get_logger("linewatch.mqtt")
@@ -136,7 +137,7 @@ class MqttPublisher(StageThread):
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _status_payload(self, camera_id: str, state: CameraState, reason: str) -> bytes:
-        body: dict[str, Any] = {"state": state.value, "reason": reason, "camera_id": camera_id,
+        body: dict[str, Any] = {"state": state.value, "reason": redact(reason), "camera_id": camera_id,
                                 "at": rfc3339(utc_now())}
         body["linewatch_version"] = __version__
         body["model"] = {"name": self._model.name, "sha256": self._model.sha256}

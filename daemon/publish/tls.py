@@ -9,20 +9,14 @@ from __future__ import annotations
 import ssl
 
 from daemon.logs import get_logger
-from daemon.settings_mqtt import MqttSettings
+from daemon.settings_mqtt import MqttSettings, tls_context
 
 log = get_logger("linewatch.tls")
 
 
 def build_tls_context(settings: MqttSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(
-        ssl.Purpose.SERVER_AUTH, cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
-    )
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.tls_cert_file:
-        context.load_cert_chain(
-            str(settings.tls_cert_file), str(settings.tls_key_file) if settings.tls_key_file else None
-        )
+    """Raises TlsFilesError (exit 2) when a file checked at start-up has been replaced by one OpenSSL refuses."""
+    context = tls_context(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
     if settings.tls_insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

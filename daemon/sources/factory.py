@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from daemon.sources.base import FrameSource
 from daemon.sources.url import CameraUrl, SourceKind
@@ -23,6 +24,8 @@ class SourceOptions:
     fps: float | None = None
     exposure: float | None = None
     wait_for_device: bool = False
+    username: str | None = None  # RTSP: instead of the URL's user
+    password_file: Path | None = None  # RTSP: the password, read at each open (a rotated secret is picked up)
 
 
 def build_source(url: CameraUrl, options: SourceOptions) -> FrameSource:
@@ -30,7 +33,8 @@ def build_source(url: CameraUrl, options: SourceOptions) -> FrameSource:
         from daemon.sources.rtsp import RtspSource
 
         return RtspSource(url.target, transport=options.rtsp_transport, open_timeout_s=options.open_timeout_s,
-                          read_timeout_s=options.read_timeout_s)
+                          read_timeout_s=options.read_timeout_s, username=options.username,
+                          password_file=options.password_file)
     if url.kind is SourceKind.V4L2:
         from daemon.sources.v4l2 import V4l2Source
 

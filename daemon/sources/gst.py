@@ -17,8 +17,9 @@ from typing import Any
 
 import cv2
 
+from daemon.redact import redact
 from daemon.sources.base import SourceFatal
-from daemon.sources.opencv import CaptureSource, redact
+from daemon.sources.opencv import CaptureSource
 
 
 def opencv_has_gstreamer() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 from typing import Any
 
@@ -16,11 +15,6 @@ from daemon.sources.base import SourceUnavailable
 # OPENCV_FFMPEG_CAPTURE_OPTIONS is read by OpenCV when a capture opens and is process-wide: opens that set it
 # are serialised so two cameras with different transports cannot see each other's value.
 _FFMPEG_ENV_LOCK = threading.Lock()
-
-
-def redact(url: str) -> str:
-    """rtsp://user:secret@host/… → rtsp://user:***@host/… for logs."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 class CaptureSource:

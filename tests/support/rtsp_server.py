@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--user", help="require RTSP basic authentication with this user (and --password)")
+    parser.add_argument("--password", default="")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--file", help="video file to decode and loop forever")
     source.add_argument("--pattern", default="ball", help="videotestsrc pattern (default: ball, which moves)")
@@ -108,6 +110,20 @@ class FileFeeder:
             self._loop.quit()
 
 
+def require_basic_auth(server: GstRtspServer.RTSPServer, factory: GstRtspServer.RTSPMediaFactory, user: str,
+                       password: str) -> None:
+    """Only `user` with `password` may play the mount; anyone else gets 401 Unauthorized, as a camera does."""
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+    permissions.add_permission_for_role("viewer", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+    factory.set_permissions(permissions)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     Gst.init(None)
@@ -138,6 +154,8 @@ def main(argv: list[str]) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
+    if args.user is not None:
+        require_basic_auth(server, factory, args.user, args.password)
     server.get_mount_points().add_factory(args.mount, factory)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
