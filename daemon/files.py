@@ -11,6 +11,22 @@ from pathlib import Path
 SECRET_FILE_MAX_BYTES = 1024 * 1024
 
 
+def stat_or_none(path: Path) -> os.stat_result | None:
+    """The path's status, or None when nothing is there. ValueError (one line) when the question itself fails: a
+    name too long, a loop of links, a folder this user may not search."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise ValueError(f"{str(path)[:200]!r}: {exc.strerror or exc}") from None
+
+
+def is_regular_file(path: Path) -> bool:
+    info = stat_or_none(path)
+    return info is not None and stat.S_ISREG(info.st_mode)
+
+
 def read_small_file(path: Path, limit: int = SECRET_FILE_MAX_BYTES) -> bytes:
     """The bytes of a regular file of at most `limit` bytes. ValueError (one line) for anything else.
 
@@ -33,6 +49,8 @@ def read_small_file(path: Path, limit: int = SECRET_FILE_MAX_BYTES) -> bytes:
         data = b""
         while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
             data += chunk
+    except OSError as exc:  # /proc/self/mem is a "regular file" that cannot be read
+        raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     if len(data) > limit:

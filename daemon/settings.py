@@ -14,13 +14,14 @@ import json
 import os
 import re
 import socket
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -31,8 +32,9 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from daemon.files import is_regular_file, read_small_file, stat_or_none
 from daemon.redact import redact, redact_url
-from daemon.settings_base import Section, model_at, nested_model, read_small_file, unknown_key_hint
+from daemon.settings_base import Section, model_at, nested_model, unknown_key_hint
 from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, check_camera_id
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
 from daemon.settings_mqtt import MqttSettings, broker_address
@@ -126,13 +128,14 @@ class ModelSettings(Section):
     @classmethod
     def _weights_readable(cls, value: Path) -> Path:
         if value.name.endswith(OPENVINO_DIR_SUFFIX):
-            if not value.is_dir() or not any(value.glob("*.xml")):
+            info = stat_or_none(value)
+            if info is None or not stat.S_ISDIR(info.st_mode) or not any(value.glob("*.xml")):
                 raise ValueError(f"{str(value)!r} is not an OpenVINO export folder (no .xml model in it)")
             return value
         if value.suffix not in MODEL_SUFFIXES:
             raise ValueError(f"{str(value)!r} has an unknown suffix; accepted: {', '.join(MODEL_SUFFIXES)} "
                              f"or a *{OPENVINO_DIR_SUFFIX} folder")
-        if not value.is_file():
+        if not is_regular_file(value):
             raise ValueError(f"no model file at {str(value)!r}; give the path of a YOLO weights file")
         if not os.access(value, os.R_OK):
             raise ValueError(f"{str(value)!r} is not readable by this user")
@@ -181,9 +184,9 @@ class OutboxSettings(Section):
     def _dir_usable(cls, value: Path) -> Path:
         """The directory, or the nearest folder above it that exists (run creates the rest), is writable."""
         existing = value
-        while not existing.exists() and existing != existing.parent:
+        while (info := stat_or_none(existing)) is None and existing != existing.parent:
             existing = existing.parent
-        if not existing.is_dir():
+        if info is None or not stat.S_ISDIR(info.st_mode):
             raise ValueError(f"{str(existing)!r} is not a directory")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ValueError(f"{str(existing)!r} is not writable by this user (uid {os.geteuid()})")
@@ -370,15 +373,33 @@ def _unknown_variables(names: Iterable[str], origin: str) -> list[str]:
     return problems
 
 
+def _takes_json(name: str) -> bool:
+    """Whether the variable `name` holds a JSON value (a section or map given whole, a list of polygons)."""
+    parts = name.upper().removeprefix(ENV_PREFIX).lower().split("__")
+    model: type[BaseModel] = Settings
+    while parts:
+        field = model.model_fields.get(parts.pop(0))
+        if field is None:
+            return False
+        sub, is_map = nested_model(field.annotation)
+        if not parts:
+            return sub is not None or "list[" in str(field.annotation)
+        if sub is None or (is_map and not parts.pop(0)):
+            return False
+        model = sub
+    return False
+
+
 def _unparsable_json(env: Mapping[str, str]) -> list[str]:
-    """pydantic-settings names only the section when a JSON-valued variable does not parse: find it."""
+    """Each JSON-valued variable that does not parse, by name (pydantic-settings would name only its section,
+    and a value nested too deep would raise RecursionError from inside it)."""
     problems = []
     for name, value in sorted(env.items()):
-        if name.upper().startswith(ENV_PREFIX) and value.lstrip()[:1] in ("[", "{"):
+        if name.upper().startswith(ENV_PREFIX) and _takes_json(name):
             try:
                 json.loads(value)
             except (ValueError, RecursionError) as exc:
-                problems.append(f"{name.upper()}: not valid JSON ({exc})")
+                problems.append(f"{name.upper()}: not valid JSON ({exc}); this setting takes a JSON value")
     return problems
 
 
@@ -428,8 +449,27 @@ def read_env_file(path: Path) -> dict[str, str]:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError([f"{ENV_FILE_VAR}: {str(path)!r} is not UTF-8 text (byte {data[exc.start]:#04x} on "
                            f"line {line}); save it as UTF-8"]) from None
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    return {name: value for name, value in values.items() if value is not None}
+    values: dict[str, str] = {}
+    problems = []
+    for binding in parse_stream(io.StringIO(text)):
+        where = f"line {binding.original.line} of {str(path)!r}"
+        after = binding.original.string.partition("=")[2]
+        if binding.error:
+            problems.append(f"{ENV_FILE_VAR}: {where} is not NAME=value: {binding.original.string.strip()[:60]!r}")
+        elif binding.key is None:  # a comment or a blank line
+            continue
+        elif binding.value is None:
+            problems.append(f"{ENV_FILE_VAR}: {where}: {binding.key} has no '='; write {binding.key}= for an empty "
+                            "value")
+        elif "#" in after and "#" not in binding.value:
+            # python-dotenv drops it; systemd's EnvironmentFile= and `docker --env-file` keep it in the value.
+            problems.append(f"{ENV_FILE_VAR}: {where}: {binding.key} has a comment after its value, which systemd and "
+                            "Docker read as part of the value; put the comment on a line of its own")
+        else:
+            values[binding.key] = binding.value
+    if problems:
+        raise ConfigError(problems)
+    return values
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -443,6 +483,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems += _unknown_variables(file_values, f" in {env_file}")
     problems += _unknown_variables(env, "")
     merged = {**file_values, **env}
+    unparsable = _unparsable_json(merged)
+    if unparsable:
+        raise ConfigError(problems + unparsable)
     token = _ENVIRON.set(merged)
     try:
         settings = Settings()  # type: ignore[call-arg]  # the fields come from the environment
@@ -450,8 +493,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         unknown = {problem.split(":", 1)[0] for problem in problems}
         described = [_describe(err) for err in exc.errors()]
         problems += [line for line in described if line.split(":", 1)[0] not in unknown]
-    except SettingsError as exc:
-        problems += _unparsable_json(merged) or [f"settings could not be read: {exc}"]
+    except (SettingsError, RecursionError) as exc:  # a value pydantic-settings could not decode: name its section
+        field = re.search(r'field "(\w+)"', str(exc))
+        problems.append(f"{env_name((field[1] if field else 'settings',))}: {exc}")
     finally:
         _ENVIRON.reset(token)
     if problems:

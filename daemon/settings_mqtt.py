@@ -112,9 +112,9 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file is not None:
-        text = read_small_file(ca_file).decode("utf-8", "replace")
+        text = read_small_file(ca_file).decode("ascii", "replace")  # PEM is ASCII; OpenSSL finds no start line
         try:
-            context.load_verify_locations(cadata=text)
+            context.load_verify_locations(cadata=text.replace("\ufffd", "?"))
         except (ssl.SSLError, ValueError) as exc:
             words = _openssl_words(exc) if isinstance(exc, ssl.SSLError) else str(exc)
             raise TlsFilesError(f"LINEWATCH_MQTT__TLS_CA_FILE: {str(ca_file)!r} holds no usable PEM certificate "

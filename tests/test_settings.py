@@ -315,3 +315,47 @@ def test_a_json_camera_map_and_camera_variables_name_the_same_camera_whatever_th
         monkeypatch.setenv(name, value)
     (only,) = load_settings(env).camera_configs
     assert only.camera_id == "cam1" and only.camera.rtsp_transport == "udp" and only.camera.url == "synthetic://line"
+
+
+def numeric_fields() -> list[tuple[str, object]]:
+    """(variable, field) for every int or float setting in the model, sections and maps walked."""
+    from daemon.settings import ANY_NAME, Settings, env_name
+    from daemon.settings_base import nested_model
+
+    found: list[tuple[str, object]] = []
+
+    def walk(model: type, loc: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+            sub, is_map = nested_model(field.annotation)
+            if sub is not None:
+                walk(sub, (*loc, name, ANY_NAME) if is_map else (*loc, name))
+            elif {int, float} & {field.annotation, *getattr(field.annotation, "__args__", ())}:
+                found.append((env_name((*loc, name)), field))
+
+    walk(Settings, ())
+    return found
+
+
+def test_every_numeric_setting_has_a_lower_and_an_upper_bound() -> None:
+    """No figure is unbounded: an `inf`, a `1e308` or a 20-digit integer cannot pass and overflow later."""
+    unbounded = []
+    for variable, field in numeric_fields():
+        kinds = {type(m).__name__ for m in field.metadata}  # type: ignore[attr-defined]
+        if not ({"Ge", "Gt"} & kinds and {"Le", "Lt"} & kinds):
+            unbounded.append(variable)
+    assert not unbounded, unbounded
+    assert len(numeric_fields()) > 40
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e308", "99999999999999999999"])
+def test_no_numeric_setting_takes_an_infinite_or_overflowing_value(value: str, monkeypatch: pytest.MonkeyPatch,
+                                                                    valid_env: dict[str, str]) -> None:
+    for variable, _ in numeric_fields():
+        name = variable.replace("<NAME>", "SCRATCH")
+        env = dict(valid_env)
+        if "CAMERAS__" in name:
+            env = {k: v for k, v in env.items() if k != "LINEWATCH_CAMERA__URL"}
+            env[name.split("__SCRATCH__")[0] + "__SCRATCH__URL"] = "synthetic://line"
+        with pytest.raises(ConfigError) as caught:
+            load_settings({**env, name: value})
+        assert caught.value.problems[0].startswith(f"{name}:"), (name, caught.value.problems)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from daemon.files import is_regular_file
+
 ACCEPTED = (
     "rtsp://host[:port]/path, /dev/videoN or v4l2:///dev/videoN, file:///path/video.mp4 or a path, "
     "synthetic://line?…, gst://<pipeline ending in appsink>"
@@ -89,7 +91,7 @@ def parse_camera_url(url: str) -> CameraUrl:
         return CameraUrl(SourceKind.GSTREAMER, url, pipeline)
     if scheme == "file" or not scheme:
         path = Path(unquote(urlsplit(text).path) if scheme else text)
-        if not path.is_file():
+        if not is_regular_file(path):
             raise ValueError(f"no video file at {str(path)!r}")
         return CameraUrl(SourceKind.FILE, url, str(path))
     raise ValueError(f"unsupported scheme {scheme + '://'!r}; accepted: {ACCEPTED}")
