@@ -432,6 +432,8 @@ def _describe(error: ErrorDetails) -> str:
         hint = unknown_key_hint(model, loc[-1]) if model is not None else ""
         return f"{env_name(loc)}: unknown setting {loc[-1]!r} (a variable, or a key of a JSON value){hint}"
     shown = error.get("input")
+    if loc[-1] == "url" and isinstance(shown, str):
+        shown = redact_url(shown)
     secret = any("password" in part for part in loc)
     quiet = secret or isinstance(shown, dict | list) or repr(shown) in message
     return f"{env_name(loc)}: {message}{'' if quiet else f' (got {_shown(shown)})'}"

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from daemon.files import read_secret
+from daemon.redact import redact_url
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_cameras import TOPIC_WORD
 
@@ -89,7 +90,9 @@ def broker_address(url: str) -> tuple[str, int, bool]:
     """(host, port, tls) from mqtt://host[:port] or mqtts://host[:port]."""
     match = re.fullmatch(r"(mqtts?)://(\[[0-9a-fA-F:]+\]|[^:/\s]+)(?::(\d{1,5}))?/?", url)
     if not match:
-        raise ValueError(f"{url!r} is not a broker URL; accepted: mqtt://host[:port] or mqtts://host[:port]")
+        raise ValueError(f"{redact_url(url)!r} is not a broker URL; accepted: mqtt://host[:port] or "
+                         "mqtts://host[:port] "
+                         "(the user name and password have settings of their own)")
     tls = match.group(1) == "mqtts"
     port = int(match.group(3) or (8883 if tls else 1883))
     if not 0 < port < 65536:

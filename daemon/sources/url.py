@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from daemon.files import is_regular_file
+from daemon.redact import redact_url
 
 ACCEPTED = (
     "rtsp://host[:port]/path, /dev/videoN or v4l2:///dev/videoN, file:///path/video.mp4 or a path, "
@@ -72,7 +73,7 @@ def parse_camera_url(url: str) -> CameraUrl:
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in ("rtsp", "rtsps"):
         if not urlsplit(text).hostname:
-            raise ValueError(f"{text!r} has no host; accepted: rtsp://host[:port]/path")
+            raise ValueError(f"{redact_url(text)!r} has no host; accepted: rtsp://host[:port]/path")
         return CameraUrl(SourceKind.RTSP, url, text)
     if scheme == "v4l2" or (not scheme and re.fullmatch(r"/dev/video\d+", text)):
         device = unquote(urlsplit(text).path) if scheme else text

@@ -73,6 +73,8 @@ class RtspServer:
         port: int | None = None,
         python: str = SYSTEM_PYTHON,
         start_timeout: float = 20.0,
+        user: str | None = None,
+        password: str = "",
     ) -> None:
         self.width = width
         self.height = height
@@ -82,6 +84,8 @@ class RtspServer:
         self.pattern = pattern
         self.python = python
         self.start_timeout = start_timeout
+        self.user = user  # when set, the camera answers 401 to anyone without this user and password
+        self.password = password
         self._port = port
         self._url: str | None = None
         self._proc: subprocess.Popen[Any] | None = None
@@ -132,6 +136,8 @@ class RtspServer:
             "--width", str(self.width), "--height", str(self.height), "--fps", str(self.fps),
         ]  # fmt: skip
         argv += ["--file", str(self.file)] if self.file is not None else ["--pattern", self.pattern]
+        if self.user is not None:
+            argv += ["--user", self.user, "--password", self.password]
         with self._cond:
             self._generation += 1
             generation = self._generation
