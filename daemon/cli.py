@@ -168,6 +168,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(settings, as_json=args.json)
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """The container's HEALTHCHECK: GET /healthz where LINEWATCH_HTTP__HOST/PORT say the daemon serves it.
+    0 healthy (or HTTP disabled: nothing to ask, said on stdout), 1 unhealthy or unreachable, 2 bad settings."""
+    settings = _load_or_report()
+    if settings is None:
+        return ExitCode.CONFIG
+    from daemon.ops.probe import probe_health
+
+    healthy, line = probe_health(settings.http, args.path, args.timeout)
+    print(line)
+    return ExitCode.OK if healthy else ExitCode.INTERNAL
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -200,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "required is missing)")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(handler=cmd_doctor)
+    health = commands.add_parser("healthcheck", help="ask the running daemon's /healthz (the container's "
+                                 "HEALTHCHECK); exit 0 healthy, 1 not")
+    health.add_argument("--path", default="/healthz", choices=["/healthz", "/readyz"], help="which probe")
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer")
+    health.set_defaults(handler=cmd_healthcheck)
     demo = commands.add_parser("demo", help="synthetic line + embedded broker; prints the defect events")
     demo.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     demo.add_argument("--camera", default=None, help="camera URL (default: synthetic://line)")

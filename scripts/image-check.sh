@@ -340,7 +340,8 @@ if ((has_http)); then
     # The image's own HEALTHCHECK command, run in the image beside the daemon (same network, same Env).
     mapfile -t hc_argv < <(jq_py 'print("\n".join(d["Docker"]["config"]["Healthcheck"]["Test"][1:]))' \
         <"$WORK/inspect.json")
-    EXEC=1 img_run healthcheck "$OUTBOX_RUN" "LINEWATCH_HTTP__PORT=$HTTP_PORT" -- "${hc_argv[@]}" ||
+    EXEC=1 img_run healthcheck "$OUTBOX_RUN" "LINEWATCH_CAMERA__URL=synthetic://line?fps=10" "$BROKER" \
+        LINEWATCH_MQTT__TOPIC_PREFIX=run "$THREADS" "${http_env[@]}" "${per_frame[@]}" -- "${hc_argv[@]}" ||
         { cat "$WORK/healthcheck.log"; fail "c. the image's HEALTHCHECK command failed on a healthy daemon"; }
     ok "c. /healthz 200, and the image's HEALTHCHECK command passes"
 else

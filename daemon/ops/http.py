@@ -1,16 +1,22 @@
 """The ops HTTP server: `/healthz`, `/readyz` and `/metrics`, on its own named thread (`ops:http`).
 
-It only reads: the health verdicts and the metrics registry. Requests are served one at a time on this
-thread (a scrape every few seconds and a health probe need no more), each with a socket timeout, so a slow
-client cannot pin it and nothing it does can block a pipeline stage.
+It only reads: the health verdicts and the metrics registry. A port scanner, a stuck scraper or a slow-loris
+client must never make a healthy daemon look dead, nor hold up its exit, so the server is an asyncio loop on
+its own thread where no client can block another:
+- every connection has one deadline for the whole exchange (request head in, response out): REQUEST_DEADLINE_S;
+- at most MAX_CONNECTIONS are open at once; a new one makes the oldest unfinished one give way;
+- a request head is at most MAX_HEAD_BYTES; one request per connection (`Connection: close`);
+- `stop()` closes everything and returns within STOP_TIMEOUT_S, whatever the clients do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from collections import OrderedDict
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,73 +27,131 @@ from daemon.redact import redact_values
 
 log = get_logger("linewatch.http")
 
-_REQUEST_TIMEOUT_S = 5.0
+REQUEST_DEADLINE_S = 2.0
+MAX_CONNECTIONS = 32
+MAX_HEAD_BYTES = 8192
+STOP_TIMEOUT_S = 2.0
+ENDPOINTS = ("/healthz", "/readyz", "/metrics")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
 class OpsServerError(Exception):
     """The port cannot be bound (in use, or not permitted): exit code 3, naming the variable."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = _REQUEST_TIMEOUT_S
-    server_version = "linewatch"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(200, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
-        elif path in ("/healthz", "/readyz"):
-            verdict = self.server.health.liveness() if path == "/healthz" else self.server.health.readiness()
-            body = json.dumps(redact_values(verdict.body()), indent=1).encode()
-            self._send(200 if verdict.ok else 503, body, "application/json")
-        else:
-            self._send(404, b'{"error": "not found; try /healthz, /readyz or /metrics"}\n', "application/json")
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http_request", client=self.client_address[0], request=self.requestline)
-
-
-class _Server(HTTPServer):
-    def __init__(self, address: tuple[str, int], metrics: Metrics, health: Health) -> None:
-        self.metrics = metrics
-        self.health = health
-        super().__init__(address, _Handler)
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, IPv4 or IPv6 as the address says ("" or 0.0.0.0: every IPv4 interface)."""
+    try:
+        family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=64, reuse_port=False)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OpsServerError(
+            f"cannot serve /healthz and /metrics on {host}:{port}: {reason}; set LINEWATCH_HTTP__PORT to a free "
+            "port or LINEWATCH_HTTP__ENABLED=false"
+        ) from None
 
 
 class OpsHttpServer:
     def __init__(self, host: str, port: int, metrics: Metrics, health: Health) -> None:
-        try:
-            self._server = _Server((host, port), metrics, health)
-        except OSError as exc:
-            raise OpsServerError(
-                f"cannot serve /healthz and /metrics on {host}:{port}: {exc.strerror or exc}; set "
-                "LINEWATCH_HTTP__PORT to a free port or LINEWATCH_HTTP__ENABLED=false"
-            ) from None
+        self._sock = _listen(host, port)  # bound now: a taken port is an exit 3 before the model loads
+        self._metrics = metrics
+        self._health = health
         self.name = "ops:http"
         self._address = f"{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name=self.name, daemon=True)
+        self._loop = asyncio.new_event_loop()
+        self._closing: asyncio.Event | None = None  # made on the loop's thread
+        self._open: OrderedDict[asyncio.Task[None], asyncio.StreamWriter] = OrderedDict()  # oldest first
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     def start(self) -> None:
         self._thread.start()
-        log.info("http_listening", address=self._address, port=self.port,
-                 endpoints=["/healthz", "/readyz", "/metrics"])
+        log.info("http_listening", address=self._address, port=self.port, endpoints=list(ENDPOINTS),
+                 request_deadline_s=REQUEST_DEADLINE_S, max_connections=MAX_CONNECTIONS)
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=2.0)
+        """Close the listener and every connection; returns within STOP_TIMEOUT_S."""
+        if self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop ended on its own meanwhile
+                self._loop.call_soon_threadsafe(self._begin_close)
+            self._thread.join(STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning("http_stop_timeout", timeout_s=STOP_TIMEOUT_S)
+        else:
+            self._loop.close()
+        self._sock.close()
+
+    # -- the loop's thread --------------------------------------------------------------------------------
+    def _begin_close(self) -> None:
+        if self._closing is not None:
+            self._closing.set()
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._serve())
+        except Exception:
+            log.exception("http_server_failed")  # health is then unreachable; the pipeline itself goes on
+
+    async def _serve(self) -> None:
+        self._closing = asyncio.Event()
+        server = await asyncio.start_server(self._accept, sock=self._sock, limit=MAX_HEAD_BYTES)
+        async with server:
+            await self._closing.wait()
+            server.close()
+            for writer in self._open.values():
+                writer.transport.abort()
+            tasks = list(self._open)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._open) >= MAX_CONNECTIONS:  # the oldest unfinished connection gives way to the new one
+            _, oldest = self._open.popitem(last=False)
+            oldest.transport.abort()
+        self._open[task] = writer
+        try:
+            await asyncio.wait_for(self._exchange(reader, writer), REQUEST_DEADLINE_S)
+        except (TimeoutError, asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass  # too slow, gone, or cut off: nothing to answer
+        finally:
+            self._open.pop(task, None)
+            writer.transport.abort()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            code, body, kind = 431, b'{"error": "request head too large"}\n', "application/json"
+        else:
+            code, body, kind = self._answer(head)
+            method = head.split(b" ", 1)[0]
+            if method == b"HEAD":
+                body = b"" if code < 400 else body
+        headers = (f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\nContent-Type: {kind}\r\n"
+                   f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n"
+                   "Server: linewatch\r\n\r\n")
+        writer.write(headers.encode("latin-1") + body)
+        await writer.drain()
+
+    def _answer(self, head: bytes) -> tuple[int, bytes, str]:
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            return 400, b'{"error": "not an HTTP/1.x request"}\n', "application/json"
+        method, target = parts[0], parts[1].split(b"?", 1)[0].decode("latin-1")
+        if method not in (b"GET", b"HEAD"):
+            return 405, b'{"error": "only GET and HEAD"}\n', "application/json"
+        if target == "/metrics":
+            return 200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST
+        if target in ("/healthz", "/readyz"):
+            verdict = self._health.liveness() if target == "/healthz" else self._health.readiness()
+            body = json.dumps(redact_values(verdict.body()), indent=1).encode()
+            return (200 if verdict.ok else 503), body, "application/json"
+        return 404, b'{"error": "not found; try /healthz, /readyz or /metrics"}\n', "application/json"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +18,8 @@ from daemon.exitcodes import ExitCode
 from tests.integration.ops_helpers import NotifySocket, http_get, probe, wait_probe
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port
-from tests.support.procs import DaemonProcess
+from tests.support.hostile import SlowClients
+from tests.support.procs import REPO_ROOT, DaemonProcess
 from tests.support.rtsp import RtspServer
 
 pytestmark = pytest.mark.integration
@@ -194,3 +197,55 @@ def test_doctor_exits_3_naming_an_unreachable_camera_and_broker(daemon_env: EnvF
     failed = {c["name"] for c in report["checks"] if not c["ok"]}
     assert failed == {"camera", "broker"}, report
     assert not report["ok"] and report["exit_code"] == ExitCode.BOOT
+
+
+def test_healthz_answers_within_1_s_and_sigterm_exits_0_with_slow_and_idle_clients_on_the_port(
+    mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory,
+) -> None:
+    """Before: with 8 clients each sending one byte every 2 s, /healthz answered 0 of 5 probes within 2 s, and
+    SIGTERM did not end the daemon within 25 s (the single-threaded server waited on them)."""
+    port = free_port()
+    daemon = daemon_factory(ops_env(daemon_env, "synthetic://line?fps=10", mosquitto.url, port))
+    wait_probe(port, "/readyz", is_ready, BOOT_S)
+    # 8 slow-loris clients, 40 idle connections, 8 that ask for /metrics and never read: more than the cap
+    with SlowClients("127.0.0.1", port, slow=8, idle=40, deaf=8, interval_s=0.5) as clients:
+        time.sleep(3)  # let them do their worst: several of the server's 2 s deadlines go by
+        took = []
+        for _ in range(10):
+            started = time.monotonic()
+            code, _ = http_get(port, "/healthz", timeout=5)
+            took.append(time.monotonic() - started)
+            assert code == 200
+        assert max(took) < 1.0, f"/healthz took {max(took):.3f} s with hostile clients on the port"
+        assert clients.connects > 56, "the server closed and the clients came back"
+        # And a stop is not held up by them
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == ExitCode.OK, daemon.describe()
+        stop_s = time.monotonic() - started
+    assert stop_s < 8.0 + 5.0, f"SIGTERM to exit took {stop_s:.1f} s (deadline: SHUTDOWN_TIMEOUT_S + 5 s)"
+
+
+def healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, with the daemon's own environment (as Docker runs it)."""
+    return subprocess.run([sys.executable, "-m", "daemon", "healthcheck", "--path", "/healthz"], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+
+
+def test_the_container_healthcheck_asks_where_the_daemon_listens_and_says_when_http_is_off(
+    mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory,
+) -> None:
+    port = free_port()
+    env = daemon_env("synthetic://line?fps=10", mosquitto.url, LINEWATCH_HTTP__HOST="127.0.0.2",
+                     LINEWATCH_HTTP__PORT=str(port))
+    daemon = daemon_factory(env)
+    daemon.wait_for_event("daemon_ready", BOOT_S)
+    full = {**os.environ, **env}
+    answer = healthcheck(full)
+    assert answer.returncode == 0 and "/healthz 200 healthy" in answer.stdout, answer.stdout + answer.stderr
+    off = healthcheck({**full, "LINEWATCH_HTTP__ENABLED": "false"})
+    assert off.returncode == 0 and "LINEWATCH_HTTP__ENABLED=false" in off.stdout, off.stdout + off.stderr
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == ExitCode.OK, daemon.describe()
+    gone = healthcheck(full)
+    assert gone.returncode == 1 and "unreachable" in gone.stdout, gone.stdout + gone.stderr

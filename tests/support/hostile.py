@@ -221,3 +221,67 @@ class GarbageServer(_TcpServer):
         # Blocking send of a small payload into an empty socket buffer completes at once.
         conn.sendall(self.payload)
         return not self.close_after_write
+
+
+class SlowClients:
+    """Hostile clients of a server: `slow` ones that each send one byte of a request every `interval_s` (a
+    slow-loris), `idle` ones that connect and send nothing (a port scanner, a stuck scraper), and `deaf` ones
+    that send a whole request and never read the answer. A thread keeps them at it, reconnecting any the
+    server closes, until stop()."""
+
+    def __init__(self, host: str, port: int, *, slow: int = 8, idle: int = 0, deaf: int = 0,
+                 interval_s: float = 2.0, request: bytes = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") -> None:
+        self.host, self.port = host, port
+        self._kinds = ["slow"] * slow + ["idle"] * idle + ["deaf"] * deaf
+        self._interval_s = interval_s
+        self._request = request
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
+        self.connects = 0  # how many connections were opened, reconnects included
+
+    def _connect(self, kind: str) -> tuple[socket.socket, int]:
+        sock = socket.create_connection((self.host, self.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.connects += 1
+        if kind == "deaf":
+            sock.sendall(self._request)
+        return sock, 0
+
+    def _run(self) -> None:
+        clients = [[kind, *self._connect(kind)] for kind in self._kinds]
+        while not self._stop.wait(self._interval_s):
+            for client in clients:
+                kind, sock, sent = client
+                if kind == "gone":
+                    continue
+                try:
+                    if kind == "slow":
+                        sock.send(self._request[sent % len(self._request):][:1])
+                        client[2] = sent + 1
+                    elif sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        raise ConnectionResetError("closed by the server")
+                except BlockingIOError:
+                    pass  # still open, nothing said
+                except OSError:  # the server closed it (its deadline): come back, as a slow-loris does
+                    sock.close()
+                    try:
+                        client[1:] = self._connect(kind)
+                    except OSError:  # the server is gone (the daemon exited): nothing to come back to
+                        client[0] = "gone"
+        for _, sock, _ in clients:
+            sock.close()
+
+    def start(self) -> SlowClients:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def __enter__(self) -> SlowClients:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
