@@ -16,9 +16,9 @@ import pytest
 
 from daemon.exitcodes import ExitCode
 from tests.integration.ops_helpers import NotifySocket, http_get, probe, wait_probe
+from tests.support.hostile import SlowClients
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port
-from tests.support.hostile import SlowClients
 from tests.support.procs import REPO_ROOT, DaemonProcess
 from tests.support.rtsp import RtspServer
 
