@@ -34,7 +34,7 @@ from daemon.logs import get_logger
 from daemon.metrics import Metrics, OutboxDepth
 from daemon.ops.health import Health
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
-from daemon.outbox import DropReport, Outbox, OutboxLimits, log_drop
+from daemon.outbox import DropReport, Outbox, OutboxLimits
 from daemon.pipeline import CameraPipeline
 from daemon.publish.mqtt import MqttPublisher
 from daemon.settings import Settings
@@ -53,7 +53,7 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
         kind_max_bytes={SNAPSHOT: int(settings.outbox.snapshot_max_mb * 1024 * 1024)},
     )
     return Outbox(Path(settings.outbox.dir) / OUTBOX_FILE, limits, synchronous=settings.outbox.sync.upper(),  # type: ignore[arg-type]
-                  reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop or log_drop)
+                  reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop)
 
 
 def warm_up_batch(settings: Settings) -> int:
@@ -112,7 +112,7 @@ class App:
 
     def _outbox_depth(self) -> OutboxDepth:
         stats = self.outbox.stats()
-        return OutboxDepth(stats.pending_events, stats.pending_bytes, stats.oldest_age_s)
+        return OutboxDepth(stats.pending_events, stats.pending_bytes, stats.oldest_age_s, stats.dead_letters)
 
     def run(self, on_tick: Callable[[], None] = lambda: None) -> ExitCode:
         """Start, supervise until stop or end of stream, then shut down in order. Returns the exit code.
@@ -142,6 +142,7 @@ class App:
         next_ping = next_status = time.monotonic()
         while not self.stop.wait(_MAIN_TICK_S):
             on_tick()
+            self.outbox.flush_drop_log()  # the drop lines that waited out their second
             if all(p.capture.finished.is_set() for p in self.pipelines):
                 return  # every camera ended (finite sources) or failed on its own
             for pipeline in self.pipelines:
@@ -182,7 +183,9 @@ class App:
         value, total = self.metrics.value, self.metrics.total
         log.info("shutdown_complete", exit_code=int(code), **totals,
                  published=int(value("linewatch_events_published_total")),
-                 refused=int(value("linewatch_events_refused_total")),
+                 refused=int(self.metrics.total("linewatch_events_refused_total")),
+                 retried=int(self.metrics.total("linewatch_events_retried_total")),
+                 dead_letters=stats.dead_letters,
                  lost=int(total("linewatch_events_lost_total")),
                  inferences_lost=int(total("linewatch_inferences_lost_total")),
                  detections_filtered={reason: sum(int(value("linewatch_detections_filtered_total", camera=camera,

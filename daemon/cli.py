@@ -96,14 +96,14 @@ def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[],
 def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
                   health: Health, stderr: Callable[[str], None]) -> int:
     from daemon.app import open_outbox
-    from daemon.outbox import DropReport, OutboxError, log_drop
+    from daemon.outbox import DropReport, OutboxError
 
     log = get_logger("linewatch")
 
-    def on_drop(report: DropReport) -> None:
-        log_drop(report)
-        counter = metrics.events_dropped if report.kind == "defect" else metrics.snapshots_dropped
-        counter.labels(report.reason.value).inc(report.dropped)
+    def on_drop(report: DropReport) -> None:  # counted at once; the outbox logs them, one line a second at most
+        counter = {"defect": metrics.events_dropped, "snapshot": metrics.snapshots_dropped}.get(report.kind)
+        if counter is not None:
+            counter.labels(report.reason.value).inc(report.dropped)
 
     try:  # before the model: a state directory that cannot be used is known in a moment, not after the load
         outbox = open_outbox(settings, on_drop)
@@ -181,6 +181,34 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return ExitCode.OK if healthy else ExitCode.INTERNAL
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """List the events the broker refused for good, or put them back in the queue (--requeue)."""
+    settings = _load_or_report()
+    if settings is None:
+        return ExitCode.CONFIG
+    from daemon.app import OUTBOX_FILE, open_outbox
+    from daemon.outbox import OutboxError
+
+    if not (settings.outbox.dir / OUTBOX_FILE).is_file():
+        print(f"no outbox at {settings.outbox.dir / OUTBOX_FILE} (LINEWATCH_OUTBOX__DIR)", file=sys.stderr)
+        return ExitCode.BOOT
+    try:
+        with open_outbox(settings) as outbox:
+            if args.requeue:
+                print(f"{outbox.requeue_dead_letters()} dead letters back in the queue; the daemon sends them next")
+                return ExitCode.OK
+            letters = outbox.dead_letters(args.limit)
+    except OutboxError as exc:
+        print(f"outbox unusable: {exc}", file=sys.stderr)
+        return ExitCode.BOOT
+    if args.json:
+        print(json.dumps([vars(letter) for letter in letters], indent=1))
+    for letter in [] if args.json else letters:
+        print(f"{letter.rowid:>8} {letter.camera_id} {letter.kind} seq {letter.seq} {letter.payload_bytes} B "
+              f"{letter.output} 0x{letter.code:02x} {letter.reason} ({letter.topic})")
+    return ExitCode.OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 
@@ -218,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--path", default="/healthz", choices=["/healthz", "/readyz"], help="which probe")
     health.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer")
     health.set_defaults(handler=cmd_healthcheck)
+    dead = commands.add_parser("dead-letters", help="list the events the broker refused for good (or --requeue "
+                               "them once the cause is fixed)")
+    dead.add_argument("--requeue", action="store_true", help="put them back in the queue, to be sent again")
+    dead.add_argument("--json", action="store_true", help="print them as JSON")
+    dead.add_argument("--limit", type=int, default=1000, help="list at most this many")
+    dead.set_defaults(handler=cmd_dead_letters)
     demo = commands.add_parser("demo", help="synthetic line + embedded broker; prints the defect events")
     demo.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     demo.add_argument("--camera", default=None, help="camera URL (default: synthetic://line)")

@@ -27,6 +27,7 @@ class OutboxDepth:
     events: int
     bytes: int
     oldest_age_s: float | None
+    dead_letters: int = 0
 
 
 class _OutboxCollector(Collector):
@@ -34,7 +35,7 @@ class _OutboxCollector(Collector):
 
     def __init__(self, read: Callable[[], OutboxDepth]) -> None:
         self._read = read
-        self._last = OutboxDepth(0, 0, None)
+        self._last = OutboxDepth(0, 0, None, 0)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
@@ -47,6 +48,9 @@ class _OutboxCollector(Collector):
         yield GaugeMetricFamily("linewatch_outbox_oldest_event_age_seconds",
                                 "Age of the oldest stored event (0 when the outbox is empty)",
                                 value=depth.oldest_age_s or 0.0)
+        yield GaugeMetricFamily("linewatch_outbox_dead_letters",
+                                "Events the broker refused for good, kept aside in the outbox (linewatch dead-letters)",
+                                value=depth.dead_letters)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())  # collected lazily: the outbox is opened after the registry is built
@@ -103,9 +107,13 @@ class Metrics:
             ["camera", "outcome"], registry=registry)
         self.events_published = Counter("linewatch_events_published", "Defect events the broker acknowledged",
                                         registry=registry)
-        self.events_refused = Counter("linewatch_events_refused",
-                                      "Defect events the broker refused (e.g. ACL); dropped, not retried",
-                                      registry=registry)
+        self.events_refused = Counter(
+            "linewatch_events_refused", "Events the broker refused for good (MQTT 5 reason code: 0x87 not authorized, "
+            "0x90 topic name invalid, 0x95 packet too large, 0x99 payload format invalid): moved to the dead letters",
+            ["code"], registry=registry)
+        self.events_retried = Counter(
+            "linewatch_events_retried", "Events the broker refused for now (any other MQTT 5 failure code, e.g. 0x97 "
+            "quota exceeded, 0x80 unspecified): sent again after a backoff", ["code"], registry=registry)
         self.mqtt_connected = Gauge("linewatch_mqtt_connected", "1 while the MQTT session is established",
                                     registry=registry)
         self.mqtt_connect_failures = Counter("linewatch_mqtt_connect_failures",

@@ -3,7 +3,6 @@
 Ground floor, beside `handoff.py`: it imports nothing from the stages above it.
 """
 
-from daemon.outbox.bounds import log_drop
 from daemon.outbox.errors import (
     OutboxCorruptError,
     OutboxError,
@@ -13,10 +12,19 @@ from daemon.outbox.errors import (
 )
 from daemon.outbox.schema import SCHEMA_VERSION
 from daemon.outbox.store import Outbox, SynchronousMode
-from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits, OutboxStats, StoredEvent
+from daemon.outbox.types import (
+    DeadLetter,
+    DroppedRange,
+    DropReason,
+    DropReport,
+    OutboxLimits,
+    OutboxStats,
+    StoredEvent,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DeadLetter",
     "DropReason",
     "DropReport",
     "DroppedRange",
@@ -30,5 +38,4 @@ __all__ = [
     "PayloadTooLargeError",
     "StoredEvent",
     "SynchronousMode",
-    "log_drop",
 ]

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 
 from daemon.outbox.errors import OutboxFullError
 from daemon.outbox.schema import DEFECT
 from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimits
-
-log = logging.getLogger("daemon.outbox")
-
-
-def log_drop(report: DropReport) -> None:
-    log.warning(
-        "outbox_dropped",
-        extra={
-            "reason": report.reason.value,
-            "kind": report.kind,
-            "dropped": report.dropped,
-            "dropped_bytes": report.dropped_bytes,
-            "cameras": {r.camera_id: [r.first_seq, r.last_seq, r.count] for r in report.cameras},
-        },
-    )
 
 
 def kind_totals(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
@@ -51,6 +35,28 @@ def trim(conn: sqlite3.Connection, kind: str, excess: int, reason: DropReason, k
     return None if last_id is None else drop(conn, reason, kind, "id <= ?", last_id)
 
 
+def aged(conn: sqlite3.Connection, kind: str, cutoff: float) -> DropReport | None:
+    """Drop the rows of a kind created before `cutoff` (outbox clock). Rows are in clock order, so this walks the
+    oldest through the (kind, id) index and stops at the first young one: O(dropped), not O(stored)."""
+    last_id = None
+    cursor = conn.execute("SELECT id, created_clock FROM events WHERE kind = ? ORDER BY id", (kind,))
+    for rowid, created in cursor:
+        if created >= cutoff:
+            break
+        last_id = rowid
+    cursor.close()
+    return None if last_id is None else drop(conn, DropReason.MAX_AGE, kind, "id <= ?", last_id)
+
+
+def drop_counter(conn: sqlite3.Connection, kind: str, reason: DropReason, dropped: int) -> None:
+    """Add to the persisted drop counter: defect events by reason alone (schema v1's key), others `kind:reason`."""
+    conn.execute(
+        "INSERT INTO drop_counters (reason, total) VALUES (?, ?)"
+        " ON CONFLICT (reason) DO UPDATE SET total = total + excluded.total",
+        (reason.value if kind == DEFECT else f"{kind}:{reason.value}", dropped),
+    )
+
+
 def drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, param: float) -> DropReport | None:
     # `where` is one of the literals in enforce() below, never caller input. Aggregated here, not with
     # GROUP BY: without ANALYZE stats SQLite serves GROUP BY camera_id from the (camera_id, seq) index, a
@@ -67,20 +73,16 @@ def drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, pa
         return None
     conn.execute(f"DELETE FROM events WHERE kind = ? AND {where}", (kind, param))
     dropped = sum(span[2] for span in per_camera.values())
-    conn.execute(
-        "INSERT INTO drop_counters (reason, total) VALUES (?, ?)"
-        " ON CONFLICT (reason) DO UPDATE SET total = total + excluded.total",
-        (reason.value if kind == DEFECT else f"{kind}:{reason.value}", dropped),
-    )
+    drop_counter(conn, kind, reason, dropped)
     cameras = tuple(DroppedRange(cam, *per_camera[cam]) for cam in sorted(per_camera))
     return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras, kind=kind)
 
 
 def enforce(conn: sqlite3.Connection, limits: OutboxLimits, now: float, *, keep_rowid: int | None,
             new_kind: str = DEFECT, disk_bound: int | None = None) -> list[DropReport]:
-    """Age first (cheap, and it may satisfy the rest), then each kind's own byte bound, then the defect
-    events' count and byte bounds, then the disk-full bound (`disk_bound`, learnt from a full filesystem) over
-    everything, other kinds first.
+    """Age first (cheap, and it may satisfy the rest; `now` is the outbox clock), then each kind's own byte bound,
+    then the defect events' count and byte bounds, then the disk-full bound (`disk_bound`, learnt from a full
+    filesystem) over everything, other kinds first.
 
     Count and bytes drop a prefix in insertion order, not by created_at, so a wall-clock step cannot
     reorder what goes first. keep_rowid is the newest row, so stopping before it keeps it.
@@ -93,7 +95,7 @@ def enforce(conn: sqlite3.Connection, limits: OutboxLimits, now: float, *, keep_
 
     others = list(limits.kind_max_bytes)
     for kind in (DEFECT, *others):
-        add(drop(conn, DropReason.MAX_AGE, kind, "created_at < ?", now - limits.max_age_s))
+        add(aged(conn, kind, now - limits.max_age_s))
     totals = kind_totals(conn)
     for kind in others:
         add(trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,

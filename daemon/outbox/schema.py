@@ -7,6 +7,9 @@ APPLICATION_ID = 0x4C4E5754
 # After a big drop transaction the WAL would otherwise stay at its high-water size.
 JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 
+# SQLite's "now" as unix time, for migrations (they are static SQL).
+_UNIX_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
 # MIGRATIONS[i] takes the schema from user_version i to i + 1. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -73,6 +76,41 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER events_after_delete AFTER DELETE ON events BEGIN
             UPDATE totals SET events = events - 1, bytes = bytes - length(OLD.payload);
             UPDATE kind_totals SET events = events - 1, bytes = bytes - length(OLD.payload) WHERE kind = OLD.kind;
+        END""",
+    ),
+    (
+        # v3: ages that survive a wall-clock step. `created_clock` is the outbox's own clock (clock.py): it runs
+        # with the monotonic clock within a run and carries on across restarts, so an NTP step on a board without
+        # an RTC ages nothing out. Rows from before keep their age: their clock is their wall-clock age before now.
+        "ALTER TABLE events ADD COLUMN created_clock REAL NOT NULL DEFAULT 0",
+        f"UPDATE events SET created_clock = created_at - {_UNIX_NOW}",
+        "CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), elapsed REAL NOT NULL, wall REAL NOT NULL)",
+        f"INSERT INTO clock VALUES (1, 0, {_UNIX_NOW})",
+        # Rows are in clock order, so the oldest of a kind is found through (kind, id); this index only cost writes.
+        "DROP INDEX events_created_at",
+        # Events an output refused for good (MQTT 5: not authorised, topic name invalid, packet too large, payload
+        # format invalid): moved here, not deleted; bounded; never re-sent on their own. `id` is the event's own.
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            camera_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            dead_at REAL NOT NULL,
+            output TEXT NOT NULL,
+            code INTEGER NOT NULL,
+            reason TEXT NOT NULL)""",
+        """CREATE TABLE dead_totals (
+            id INTEGER PRIMARY KEY CHECK (id = 1), events INTEGER NOT NULL, bytes INTEGER NOT NULL)""",
+        "INSERT INTO dead_totals VALUES (1, 0, 0)",
+        """CREATE TRIGGER dead_after_insert AFTER INSERT ON dead_letters BEGIN
+            UPDATE dead_totals SET events = events + 1, bytes = bytes + length(NEW.payload);
+        END""",
+        """CREATE TRIGGER dead_after_delete AFTER DELETE ON dead_letters BEGIN
+            UPDATE dead_totals SET events = events - 1, bytes = bytes - length(OLD.payload);
         END""",
     ),
 )

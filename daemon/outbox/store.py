@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -31,8 +32,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from daemon.outbox.bounds import counter_key, enforce, kind_totals, log_drop
+from daemon.outbox import deadletter
+from daemon.outbox.bounds import counter_key, enforce, kind_totals
+from daemon.outbox.clock import OutboxClock
 from daemon.outbox.connection import prepare, rollback_quietly
+from daemon.outbox.droplog import DropLog
 from daemon.outbox.errors import (
     OutboxError,
     OutboxFullError,
@@ -42,13 +46,14 @@ from daemon.outbox.errors import (
 )
 from daemon.outbox.reserve import Reserve
 from daemon.outbox.schema import DEFECT, EVENT_COLUMNS
-from daemon.outbox.types import DropReport, OutboxLimits, OutboxStats, StoredEvent
+from daemon.outbox.types import DeadLetter, DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
 
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_MODES: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SMALL_ACK = 8  # events deleted per transaction when the disk is full
+_MARGIN_SLACK = 256 * 1024  # pages a transaction adds to the WAL beyond its checkpoint size
 
 
 class Outbox:
@@ -76,8 +81,9 @@ class Outbox:
         *,
         synchronous: SynchronousMode = "FULL",
         busy_timeout_s: float = 5.0,
-        on_drop: Callable[[DropReport], None] | None = log_drop,
+        on_drop: Callable[[DropReport], None] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         reserve_bytes: int = 0,
     ) -> None:
         # Checked at runtime too: the value is interpolated into a PRAGMA.
@@ -86,6 +92,7 @@ class Outbox:
         self._path = Path(path)
         self._limits = limits
         self._on_drop = on_drop
+        self._drop_log = DropLog()
         self._clock = clock
         self._lock = threading.Lock()
         self._reserve = Reserve(self._path.with_name(self._path.name + "-reserve"), reserve_bytes)
@@ -101,6 +108,12 @@ class Outbox:
             conn = sqlite3.connect(self._path, busy_timeout_s, isolation_level=None, check_same_thread=False)
             prepare(conn, self._path, synchronous=synchronous, busy_timeout_s=busy_timeout_s,
                     reserve_bytes=self._reserve.size, max_file_bytes=self._limits.max_file_bytes)
+            conn.execute("BEGIN")
+            self._outbox_clock = OutboxClock(conn, clock, monotonic)
+            conn.execute("COMMIT")
+            # What SQLite needs free on a full disk to checkpoint and delete: a WAL up to its checkpoint size.
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            self._margin = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) * page + _MARGIN_SLACK
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -144,14 +157,19 @@ class Outbox:
                 raise translate(exc, f"outbox {op} failed ({self._path})") from exc
 
     def _report(self, reports: list[DropReport]) -> None:
-        if self._on_drop is None:
-            return
         for report in reports:
+            self._drop_log.add(report)
+            if self._on_drop is None:
+                continue
             try:
                 self._on_drop(report)
             except Exception:
                 # The drop is committed; raising would make the caller think the append failed and retry it.
                 log.exception("outbox_on_drop_failed")
+
+    def flush_drop_log(self) -> None:
+        """Write the drop lines that are due (at most one a second per kind and reason); call it now and then."""
+        self._drop_log.flush()
 
     def append(
         self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str = DEFECT
@@ -162,17 +180,17 @@ class Outbox:
         that alone exceeds max_bytes raises PayloadTooLargeError, is not stored and consumes no seq: keeping
         it would break the bound, and dropping it would be a loss the caller never hears of.
 
-        A full filesystem is one more bound: the reserve is released, the WAL checkpointed, and the oldest
-        events are dropped (reason disk_full, reported like every drop) until the new one fits. Only when
+        A full filesystem is one more bound (`_make_room`): the oldest events give way to the newest. Only when
         nothing is left to drop does OutboxFullError reach the caller.
         """
         attempt = 0
+        size = [0]  # the rendered payload's size, for the room a full disk must make
         while True:
             try:
-                stored = self._append_once(camera_id, event_id, topic, render, kind)
+                stored = self._append_once(camera_id, event_id, topic, render, kind, size)
             except OutboxFullError:
                 attempt += 1
-                if not self._make_room(attempt, kind):
+                if not self._make_room(attempt, kind, size[0]):
                     raise
                 continue
             with self._disk_lock:  # the event and snapshot threads both append
@@ -182,38 +200,59 @@ class Outbox:
                         self._disk_bound = None  # space came back: only the configured bounds apply again
             return stored
 
-    def _make_room(self, attempt: int, kind: str) -> bool:
+    def _make_room(self, attempt: int, kind: str, size: int) -> bool:
         """One more step to free space after SQLITE_FULL. False when there is nothing left to try.
 
-        The first full disk releases the reserve, so SQLite has the pages to checkpoint and delete. Then the
-        disk becomes a byte bound like max_bytes: 80 % of what is stored, lowered again each time the disk
-        fills. Dropped rows free pages inside the file, new events reuse them, and the file stops growing.
+        The first full disk releases the reserve and learns a byte bound from the space there is: what is stored
+        now, plus what the free space (the reserve included) holds at the file's own payload-per-byte ratio, less
+        the margin SQLite needs to checkpoint and delete. The outbox then keeps as many of the newest events as
+        that holds, and drops the oldest beyond it. If the disk fills again all the same (another process took
+        the margin), an event lowers the bound by what it needs, no more. A picture never lowers it: it replaces
+        older pictures or is refused.
         """
         if attempt > 8:
             return False
+        first = False
         with self._disk_lock:
             if not self._reserve.released:
                 log.error("outbox_disk_full", extra={"path": str(self._path), "reserve_bytes": self._reserve.size,
                                                      "action": "the oldest events give way to the newest"})
                 self._reserve.release()
+                first = True
         self._checkpoint()
         try:
             with self._tx("drop for disk space") as conn:
                 stored = int(conn.execute("SELECT bytes FROM totals").fetchone()[0])
-                if stored == 0:
-                    return False
+                page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                need = stored - 2 * (size + page)  # room in the file for the new row and its index entries
                 with self._disk_lock:
-                    self._disk_bound = int(stored * 0.8)
-                drops = enforce(conn, self._limits, self._clock(), keep_rowid=None, new_kind=kind,
-                                disk_bound=self._disk_bound)
+                    if first:
+                        self._disk_bound = stored + self._room_for_payload(conn)
+                    elif kind == DEFECT:
+                        self._disk_bound = min(self._disk_bound or stored, need)
+                    bound = self._disk_bound if kind == DEFECT or first else need
+                drops = enforce(conn, self._limits, self._outbox_clock.now(), keep_rowid=None, new_kind=kind,
+                                disk_bound=bound)
         except OutboxRetryableError:
             return False
-        if not drops and attempt > 1:
-            # Nothing left that this row may replace (a picture only replaces pictures): it is refused.
-            return False
+        if not drops and not first and attempt > 1:
+            return False  # nothing left that this row may replace (a picture only replaces pictures): refused
         self._report(drops)
         self._checkpoint()
         return True
+
+    def _room_for_payload(self, conn: sqlite3.Connection) -> int:
+        """Payload bytes the filesystem's free space holds, less the margin, at the file's payload ratio."""
+        try:
+            disk = os.statvfs(self._path.parent)
+        except OSError:
+            return 0
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        used = (int(conn.execute("PRAGMA page_count").fetchone()[0])
+                - int(conn.execute("PRAGMA freelist_count").fetchone()[0])) * page
+        payload = int(conn.execute("SELECT bytes FROM totals").fetchone()[0])
+        ratio = min(1.0, max(0.05, payload / used)) if used and payload else 0.5
+        return max(0, int((disk.f_bavail * disk.f_frsize - self._margin) * ratio))
 
     def _checkpoint(self) -> None:
         # On a full disk this can fail; the next step (dropping) may still find room in the WAL.
@@ -221,14 +260,13 @@ class Outbox:
             if self._conn is not None:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
-    def _append_once(
-        self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str
-    ) -> StoredEvent:
+    def _append_once(self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str,
+                     size: list[int]) -> StoredEvent:
         bound = self._limits.max_bytes if kind == DEFECT else self._limits.kind_max_bytes.get(kind)
         if bound is None:
             raise OutboxError(f"unknown kind {kind!r}: give it a byte bound in OutboxLimits.kind_max_bytes")
         with self._tx("append") as conn:
-            now = self._clock()
+            now, clock = self._clock(), self._outbox_clock.now()
             counter = counter_key(camera_id, kind)
             conn.execute(
                 "INSERT INTO seq_counters (camera_id, last_seq) VALUES (?, 1)"
@@ -239,19 +277,20 @@ class Outbox:
             payload = render(seq)
             if not isinstance(payload, bytes):
                 raise TypeError(f"render must return bytes, got {type(payload).__name__}")
+            size[0] = len(payload)
             if len(payload) > bound:
                 raise PayloadTooLargeError(
                     f"{kind} {event_id} ({camera_id}) payload is {len(payload)} bytes, over its bound {bound};"
                     " not stored"
                 )
             cursor = conn.execute(
-                "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (camera_id, kind, seq, event_id, topic, payload, now),
+                "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, created_clock)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (camera_id, kind, seq, event_id, topic, payload, now, clock),
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
-            drops = enforce(conn, self._limits, now, keep_rowid=rowid, new_kind=kind, disk_bound=self._disk_bound)
+            drops = enforce(conn, self._limits, clock, keep_rowid=rowid, new_kind=kind, disk_bound=self._disk_bound)
         for listener in self._listeners:
             listener()
         self._report(drops)
@@ -265,6 +304,17 @@ class Outbox:
             rows = conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
             ).fetchall()
+        return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+
+    def get(self, rowids: Iterable[int]) -> list[StoredEvent]:
+        """The events still stored among these rowids, in rowid order (an output's retries re-read them)."""
+        ids = sorted(set(rowids))
+        if not ids:
+            return []
+        with self._tx("get", write=False) as conn:
+            rows = [row for chunk in range(0, len(ids), 500) for row in conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({','.join('?' * len(ids[chunk:chunk + 500]))})"
+                " ORDER BY id", ids[chunk:chunk + 500])]
         return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
 
     def ack(self, rowid: int) -> bool:
@@ -292,13 +342,35 @@ class Outbox:
                 deleted += delete(ids[start : start + _SMALL_ACK])
             return deleted
 
+    def dead_letter(self, rowid: int, *, output: str, code: int, reason: str) -> bool:
+        """Move an event an output refused for good to the dead letters (deadletter.py). False if it was gone."""
+        with self._tx("dead_letter") as conn:
+            moved = deadletter.bury(conn, rowid, output=output, code=code, reason=reason, now=self._clock())
+            report = deadletter.trim(conn, self._limits.dead_letter_max_bytes)
+        self._report([report] if report else [])
+        return moved
+
+    def dead_letters(self, limit: int = 1000) -> list[DeadLetter]:
+        with self._tx("dead_letters", write=False) as conn:
+            return deadletter.listing(conn, limit)
+
+    def requeue_dead_letters(self) -> int:
+        """Send every dead letter again (once its cause is fixed): back in the queue, after what waits there."""
+        with self._tx("requeue") as conn:
+            moved = deadletter.requeue(conn, self._outbox_clock.now())
+        for listener in self._listeners:
+            listener()
+        return moved
+
     def enforce_limits(self, now: float | None = None) -> list[DropReport]:
-        """Apply all bounds now. Call it periodically: the age bound moves even when nothing is appended.
+        """Apply all bounds now (`now`: the outbox clock's reading, clock.py). Call it periodically: the age bound
+        moves even when nothing is appended. It also records the clock's reading for the next start.
 
         The reports also go to on_drop."""
         with self._tx("enforce_limits") as conn:
-            drops = enforce(conn, self._limits, self._clock() if now is None else now, keep_rowid=None,
+            drops = enforce(conn, self._limits, self._outbox_clock.now() if now is None else now, keep_rowid=None,
                             disk_bound=self._disk_bound)
+            self._outbox_clock.save(conn)
         self._report(drops)
         return drops
 
@@ -310,24 +382,29 @@ class Outbox:
         return 0 if row is None else int(row[0])
 
     def stats(self) -> OutboxStats:
+        """Counts and bytes from the triggers' totals, the oldest event through the (kind, id) index: O(log n)
+        at any depth (a scrape a second must not scan 200,000 rows under the lock)."""
         with self._tx("stats", write=False) as conn:
             kinds = kind_totals(conn)
-            oldest = conn.execute("SELECT min(created_at) FROM events WHERE kind = ?", (DEFECT,)).fetchone()[0]
+            oldest = conn.execute("SELECT created_at, created_clock FROM events WHERE kind = ? ORDER BY id LIMIT 1",
+                                  (DEFECT,)).fetchone()
             by_reason = {  # defect drops only: the seq gaps a subscriber sees; other kinds are keyed kind:reason
                 str(reason): int(total) for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
                 if ":" not in str(reason)
             }
-        now = self._clock()
+            dead, dead_bytes = deadletter.totals(conn)
         count, nbytes = kinds.pop(DEFECT, (0, 0))
         return OutboxStats(
             pending_events=count,
             pending_bytes=nbytes,
-            oldest_created_at=oldest,
-            oldest_age_s=None if oldest is None else max(0.0, now - oldest),
+            oldest_created_at=None if oldest is None else float(oldest[0]),
+            oldest_age_s=None if oldest is None else max(0.0, self._outbox_clock.now() - float(oldest[1])),
             dropped_total=sum(by_reason.values()),
             dropped_by_reason=by_reason,
             disk_full=self.disk_full,
             other_kinds={kind: totals for kind, totals in kinds.items() if totals[0]},
+            dead_letters=dead,
+            dead_letter_bytes=dead_bytes,
         )
 
     def integrity_check(self) -> str:
@@ -351,11 +428,18 @@ class Outbox:
         return "\n".join(problems) or "ok"
 
     def close(self) -> None:
-        """Close the connection (SQLite checkpoints and removes the WAL). Idempotent."""
+        """Record the clock, write the drop lines still waiting, close the connection (SQLite checkpoints and
+        removes the WAL). Idempotent."""
         with self._lock:
             if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):  # a full disk: the next start takes the newest row's clock
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._outbox_clock.save(self._conn)
+                    self._conn.execute("COMMIT")
+                rollback_quietly(self._conn)
                 self._conn.close()
                 self._conn = None
+        self._drop_log.flush(everything=True)
 
     def __enter__(self) -> Outbox:
         return self

@@ -12,8 +12,8 @@ class OutboxLimits:
     """Bounds on what the outbox keeps while the broker is unreachable.
 
     max_bytes counts payload bytes only; the file is larger (ids, topics, indexes, WAL), and it does not
-    shrink: freed pages are reused. max_age_s compares wall-clock created_at with now, so on a host without
-    an RTC start only after time sync, or pre-sync events age out at the first NTP step.
+    shrink: freed pages are reused. max_age_s is measured on the outbox's own clock (clock.py), which a
+    wall-clock step does not move.
     max_events = 0: no count bound. max_file_bytes = 0: no ceiling; otherwise it caps the main database file
     (PRAGMA max_page_count) and appends beyond it raise OutboxFullError instead of filling the disk.
     """
@@ -22,6 +22,7 @@ class OutboxLimits:
     max_age_s: float
     max_events: int = 0
     max_file_bytes: int = 0
+    dead_letter_max_bytes: int = 16 * 1024 * 1024  # events an output refused for good (deadletter.py)
     # Byte bounds of the other kinds (e.g. {"snapshot": 64 MiB}): each kind is bounded by its own figure and
     # dropped before defect events when the disk fills, so pictures never evict defects. max_bytes and
     # max_events count defect events only.
@@ -86,3 +87,23 @@ class OutboxStats:
     dropped_by_reason: Mapping[str, int] = field(default_factory=dict)
     disk_full: bool = False  # the filesystem filled up; bounded by what it holds until space comes back
     other_kinds: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # kind -> (rows, payload bytes)
+    dead_letters: int = 0  # events an output refused for good, kept aside (deadletter.py)
+    dead_letter_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event an output refused for good, as `linewatch dead-letters` lists it."""
+
+    rowid: int
+    camera_id: str
+    kind: str
+    seq: int
+    event_id: str
+    topic: str
+    payload_bytes: int
+    created_at: float
+    dead_at: float
+    output: str
+    code: int
+    reason: str

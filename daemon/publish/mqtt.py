@@ -28,6 +28,7 @@ from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
+from daemon.publish.refusals import Refusals, publish_size
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.topics import availability_topic, status_topic
 from daemon.publish.wakeup import Waker
@@ -75,6 +76,10 @@ class MqttPublisher(StageThread):
         self._client_id = client_id
         self._host, self._port, self._tls = broker_address(settings.url)
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._metrics = metrics or Metrics()
+        self._refusals = Refusals(outbox, self._metrics, Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
+        self._refusals.count_dead_letters()
+        self._dead_letters = self._refusals.dead_letters  # as last published in the status
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox rowid, kind)
         self._acked: list[int] = []  # rowids PUBACKed during this loop pass: deleted in one transaction (one fsync)
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
@@ -85,9 +90,9 @@ class MqttPublisher(StageThread):
                                for camera_id in camera_ids}
         self._status_dirty = set(camera_ids)  # cameras whose status is to be published (again)
         self._connack_due: float | None = None
+        self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK), if it says
         self._socket_error: str | None = None  # paho's first socket error of this connection attempt
         self._next_sweep = time.monotonic() + _AGE_SWEEP_S
-        self._metrics = metrics or Metrics()
         self._fingerprint = dict(fingerprint or {})
         self._disk_full = False  # as last published in the status
         # (topic, interval, render): live figures, published retained straight from here, never from the outbox
@@ -142,6 +147,10 @@ class MqttPublisher(StageThread):
         body["linewatch_version"] = __version__
         body["model"] = {"name": self._model.name, "sha256": self._model.sha256}
         body["degraded"] = [DISK_FULL_REASON] if self._disk_full else []
+        if self._dead_letters:
+            body["degraded"].append(f"{self._dead_letters} events refused by the broker for good, kept as dead "
+                                    "letters (linewatch dead-letters)")
+        body["dead_letters"] = self._dead_letters
         if self._fingerprint and state is not CameraState.OFFLINE:
             body["fingerprint"] = self._fingerprint
         return json.dumps(body, separators=(",", ":")).encode()
@@ -193,6 +202,7 @@ class MqttPublisher(StageThread):
         self._sweep_age_bound()
         rc = self._waker.network_pass(self._client, self._idle_timeout())
         self._delete_acked()
+        self._refusals.bury()
         return rc
 
     def _idle_timeout(self) -> float:
@@ -277,20 +287,29 @@ class MqttPublisher(StageThread):
 
     def _fill_inflight(self) -> None:
         room = self._settings.max_inflight - len(self._inflight)
-        if room <= 0 or not self.connected:
+        if room <= 0 or not self.connected or self._refusals.holding:
             return
-        for stored in self._outbox.pending(room, after_rowid=self._cursor):
+        batch = self._refusals.due(room)  # refused for now, due again: before anything new
+        batch += self._outbox.pending(room - len(batch), after_rowid=self._cursor)
+        for stored in batch:
+            if self._max_packet and (size := publish_size(stored.topic, stored.payload)) > self._max_packet:
+                self._refusals.refused(stored.rowid, stored.kind, 0x95, f"Packet too large: {size} bytes, the "
+                                       f"broker takes at most {self._max_packet} (its Maximum Packet Size)")
+                self._refusals.sent(stored.rowid)
+                self._cursor = max(self._cursor, stored.rowid)
+                continue
             info = self._client.publish(stored.topic, stored.payload, qos=self._settings.qos, retain=False)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return  # connection dropped mid-fill; the cursor did not move past this one
             self._inflight[info.mid] = (stored.rowid, stored.kind)
-            self._cursor = stored.rowid
+            self._refusals.sent(stored.rowid)
+            self._cursor = max(self._cursor, stored.rowid)
 
     def _publish_status_if_changed(self) -> None:
-        disk_full = self._outbox.disk_full
+        disk_full, dead = self._outbox.disk_full, self._refusals.dead_letters
         with self._status_lock:
-            if disk_full != self._disk_full:
-                self._disk_full = disk_full
+            if disk_full != self._disk_full or dead != self._dead_letters:
+                self._disk_full, self._dead_letters = disk_full, dead
                 self._status_dirty.update(self._camera_status)
             if not self._status_dirty or not self.connected:
                 return
@@ -344,6 +363,8 @@ class MqttPublisher(StageThread):
             return
         self._set_connected(True)
         self._backoff.succeeded()
+        limit = getattr(props, "MaximumPacketSize", None)  # MQTT 5 CONNACK: the largest packet the broker takes
+        self._max_packet = int(limit) if limit else None
         self._client.publish(self._availability_topic, self._availability_payload(online=True, reason="running"),
                              qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
@@ -368,11 +389,10 @@ class MqttPublisher(StageThread):
         if row is None:
             return  # a status or stats message
         rowid, kind = row
-        if reason.is_failure:
-            # The broker will never take this one (ACL); keeping it would block the queue forever.
-            if kind == "defect":
-                self._metrics.events_refused.inc()
-            log.error("mqtt_publish_refused", reason=str(reason), code=reason.value, rowid=rowid, kind=kind)
-        elif kind == "defect":  # the events counters count defect events; pictures have their own
+        if reason.is_failure:  # never deleted: sent again later, or moved to the dead letters (refusals.py)
+            self._refusals.refused(rowid, kind, int(reason.value), str(reason))
+            return
+        self._refusals.accepted()
+        if kind == "defect":  # the events counters count defect events; pictures have their own
             self._metrics.events_published.inc()
         self._acked.append(rowid)

@@ -211,7 +211,7 @@ def test_a_wrong_password_is_reported_with_the_brokers_reason_retried_until_fixe
 READER_PASSWORD = "reader-pw-1"
 
 
-def test_an_acl_refusal_of_the_events_topic_is_counted_not_retried_forever(
+def test_an_acl_refusal_of_the_events_topic_is_kept_as_dead_letters_not_retried_forever(
     mosquitto_factory: Callable[..., Mosquitto],
     subscriber_factory: Callable[..., Subscriber],
     daemon_factory: Callable[..., DaemonProcess],
@@ -236,14 +236,15 @@ def test_an_acl_refusal_of_the_events_topic_is_counted_not_retried_forever(
                      LINEWATCH_MQTT__PASSWORD_FILE=str(secret), **MANY_EVENTS)
     daemon = daemon_factory(env)
     assert daemon.wait(timeout=BOOT_S + 60) == ExitCode.OK, daemon.describe()
-    # Then each event the broker refused (PUBACK 0x87 Not authorized) is logged and counted, not retried
+    # Then each event the broker refused (PUBACK 0x87 Not authorized) is logged, counted and kept aside, not retried
     refused = [r for r in daemon.logs if r.get("event") == "mqtt_publish_refused"]
     ids = produced_ids(daemon)
     assert ids, "no events produced"
     assert len(refused) == len(ids)
-    assert all(r["code"] == 0x87 and "authori" in r["reason"].lower() for r in refused), refused[:3]
+    assert all(r["code"] == "0x87" and "authori" in r["reason"].lower() for r in refused), refused[:3]
     summary: LogRecord = daemon.wait_for_event("shutdown_complete", 1)
     assert summary["refused"] == len(ids) and summary["published"] == 0 and summary["outbox_pending"] == 0
+    assert summary["dead_letters"] == len(ids), "refused events are kept as dead letters, not deleted"
     # ... and the broker denied each event exactly once: nothing was re-sent after its refusal
     assert len(re.findall(rf"Denied PUBLISH from {CLIENT_ID}", broker.log_text())) == len(ids)
     # And the reader saw the status (the daemon was connected) but no event got through

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from pathlib import Path
+
+import pytest
 
 from daemon.outbox import DropReason, DropReport, Outbox, OutboxFullError, OutboxLimits
 
@@ -80,6 +83,8 @@ def test_a_v1_outbox_is_migrated_keeping_its_events_ids_and_seq(tmp_path: Path) 
         # Then seq continues, and no id is reused (the acked row 5's id stays retired)
         assert new.seq == 6 and new.rowid == 6
         assert outbox.stats().pending_events == 5
+        # and the rows from before keep their age on the outbox's own clock (schema v3)
+        assert abs(outbox.stats().oldest_age_s - (time.time() - (1e9 + 1))) < 60
         assert outbox.integrity_check() == "ok"
 
 
@@ -96,12 +101,18 @@ def test_on_a_full_disk_a_picture_only_replaces_pictures_and_is_refused_rather_t
             index += 1
         stored = outbox.stats().pending_events
         before = len(reports)
-        refused = 0
+        # When a picture larger than any room the file has comes, with no older picture to replace
+        with pytest.raises(OutboxFullError):
+            outbox.append("cam", "big", "t/snapshots", lambda s: b"\xff" * 64 * 1024, kind=SNAPSHOT)
+        # Then it is refused, and no defect event gave way to it
+        assert outbox.stats().pending_events == stored, "a picture evicted a defect event"
+        assert len(reports) == before
+        # When small pictures come, they take the room there is and then replace each other
         for picture in range(20):
-            try:
-                outbox.append("cam", f"s{picture}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
-            except OutboxFullError:
-                refused += 1
-        assert refused > 0, "the disk never refused a picture"
+            outbox.append("cam", f"s{picture}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
         assert outbox.stats().pending_events == stored, "a picture evicted a defect event"
         assert all(r.kind == SNAPSHOT for r in reports[before:]), "only pictures gave way to pictures"
+        # And the refused picture did not lower the bound for events: each new defect event replaces about one
+        for index in range(20):
+            outbox.append("cam", f"later{index}", "t/defects", lambda s: b"x" * 2000)
+        assert outbox.stats().pending_events >= stored - 3, (outbox.stats().pending_events, stored)

@@ -208,13 +208,14 @@ def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
     clock = FakeClock()
     reports: list[DropReport] = []
     limits = OutboxLimits(max_bytes=100_000, max_age_s=60)
-    with open_outbox(tmp_path / "outbox.db", limits, clock=clock, on_drop=reports.append) as outbox:
+    with open_outbox(tmp_path / "outbox.db", limits, clock=clock, monotonic=clock, on_drop=reports.append) as outbox:
         outbox.append("cam", "old", "t", lambda s: b"x")
         clock.now += 30
         outbox.append("cam", "mid", "t", lambda s: b"x")
         assert outbox.enforce_limits() == [] and outbox.stats().oldest_age_s == 30
         # when the first is 61 s old and the second 31 s
-        returned = outbox.enforce_limits(now=clock.now + 31)
+        clock.now += 31
+        returned = outbox.enforce_limits()
         assert returned == reports and len(reports) == 1
         assert (reports[0].reason, reports[0].dropped) == (DropReason.MAX_AGE, 1)
         assert [e.event_id for e in outbox.pending(10)] == ["mid"]
@@ -223,6 +224,52 @@ def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
         outbox.append("cam", "new", "t", lambda s: b"x")
         assert [e.event_id for e in outbox.pending(10)] == ["new"]
         assert outbox.stats().dropped_by_reason == {"max_age": 2}
+
+
+def test_a_wall_clock_step_ages_nothing_out_while_running_or_across_a_restart(tmp_path: Path) -> None:
+    """A board without an RTC: NTP steps the wall clock by years once the network is up. Before, every waiting
+    event's wall-clock age jumped with it and the age bound wiped the backlog at the first sweep."""
+    wall, monotonic = FakeClock(1_000_000.0), FakeClock(50.0)  # booted near 1970
+    limits = OutboxLimits(max_bytes=100_000, max_age_s=86400)
+    path = tmp_path / "outbox.db"
+    with open_outbox(path, limits, clock=wall, monotonic=monotonic) as outbox:
+        for index in range(5):
+            outbox.append("cam", f"e{index}", "t", lambda s: b"x")
+        monotonic.now += 60
+        wall.now = 1_790_000_000.0  # NTP: 56 years forward in one step
+        assert outbox.enforce_limits() == []
+        assert outbox.stats().oldest_age_s == pytest.approx(60)
+    # A restart two hours later by the (now right) wall clock: the downtime counts, the step does not
+    wall.now += 7200
+    with open_outbox(path, limits, clock=wall, monotonic=FakeClock(7.0)) as outbox:
+        assert outbox.stats().oldest_age_s == pytest.approx(60 + 7200)
+        assert [e.seq for e in outbox.pending(10)] == [1, 2, 3, 4, 5]
+    # A restart with the clock set back (the RTC-less board boots in 1970 again): no time is taken as gone by
+    wall.now = 1_000_000.0
+    with open_outbox(path, limits, clock=wall, monotonic=FakeClock(3.0)) as outbox:
+        assert outbox.stats().oldest_age_s == pytest.approx(60 + 7200)
+        assert outbox.enforce_limits() == []
+
+
+def test_the_outbox_stats_are_index_lookups_at_any_depth(tmp_path: Path) -> None:
+    """stats() runs under the outbox's lock on every /metrics scrape: it must not scan the rows (it ran
+    min(created_at) over every row). SQLite's own plan for each of its queries says SEARCH, never SCAN."""
+    with open_outbox(tmp_path / "outbox.db") as outbox:
+        outbox.append("cam", "e", "t", lambda s: b"x")
+        outbox.stats()
+    conn = sqlite3.connect(tmp_path / "outbox.db")
+    queries = ["SELECT created_at, created_clock FROM events WHERE kind = 'defect' ORDER BY id LIMIT 1",
+               "SELECT kind, events, bytes FROM kind_totals", "SELECT events, bytes FROM dead_totals",
+               "SELECT reason, total FROM drop_counters"]
+    source = (REPO_ROOT / "daemon" / "outbox" / "store.py").read_text()
+    assert "SELECT created_at, created_clock FROM events WHERE kind = ? ORDER BY id LIMIT 1" in source
+    for query in queries:
+        plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
+        table = query.split(" FROM ")[1].split()[0]
+        small = table in ("kind_totals", "dead_totals", "drop_counters")  # a row per kind or reason: O(1)
+        assert "SEARCH" in plan or small, (query, plan)
+        assert not ("SCAN" in plan and table == "events"), (query, plan)
+    conn.close()
 
 
 def test_max_events_drops_oldest_beyond_the_count(tmp_path: Path) -> None:

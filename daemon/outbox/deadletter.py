@@ -1,0 +1,70 @@
+"""Dead letters: events an output refused for good, moved aside instead of deleted.
+
+MQTT 5 names the refusals that no retry can cure (not authorised, topic name invalid, packet too large, payload
+format invalid). Deleting such an event would lose a defect without a trace; keeping it in the queue would block
+it for ever. It moves to `dead_letters` with the output, the code and the reason: kept for an operator (and
+`linewatch dead-letters` to list or send again once the cause is fixed), bounded by bytes (the oldest go,
+counted like every drop), counted, and shown in /metrics and the status.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from daemon.outbox.bounds import drop_counter
+from daemon.outbox.types import DeadLetter, DroppedRange, DropReason, DropReport
+
+DEAD = "dead_letter"  # the drop counters' kind for dead letters trimmed by their bound
+
+
+def bury(conn: sqlite3.Connection, rowid: int, *, output: str, code: int, reason: str, now: float) -> bool:
+    """Move one event to the dead letters (in the caller's transaction). False if it was gone already."""
+    moved = conn.execute(
+        "INSERT OR IGNORE INTO dead_letters (id, camera_id, kind, seq, event_id, topic, payload, created_at, dead_at,"
+        " output, code, reason) SELECT id, camera_id, kind, seq, event_id, topic, payload, created_at, ?, ?, ?, ?"
+        " FROM events WHERE id = ?", (now, output, code, reason, rowid)).rowcount
+    conn.execute("DELETE FROM events WHERE id = ?", (rowid,))
+    return moved == 1
+
+
+def totals(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(dead letters, their payload bytes), kept by triggers: O(1)."""
+    count, size = conn.execute("SELECT events, bytes FROM dead_totals").fetchone()
+    return int(count), int(size)
+
+
+def trim(conn: sqlite3.Connection, max_bytes: int) -> DropReport | None:
+    """Drop the oldest dead letters beyond `max_bytes`, reported and counted like every drop."""
+    excess = totals(conn)[1] - max_bytes
+    if excess <= 0:
+        return None
+    spans: dict[str, list[int]] = {}
+    freed = count = 0
+    for rowid, camera_id, seq, size in conn.execute(
+            "SELECT id, camera_id, seq, length(payload) FROM dead_letters ORDER BY id").fetchall():
+        if freed >= excess:
+            break
+        conn.execute("DELETE FROM dead_letters WHERE id = ?", (rowid,))
+        span = spans.setdefault(camera_id, [seq, seq, 0])
+        span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
+        freed += size
+        count += 1
+    drop_counter(conn, DEAD, DropReason.MAX_BYTES, count)
+    cameras = tuple(DroppedRange(cam, *spans[cam]) for cam in sorted(spans))
+    return DropReport(reason=DropReason.MAX_BYTES, dropped=count, dropped_bytes=freed, cameras=cameras, kind=DEAD)
+
+
+def listing(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
+    rows = conn.execute("SELECT id, camera_id, kind, seq, event_id, topic, length(payload), created_at, dead_at,"
+                        " output, code, reason FROM dead_letters ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [DeadLetter(*row) for row in rows]
+
+
+def requeue(conn: sqlite3.Connection, clock: float) -> int:
+    """Put every dead letter back in the queue, after what waits there now (new ids; seq and payload kept)."""
+    moved = conn.execute(
+        "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, created_clock)"
+        " SELECT camera_id, kind, seq, event_id, topic, payload, created_at, ? FROM dead_letters ORDER BY id",
+        (clock,)).rowcount
+    conn.execute("DELETE FROM dead_letters")
+    return int(moved)
