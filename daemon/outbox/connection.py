@@ -64,3 +64,25 @@ def rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             log.exception("outbox_rollback_failed")
+
+
+def check_integrity(conn: sqlite3.Connection) -> str:
+    """'ok', or the problems: SQLite's check plus ours (totals match rows, dead letters' totals too; no seq above
+    its counter). In the caller's read transaction."""
+    problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    if problems == ["ok"]:
+        problems = []
+    for totals, table in (("totals", "events"), ("dead_totals", "dead_letters")):
+        kept = conn.execute(f"SELECT events, bytes FROM {totals}").fetchone()
+        actual = conn.execute(f"SELECT count(*), coalesce(sum(length(payload)), 0) FROM {table}").fetchone()
+        if tuple(kept) != tuple(actual):
+            problems.append(f"{totals} {tuple(kept)} != actual {tuple(actual)}")
+    ahead = conn.execute(
+        "SELECT count(*) FROM events e LEFT JOIN seq_counters c"
+        " ON c.camera_id = CASE e.kind WHEN 'defect' THEN e.camera_id"
+        " ELSE e.camera_id || char(31) || e.kind END"
+        " WHERE c.last_seq IS NULL OR e.seq > c.last_seq"
+    ).fetchone()[0]
+    if ahead:
+        problems.append(f"{ahead} events have seq above their camera's counter")
+    return "\n".join(problems) or "ok"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -35,7 +34,7 @@ from typing import Literal
 from daemon.outbox import deadletter
 from daemon.outbox.bounds import counter_key, enforce, kind_totals
 from daemon.outbox.clock import OutboxClock
-from daemon.outbox.connection import prepare, rollback_quietly
+from daemon.outbox.connection import check_integrity, prepare, rollback_quietly
 from daemon.outbox.droplog import DropLog
 from daemon.outbox.errors import (
     OutboxError,
@@ -44,8 +43,8 @@ from daemon.outbox.errors import (
     PayloadTooLargeError,
     translate,
 )
-from daemon.outbox.reserve import Reserve
 from daemon.outbox.schema import DEFECT, EVENT_COLUMNS
+from daemon.outbox.space import DiskSpace
 from daemon.outbox.types import DeadLetter, DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
@@ -53,7 +52,6 @@ log = logging.getLogger("daemon.outbox")
 SynchronousMode = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_MODES: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SMALL_ACK = 8  # events deleted per transaction when the disk is full
-_MARGIN_SLACK = 256 * 1024  # pages a transaction adds to the WAL beyond its checkpoint size
 
 
 class Outbox:
@@ -95,9 +93,7 @@ class Outbox:
         self._drop_log = DropLog()
         self._clock = clock
         self._lock = threading.Lock()
-        self._reserve = Reserve(self._path.with_name(self._path.name + "-reserve"), reserve_bytes)
-        self._disk_bound: int | None = None  # a byte bound learnt from a full filesystem
-        self._disk_lock = threading.Lock()  # the reserve and the learnt bound, shared by the appending threads
+        self._space = DiskSpace(self._path, reserve_bytes)
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -107,13 +103,11 @@ class Outbox:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves rather than trust implicit transactions.
             conn = sqlite3.connect(self._path, busy_timeout_s, isolation_level=None, check_same_thread=False)
             prepare(conn, self._path, synchronous=synchronous, busy_timeout_s=busy_timeout_s,
-                    reserve_bytes=self._reserve.size, max_file_bytes=self._limits.max_file_bytes)
+                    reserve_bytes=self._space.reserve.size, max_file_bytes=self._limits.max_file_bytes)
             conn.execute("BEGIN")
             self._outbox_clock = OutboxClock(conn, clock, monotonic)
             conn.execute("COMMIT")
-            # What SQLite needs free on a full disk to checkpoint and delete: a WAL up to its checkpoint size.
-            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            self._margin = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) * page + _MARGIN_SLACK
+            self._space.measure_margin(conn)
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -121,7 +115,7 @@ class Outbox:
                 raise translate(exc, f"cannot open outbox {self._path}") from exc
             raise
         self._conn: sqlite3.Connection | None = conn
-        self._reserve.restore()
+        self._space.reserve.restore()
         self._listeners: list[Callable[[], None]] = []
 
     def on_commit(self, listener: Callable[[], None]) -> None:
@@ -132,7 +126,7 @@ class Outbox:
     @property
     def disk_full(self) -> bool:
         """True from a full filesystem until the reserve could be set aside again (space came back)."""
-        return self._reserve.released
+        return self._space.full
 
     @contextmanager
     def _tx(self, op: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -193,44 +187,18 @@ class Outbox:
                 if not self._make_room(attempt, kind, size[0]):
                     raise
                 continue
-            with self._disk_lock:  # the event and snapshot threads both append
-                if self._reserve.released:
-                    self._reserve.restore()
-                    if not self._reserve.released:
-                        self._disk_bound = None  # space came back: only the configured bounds apply again
+            self._space.after_append()
             return stored
 
     def _make_room(self, attempt: int, kind: str, size: int) -> bool:
-        """One more step to free space after SQLITE_FULL. False when there is nothing left to try.
-
-        The first full disk releases the reserve and learns a byte bound from the space there is: what is stored
-        now, plus what the free space (the reserve included) holds at the file's own payload-per-byte ratio, less
-        the margin SQLite needs to checkpoint and delete. The outbox then keeps as many of the newest events as
-        that holds, and drops the oldest beyond it. If the disk fills again all the same (another process took
-        the margin), an event lowers the bound by what it needs, no more. A picture never lowers it: it replaces
-        older pictures or is refused.
-        """
+        """One more step to free space after SQLITE_FULL (space.py). False when there is nothing left to try."""
         if attempt > 8:
             return False
-        first = False
-        with self._disk_lock:
-            if not self._reserve.released:
-                log.error("outbox_disk_full", extra={"path": str(self._path), "reserve_bytes": self._reserve.size,
-                                                     "action": "the oldest events give way to the newest"})
-                self._reserve.release()
-                first = True
-        self._checkpoint()
+        first = self._space.release()
+        self._checkpoint()  # with the reserve released, the checkpoint has the pages it needs
         try:
             with self._tx("drop for disk space") as conn:
-                stored = int(conn.execute("SELECT bytes FROM totals").fetchone()[0])
-                page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-                need = stored - 2 * (size + page)  # room in the file for the new row and its index entries
-                with self._disk_lock:
-                    if first:
-                        self._disk_bound = stored + self._room_for_payload(conn)
-                    elif kind == DEFECT:
-                        self._disk_bound = min(self._disk_bound or stored, need)
-                    bound = self._disk_bound if kind == DEFECT or first else need
+                bound = self._space.bound_after_full(conn, kind, size, first)
                 drops = enforce(conn, self._limits, self._outbox_clock.now(), keep_rowid=None, new_kind=kind,
                                 disk_bound=bound)
         except OutboxRetryableError:
@@ -240,19 +208,6 @@ class Outbox:
         self._report(drops)
         self._checkpoint()
         return True
-
-    def _room_for_payload(self, conn: sqlite3.Connection) -> int:
-        """Payload bytes the filesystem's free space holds, less the margin, at the file's payload ratio."""
-        try:
-            disk = os.statvfs(self._path.parent)
-        except OSError:
-            return 0
-        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        used = (int(conn.execute("PRAGMA page_count").fetchone()[0])
-                - int(conn.execute("PRAGMA freelist_count").fetchone()[0])) * page
-        payload = int(conn.execute("SELECT bytes FROM totals").fetchone()[0])
-        ratio = min(1.0, max(0.05, payload / used)) if used and payload else 0.5
-        return max(0, int((disk.f_bavail * disk.f_frsize - self._margin) * ratio))
 
     def _checkpoint(self) -> None:
         # On a full disk this can fail; the next step (dropping) may still find room in the WAL.
@@ -290,7 +245,7 @@ class Outbox:
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
-            drops = enforce(conn, self._limits, clock, keep_rowid=rowid, new_kind=kind, disk_bound=self._disk_bound)
+            drops = enforce(conn, self._limits, clock, keep_rowid=rowid, new_kind=kind, disk_bound=self._space.bound)
         for listener in self._listeners:
             listener()
         self._report(drops)
@@ -369,7 +324,7 @@ class Outbox:
         The reports also go to on_drop."""
         with self._tx("enforce_limits") as conn:
             drops = enforce(conn, self._limits, self._outbox_clock.now() if now is None else now, keep_rowid=None,
-                            disk_bound=self._disk_bound)
+                            disk_bound=self._space.bound)
             self._outbox_clock.save(conn)
         self._report(drops)
         return drops
@@ -410,22 +365,7 @@ class Outbox:
     def integrity_check(self) -> str:
         """'ok', or the problems: SQLite's check plus ours (totals match rows; no seq above its counter)."""
         with self._tx("integrity_check", write=False) as conn:
-            problems = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-            if problems == ["ok"]:
-                problems = []
-            kept = conn.execute("SELECT events, bytes FROM totals").fetchone()
-            actual = conn.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM events").fetchone()
-            if tuple(kept) != tuple(actual):
-                problems.append(f"totals {tuple(kept)} != actual {tuple(actual)}")
-            ahead = conn.execute(
-                "SELECT count(*) FROM events e LEFT JOIN seq_counters c"
-                " ON c.camera_id = CASE e.kind WHEN 'defect' THEN e.camera_id"
-                " ELSE e.camera_id || char(31) || e.kind END"
-                " WHERE c.last_seq IS NULL OR e.seq > c.last_seq"
-            ).fetchone()[0]
-            if ahead:
-                problems.append(f"{ahead} events have seq above their camera's counter")
-        return "\n".join(problems) or "ok"
+            return check_integrity(conn)
 
     def close(self) -> None:
         """Record the clock, write the drop lines still waiting, close the connection (SQLite checkpoints and

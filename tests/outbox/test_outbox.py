@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import sqlite3
@@ -469,3 +470,54 @@ def test_a_failing_on_drop_does_not_fail_the_committed_append(tmp_path: Path) ->
         second = outbox.append("cam", "e2", "t", lambda s: b"x" * 10)  # drops e1, then the sink raises
         assert outbox.pending(10) == [second]
         assert outbox.stats().dropped_total == 1
+
+
+# -- dead letters and the drop log -------------------------------------------------------------------------
+
+
+def test_a_dead_letter_is_kept_aside_bounded_counted_and_can_be_requeued(tmp_path: Path) -> None:
+    reports: list[DropReport] = []
+    limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, dead_letter_max_bytes=250)
+    with open_outbox(tmp_path / "outbox.db", limits, on_drop=reports.append) as outbox:
+        stored = [outbox.append("cam", f"e{i}", "t/defects", lambda s: b"x" * 100) for i in range(5)]
+        # When an output refuses three of them for good
+        for event in stored[:3]:
+            assert outbox.dead_letter(event.rowid, output="mqtt", code=0x87, reason="Not authorized")
+        assert not outbox.dead_letter(stored[0].rowid, output="mqtt", code=0x87, reason="again"), "gone already"
+        # Then they leave the queue, the oldest beyond the bound (250 bytes: two) is dropped and counted
+        assert [e.seq for e in outbox.pending(10)] == [4, 5]
+        letters = outbox.dead_letters()
+        assert [(d.seq, d.code, d.output, d.payload_bytes) for d in letters] == [(2, 0x87, "mqtt", 100),
+                                                                                (3, 0x87, "mqtt", 100)]
+        assert (outbox.stats().dead_letters, outbox.stats().dead_letter_bytes) == (2, 200)
+        assert [(r.kind, r.reason, r.dropped) for r in reports] == [("dead_letter", DropReason.MAX_BYTES, 1)]
+        assert outbox.integrity_check() == "ok"
+        # When they are requeued, they come after what waits, with their seq and payload
+        assert outbox.requeue_dead_letters() == 2
+        assert [e.seq for e in outbox.pending(10)] == [4, 5, 2, 3]
+        assert outbox.stats().dead_letters == 0 and outbox.integrity_check() == "ok"
+
+
+def test_drops_are_logged_as_ranges_at_most_one_line_a_second_per_kind_and_reason() -> None:
+    from daemon.outbox.droplog import DropLog
+    from daemon.outbox.types import DroppedRange
+
+    clock = FakeClock(100.0)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("daemon.outbox")
+    logger.addHandler(handler)
+    try:
+        drops = DropLog(clock=clock)
+        for seq in range(1, 101):  # 100 drops of one event each, 10 ms apart
+            drops.add(DropReport(DropReason.DISK_FULL, 1, 10, (DroppedRange("cam", seq, seq, 1),)))
+            clock.now += 0.01
+        drops.add(DropReport(DropReason.MAX_AGE, 2, 20, (DroppedRange("cam", 200, 201, 2),)))
+        drops.flush(everything=True)
+    finally:
+        logger.removeHandler(handler)
+    lines = [(r.reason, r.dropped, r.cameras, r.drops) for r in records]  # type: ignore[attr-defined]
+    # the first drop at once; the next 99 merged into one line a second later; another reason has its own line
+    assert lines == [("disk_full", 1, {"cam": [1, 1, 1]}, 1), ("disk_full", 99, {"cam": [2, 100, 99]}, 99),
+                     ("max_age", 2, {"cam": [200, 201, 2]}, 1)], lines
