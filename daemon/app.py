@@ -140,6 +140,7 @@ class App:
         """Until the stop event (a signal, a stage that failed) or the end of a finite source."""
         ping_every = watchdog_interval_s()
         next_ping = next_status = time.monotonic()
+        unhealthy_since: float | None = None
         while not self.stop.wait(_MAIN_TICK_S):
             on_tick()
             self.outbox.flush_drop_log()  # the drop lines that waited out their second
@@ -157,6 +158,10 @@ class App:
             now = time.monotonic()
             self.health.readiness(now)  # every tick, so linewatch_ready and linewatch_healthy stay current
             live_ok = self.health.last_liveness.ok  # computed by readiness() just now
+            unhealthy_since = None if live_ok else unhealthy_since or now
+            if unhealthy_since is not None and now - unhealthy_since >= self.settings.pipeline.unhealthy_exit_s:
+                self._exit_unhealthy(now - unhealthy_since)
+                return
             if now >= next_status:
                 sd_notify(f"STATUS={self.health.status_line(now)}")
                 next_status = now + _STATUS_EVERY_S
@@ -164,6 +169,16 @@ class App:
                 # Only a live pipeline pings systemd: a wedged stage or a hung main loop gets us restarted.
                 sd_notify("WATCHDOG=1")
                 next_ping = now + ping_every
+
+    def _exit_unhealthy(self, for_s: float) -> None:
+        """Not live for LINEWATCH_PIPELINE__UNHEALTHY_EXIT_S: fail the stuck stages (exit 5), whoever supervises.
+        Docker's on-failure ignores health and a bare process has no watchdog: only an exit gets a restart."""
+        stuck = self.health.unlive_stages() or [(self.publisher, "not live: " + "; ".join(
+            self.health.last_liveness.reasons))]
+        log.critical("unhealthy_exit", unhealthy_s=round(for_s, 1), limit_s=self.settings.pipeline.unhealthy_exit_s,
+                     stages=[reason for _, reason in stuck], exit_code=int(ExitCode.WATCHDOG))
+        for stage, reason in stuck:
+            stage.fail(FailureKind.STALLED, reason)
 
     def _shutdown(self, code: ExitCode) -> ExitCode:
         sd_notify("STOPPING=1")

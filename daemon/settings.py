@@ -197,7 +197,11 @@ class PipelineSettings(Section):
     shutdown_timeout_s: float = Field(8.0, gt=0, le=120, description="Deadline for a graceful stop")
     wedge_timeout_s: float = Field(
         30.0, gt=0, le=3600,
-        description="A stage stuck in one inference, commit or network pass this long is wedged: /healthz 503")
+        description="A stage stuck in one inference, commit, connect or network pass this long is wedged: /healthz 503")
+    unhealthy_exit_s: float = Field(
+        60.0, ge=1, le=86400,
+        description="Not live (/healthz 503) this long without a break: the daemon exits 5 by itself, so any "
+        "supervisor (Docker's on-failure, a bare process) restarts it, not only systemd's watchdog")
 
 
 class HttpSettings(Section):

@@ -149,3 +149,40 @@ def test_the_cameras_failures_decide_the_exit_code_only_when_they_must() -> None
     assert exit_code_for(deciding_camera_failures([wiring, stall], any_camera_usable=False)) == ExitCode.WATCHDOG
     assert exit_code_for(deciding_camera_failures([wiring, stall], any_camera_usable=True)) == ExitCode.WATCHDOG
     assert exit_code_for(deciding_camera_failures([wiring, bug], any_camera_usable=False)) == ExitCode.INTERNAL
+
+
+@pytest.mark.integration
+def test_a_wedged_detector_ends_a_bare_process_with_exit_5_after_the_documented_time_unhealthy(
+    mosquitto: Mosquitto, daemon_factory: Callable[..., DaemonProcess], daemon_env: Callable[..., dict[str, str]]
+) -> None:
+    """Before: a wedged stage only turned /healthz to 503 and stopped WATCHDOG=1. Under Docker's on-failure
+    (which ignores health) or as a bare process the daemon stayed up, blind, for ever."""
+    from tests.integration.ops_helpers import wait_probe
+    from tests.support.net import free_port
+
+    port = free_port()
+    env = faulty_env(daemon_env, "detector_hang", mosquitto.url)
+    env.update(LINEWATCH_HTTP__PORT=str(port), LINEWATCH_PIPELINE__WEDGE_TIMEOUT_S="2",
+               LINEWATCH_PIPELINE__UNHEALTHY_EXIT_S="3")
+    daemon = daemon_factory(env)  # no NOTIFY_SOCKET: nothing but the daemon itself watches it
+    unhealthy = wait_probe(port, "/healthz", lambda code, body: code == 503, 120)
+    assert any(reason.startswith("detect stuck in one unit of work") for reason in unhealthy["reasons"]), unhealthy
+    assert daemon.wait(timeout=60) == ExitCode.WATCHDOG, daemon.describe()
+    gave_up = daemon.wait_for_event("unhealthy_exit", 1)
+    assert gave_up["limit_s"] == 3 and gave_up["unhealthy_s"] >= 3
+    assert any(stage.startswith("detect stuck") for stage in gave_up["stages"]), gave_up
+
+
+@pytest.mark.integration
+def test_a_hung_tls_handshake_with_the_broker_counts_as_busy_and_ends_in_exit_5(
+    black_hole: Any, daemon_factory: Callable[..., DaemonProcess], daemon_env: Callable[..., dict[str, str]]
+) -> None:
+    """The broker accepts TCP and never answers the TLS handshake: the publisher sits in connect(), which was
+    not marked busy, so the stage looked idle and healthy."""
+    env = daemon_env("synthetic://line?fps=10", f"mqtts://127.0.0.1:{black_hole.port}",
+                     LINEWATCH_PIPELINE__WEDGE_TIMEOUT_S="1", LINEWATCH_PIPELINE__UNHEALTHY_EXIT_S="2",
+                     LINEWATCH_MQTT__RECONNECT_MIN_S="0.1", LINEWATCH_MQTT__RECONNECT_MAX_S="0.2")
+    daemon = daemon_factory(env)
+    assert daemon.wait(timeout=120) == ExitCode.WATCHDOG, daemon.describe()
+    gave_up = daemon.wait_for_event("unhealthy_exit", 1)
+    assert any(stage.startswith("publish:mqtt stuck in one unit of work") for stage in gave_up["stages"]), gave_up

@@ -74,32 +74,43 @@ class Health:
         self._outbox_accepting = outbox_accepting
 
     # -- verdicts --------------------------------------------------------------------------------------
+    @staticmethod
+    def _judge(watched: _Watched, now: float) -> tuple[str, str | None, float]:
+        """(state, the reason it makes the daemon not live or None, seconds in its current unit of work)."""
+        stage = watched.stage
+        stuck = stage.progress.stuck_for(now)
+        if stage.failure is not None:
+            counts = not watched.isolated or stage.failure.kind is FailureKind.STALLED
+            reason = f"{stage.name} failed ({stage.failure.kind.value}): {stage.failure.reason}"
+            return "failed", reason if counts else None, stuck
+        if stage.started and not stage.alive:
+            counts = not watched.isolated and not watched.may_end()
+            return "ended", f"{stage.name} is not running" if counts else None, stuck
+        if stuck > watched.limit_s:
+            reason = f"{stage.name} stuck in one unit of work for {stuck:.1f} s (limit {watched.limit_s:g} s)"
+            return "wedged", reason, stuck
+        return "running", None, stuck
+
     def liveness(self, now: float | None = None) -> Verdict:
         now = time.monotonic() if now is None else now
         reasons: list[str] = []
         stages: dict[str, Any] = {}
         for watched in self._stages:
-            stage = watched.stage
-            stuck = stage.progress.stuck_for(now)
-            state = "running"
-            if stage.failure is not None:
-                state = "failed"
-                if not watched.isolated or stage.failure.kind is FailureKind.STALLED:
-                    reasons.append(f"{stage.name} failed ({stage.failure.kind.value}): {stage.failure.reason}")
-            elif stage.started and not stage.alive:
-                state = "ended"
-                if not watched.isolated and not watched.may_end():
-                    reasons.append(f"{stage.name} is not running")
-            elif stuck > watched.limit_s:
-                state = "wedged"
-                reasons.append(f"{stage.name} stuck in one unit of work for {stuck:.1f} s "
-                               f"(limit {watched.limit_s:g} s)")
-            stages[stage.name] = {"state": state, "busy_s": round(stuck, 3), "limit_s": watched.limit_s,
-                                  "units": stage.progress.units}
+            state, reason, stuck = self._judge(watched, now)
+            if reason is not None:
+                reasons.append(reason)
+            stages[watched.stage.name] = {"state": state, "busy_s": round(stuck, 3), "limit_s": watched.limit_s,
+                                          "units": watched.stage.progress.units}
         phase = "running" if self._stages else "starting"
         verdict = Verdict(not reasons, tuple(reasons), {"phase": phase, "stages": stages})
         self._metrics.healthy.set(1 if verdict.ok else 0)
         return verdict
+
+    def unlive_stages(self, now: float | None = None) -> list[tuple[StageThread, str]]:
+        """The stages that make the daemon not live, with why: whom it names when it exits for that."""
+        now = time.monotonic() if now is None else now
+        judged = ((watched.stage, self._judge(watched, now)[1]) for watched in self._stages)
+        return [(stage, reason) for stage, reason in judged if reason is not None]
 
     def readiness(self, now: float | None = None) -> Verdict:
         now = time.monotonic() if now is None else now

@@ -244,7 +244,8 @@ class MqttPublisher(StageThread):
             if self._settings.username:
                 # Read at every connect (README, Secrets): a rotated or corrected PASSWORD_FILE is picked up.
                 self._client.username_pw_set(self._settings.username, self._settings.password_value())
-            self._client.connect(self._host, self._port, keepalive=self._settings.keepalive_s)
+            with self.progress.busy():  # the TCP connect and the TLS handshake: a hung one makes the stage wedged
+                self._client.connect(self._host, self._port, keepalive=self._settings.keepalive_s)
             self._connack_due = time.monotonic() + _CONNACK_TIMEOUT_S
         except (OSError, ssl.SSLError, ValueError) as exc:
             reason = f"connect to {self._host}:{self._port} failed: {exc}"

@@ -27,3 +27,12 @@ elif _FAULT == "capture":
     from daemon.sources.synthetic import SyntheticSource
 
     SyntheticSource.read = _raise("planted bug in a source")  # type: ignore[method-assign]
+elif _FAULT == "detector_hang":
+    import threading
+
+    from daemon.detect.model import Detector
+
+    def _hang(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        threading.Event().wait()  # an inference that never returns, as a driver or a runtime stuck in C would
+
+    Detector.infer_frames = _hang  # type: ignore[method-assign]
