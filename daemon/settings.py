@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import stat
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
@@ -44,7 +45,11 @@ ENV_PREFIX = "LINEWATCH_"
 ENV_FILE_VAR = "LINEWATCH_ENV_FILE"
 CAMERA_URL_VAR = "LINEWATCH_CAMERA__URL"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
+MODEL_FILE = "linewatch-defects.pt"
+# Where the shipped model is: beside the sources (a checkout, an editable install), or where `pip install`
+# put it (pyproject.toml's data-files: <prefix>/share/linewatch/models).
+MODEL_DIRS = (REPO_ROOT / "models", Path(sys.prefix) / "share" / "linewatch" / "models")
+DEFAULT_MODEL = next((d / MODEL_FILE for d in MODEL_DIRS if (d / MODEL_FILE).is_file()), MODEL_DIRS[0] / MODEL_FILE)
 MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript")
 OPENVINO_DIR_SUFFIX = "_openvino_model"  # how Ultralytics names an OpenVINO export (a folder)
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")

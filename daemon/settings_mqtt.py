@@ -27,6 +27,10 @@ class MqttSettings(Section):
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; a dead link shows in 1.5x this")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version")
     max_inflight: int = Field(20, ge=1, le=65535, description="Unacknowledged events on the wire at once")
+    ack_grace_s: float = Field(
+        2.0, ge=0, le=600,
+        description="Events stay in the outbox this long after the broker's PUBACK and are sent again after a crash "
+        "or power cut within it: a broker on the same box saves its store just after acknowledging (mosquitto)")
     reconnect_min_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     reconnect_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
     tls_ca_file: Path | None = Field(None, description="CA bundle for mqtts://; default: the system store")

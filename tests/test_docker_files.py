@@ -37,10 +37,12 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     return [(m.group(1).upper(), m.group(2)) for m in re.finditer(r"^\s*([A-Za-z]+)\s+(.*)$", text, re.M)]
 
 
+def _runtime_start(path: Path) -> int:
+    return max(i for i, (name, _) in enumerate(_instructions(path)) if name == "FROM")
+
+
 def _final_stage(path: Path) -> list[tuple[str, str]]:
-    instructions = _instructions(path)
-    last_from = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
-    return instructions[last_from:]
+    return _instructions(path)[_runtime_start(path):]
 
 
 def test_there_are_both_dockerfiles() -> None:
@@ -77,9 +79,12 @@ def test_runtime_stage_is_what_the_line_needs(dockerfile: Path) -> None:
         assert label in labels
     copies = [args for name, args in _final_stage(dockerfile) if name == "COPY"]
     assert any("--from=builder /opt/linewatch/venv" in c for c in copies), "the runtime copies the venv"
-    assert any("linewatch-defects.pt" in c and "linewatch-defects.onnx" in c for c in copies), "and the model"
-    if dockerfile.name == "Dockerfile":  # x86: the CPU runs OpenVINO; a Jetson runs its GPU (engine or .pt)
-        assert any(c.startswith("models/linewatch-defects_openvino_model ") for c in copies), "the OpenVINO export"
+    # the model and its exports come with the venv, as the package's data files (a `pip install` finds them too)
+    builder = [args for name, args in _instructions(dockerfile)[: _runtime_start(dockerfile)] if name == "COPY"]
+    assert any("linewatch-defects.pt" in c and "linewatch-defects.onnx" in c for c in builder), "the model"
+    assert any(c.startswith("models/linewatch-defects_openvino_model ") for c in builder), "the OpenVINO export"
+    runs = " ".join(args for name, args in _final_stage(dockerfile) if name == "RUN")
+    assert "ln -s venv/share/linewatch/models /opt/linewatch/models" in runs
     assert not any(re.search(r"COPY\s+(\.|daemon)\s", f"COPY {c} ") for c in copies), "no sources in the runtime"
 
 

@@ -9,11 +9,11 @@ reconnect, and after a restart the outbox re-sends everything still in it.
 
 from __future__ import annotations
 
-import json
 import logging
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -21,18 +21,17 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from daemon import __version__
 from daemon.backoff import Backoff
-from daemon.frames import CameraState, CameraStatus, ModelInfo, rfc3339, utc_now
+from daemon.frames import CameraState, CameraStatus, ModelInfo, utc_now
 from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.refusals import Refusals, publish_size
+from daemon.publish.status import StatusPayloads
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.topics import availability_topic, status_topic
 from daemon.publish.wakeup import Waker
-from daemon.redact import redact
 from daemon.settings_mqtt import MqttSettings, broker_address
 
 log = get_logger("linewatch.mqtt")
@@ -47,7 +46,6 @@ _OUTBOX_RETRY_S = 1.0  # after a retryable outbox error
 _R = TypeVar("_R")
 
 
-DISK_FULL_REASON = "outbox disk full: the oldest stored events give way to the newest"
 
 
 class MqttPublisher(StageThread):
@@ -67,7 +65,7 @@ class MqttPublisher(StageThread):
     ) -> None:
         super().__init__("publish:mqtt", stop)
         self._settings = settings
-        self._model = model
+        self._payloads = StatusPayloads(client_id, tuple(camera_ids), model, dict(fingerprint or {}))
         self._outbox = outbox
         self._stop = stop
         prefix = topic_prefix or settings.topic_prefix
@@ -81,7 +79,10 @@ class MqttPublisher(StageThread):
         self._refusals.count_dead_letters()
         self._dead_letters = self._refusals.dead_letters  # as last published in the status
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox rowid, kind)
-        self._acked: list[int] = []  # rowids PUBACKed during this loop pass: deleted in one transaction (one fsync)
+        # (monotonic time, rowid) of each PUBACK: deleted LINEWATCH_MQTT__ACK_GRACE_S later, in one transaction per
+        # pass (one fsync). Until then a crash or a power cut re-sends them: a broker on the same box saves its
+        # store just after it acknowledges (mosquitto), so an ack is trusted once that save had time to happen.
+        self._acked: deque[tuple[float, int]] = deque()
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
         self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
         self._deadline = float("inf")
@@ -93,7 +94,6 @@ class MqttPublisher(StageThread):
         self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK), if it says
         self._socket_error: str | None = None  # paho's first socket error of this connection attempt
         self._next_sweep = time.monotonic() + _AGE_SWEEP_S
-        self._fingerprint = dict(fingerprint or {})
         self._disk_full = False  # as last published in the status
         # (topic, interval, render): live figures, published retained straight from here, never from the outbox
         # (an hour-old fps figure replayed after an outage would mislead whoever reads it)
@@ -125,7 +125,7 @@ class MqttPublisher(StageThread):
                 client.tls_insecure_set(True)
         # One connection has one last will: the daemon's availability. Each camera's status is retained as last
         # published; a subscriber trusts it while the availability is `online`.
-        will = self._availability_payload(online=False, reason="connection lost (last will)", with_time=False)
+        will = self._payloads.availability(online=False, reason="connection lost (last will)", with_time=False)
         client.will_set(self._availability_topic, will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -133,27 +133,9 @@ class MqttPublisher(StageThread):
         client.on_log = self._on_paho_log
         return client
 
-    def _availability_payload(self, *, online: bool, reason: str, with_time: bool = True) -> bytes:
-        body: dict[str, Any] = {"state": "online" if online else "offline", "reason": reason,
-                                "client_id": self._client_id, "cameras": sorted(self._status_topics)}
-        if with_time:
-            body["at"] = rfc3339(utc_now())
-        body["linewatch_version"] = __version__
-        return json.dumps(body, separators=(",", ":")).encode()
-
     def _status_payload(self, camera_id: str, state: CameraState, reason: str) -> bytes:
-        body: dict[str, Any] = {"state": state.value, "reason": redact(reason), "camera_id": camera_id,
-                                "at": rfc3339(utc_now())}
-        body["linewatch_version"] = __version__
-        body["model"] = {"name": self._model.name, "sha256": self._model.sha256}
-        body["degraded"] = [DISK_FULL_REASON] if self._disk_full else []
-        if self._dead_letters:
-            body["degraded"].append(f"{self._dead_letters} events refused by the broker for good, kept as dead "
-                                    "letters (linewatch dead-letters)")
-        body["dead_letters"] = self._dead_letters
-        if self._fingerprint and state is not CameraState.OFFLINE:
-            body["fingerprint"] = self._fingerprint
-        return json.dumps(body, separators=(",", ":")).encode()
+        return self._payloads.camera(camera_id, state, reason, disk_full=self._disk_full,
+                                     dead_letters=self._dead_letters)
 
     # -- stage interface ----------------------------------------------------------------------------------
     def set_camera_status(self, status: CameraStatus) -> None:
@@ -182,7 +164,7 @@ class MqttPublisher(StageThread):
                     self._lost(f"network loop: {paho.error_string(rc)}")
         finally:
             self._say_goodbye()
-            self._delete_acked()
+            self._delete_acked(everything=True)  # a clean stop: the broker lives on and saves on its own
             self._waker.close()
 
     def _outbox_ok(self, call: Callable[[], _R]) -> _R | None:
@@ -207,7 +189,8 @@ class MqttPublisher(StageThread):
 
     def _idle_timeout(self) -> float:
         """The network wait when nothing wakes it: until the next stats or sweep is due, at most _IDLE_S."""
-        due = min([self._next_sweep, *self._next_stats, self._deadline], default=self._next_sweep)
+        acked = [self._acked[0][0] + self._settings.ack_grace_s] if self._acked else []
+        due = min([self._next_sweep, *self._next_stats, self._deadline, *acked], default=self._next_sweep)
         return max(0.0, min(_IDLE_S, due - time.monotonic()))
 
     def _done(self) -> bool:
@@ -277,14 +260,17 @@ class MqttPublisher(StageThread):
         else:
             self._finish.wait(delay)
 
-    def _delete_acked(self) -> None:
-        if self._acked:
+    def _delete_acked(self, *, everything: bool = False) -> None:
+        due = time.monotonic() - self._settings.ack_grace_s
+        rowids = []
+        while self._acked and (everything or self._acked[0][0] <= due):
+            rowids.append(self._acked.popleft()[1])
+        if rowids:
             try:
-                self._outbox.ack_many(self._acked)
+                self._outbox.ack_many(rowids)
             except OutboxRetryableError as exc:
                 # The broker has them; they stay stored and are sent again after a restart (at least once).
-                log.warning("outbox_ack_failed", error=str(exc), events=len(self._acked))
-            self._acked = []
+                log.warning("outbox_ack_failed", error=str(exc), events=len(rowids))
 
     def _fill_inflight(self) -> None:
         room = self._settings.max_inflight - len(self._inflight)
@@ -344,7 +330,7 @@ class MqttPublisher(StageThread):
                     CameraState.OFFLINE, "shutdown")
                 payload = self._status_payload(status.camera_id, state, reason)
                 infos.append(self._client.publish(self._status_topics[status.camera_id], payload, qos=1, retain=True))
-            goodbye = self._availability_payload(online=False, reason="shutdown")
+            goodbye = self._payloads.availability(online=False, reason="shutdown")
             infos.append(self._client.publish(self._availability_topic, goodbye, qos=1, retain=True))
             until = time.monotonic() + 2.0
             while (not all(info.is_published() for info in infos) and time.monotonic() < until
@@ -366,7 +352,7 @@ class MqttPublisher(StageThread):
         self._backoff.succeeded()
         limit = getattr(props, "MaximumPacketSize", None)  # MQTT 5 CONNACK: the largest packet the broker takes
         self._max_packet = int(limit) if limit else None
-        self._client.publish(self._availability_topic, self._availability_payload(online=True, reason="running"),
+        self._client.publish(self._availability_topic, self._payloads.availability(online=True, reason="running"),
                              qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
             self._status_dirty.update(self._camera_status)  # re-assert every camera's retained status
@@ -396,4 +382,4 @@ class MqttPublisher(StageThread):
         self._refusals.accepted()
         if kind == "defect":  # the events counters count defect events; pictures have their own
             self._metrics.events_published.inc()
-        self._acked.append(rowid)
+        self._acked.append((time.monotonic(), rowid))

@@ -24,7 +24,8 @@ LogPredicate = Callable[[LogRecord], bool]
 
 
 class DaemonProcess:
-    """``python -m daemon ARGS`` in the repo root with ``env`` on top of a clean environment.
+    """``python -m daemon ARGS`` in the repo root with ``env`` on top of a clean environment (with ``module=""``,
+    ARGS is the whole command: an installed ``linewatch`` entry point).
 
     Every stdout line is parsed as JSON (the daemon logs JSON when stdout is not
     a TTY); lines that are not JSON are kept in ``non_json_lines`` so a test can
@@ -67,7 +68,7 @@ class DaemonProcess:
         if self._proc is not None:
             raise RuntimeError("already started; make a new DaemonProcess to run it again")
         proc = _children.spawn(
-            [sys.executable, "-m", self.module, *self.args],
+            [sys.executable, "-m", self.module, *self.args] if self.module else self.args,
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
