@@ -23,8 +23,7 @@ from tests.support.procs import DaemonProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "config" / "linewatch.env.example"
-SITE_PACKAGES = Path(sys.executable).parent.parent / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
-    / "site-packages"
+SITE_PACKAGES = next(Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
 
 
 def test_the_example_env_file_means_the_same_to_systemd_docker_and_linewatch() -> None:
