@@ -325,10 +325,12 @@ class Settings(BaseSettings):
 
     @property
     def mqtt_client_id(self) -> str:
-        """Default: linewatch-<camera id>, or with several cameras linewatch-<id>-<id>… (kept under 64 chars)."""
+        """Default: linewatch-<host>-<camera id>[-<id>…], kept under 64 characters. The host's name is in it, so
+        two stations whose cameras have the same id (video0) do not take over each other's MQTT session."""
         if self.mqtt.client_id:
             return self.mqtt.client_id
-        joined = "linewatch-" + "-".join(config.camera_id for config in self.camera_configs)
+        host = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-.")[:40] or "host"
+        joined = f"linewatch-{host}-" + "-".join(config.camera_id for config in self.camera_configs)
         if len(joined) <= 64:
             return joined
         digest = hashlib.sha256(joined.encode()).hexdigest()[:10]

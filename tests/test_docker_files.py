@@ -5,10 +5,13 @@ Fast (no build, no engine). The image itself is built and run by scripts/image-c
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,32 +113,50 @@ def test_compose_mosquitto_has_config_persistence_and_a_healthcheck(compose: dic
     mounts = broker["volumes"]
     assert any(m.startswith("./mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf") for m in mounts)
     assert any(m.split(":")[0] in compose["volumes"] and m.split(":")[1] == "/mosquitto/data" for m in mounts)
+    assert "secrets:/run/secrets:ro" in mounts
+    assert broker["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
     conf = (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
     assert re.search(r"^persistence true$", conf, re.M)
     assert re.search(r"^persistence_location /mosquitto/data/$", conf, re.M)
+    # a save after every change, not once a minute (tests/integration/test_power_cut.py)
+    assert re.search(r"^autosave_on_changes true$", conf, re.M) and re.search(r"^autosave_interval 1$", conf, re.M)
+    assert re.search(r"^password_file /run/secrets/mosquitto_passwd$", conf, re.M)
     assert "-p" in broker["healthcheck"]["test"] and "1880" in broker["healthcheck"]["test"]
     assert re.search(r"^listener 1880 127\.0\.0\.1$", conf, re.M), "the healthcheck's loopback listener"
     assert re.search(r"^listener 1883\nprotocol mqtt\nallow_anonymous false$", conf, re.M)
 
 
-def test_compose_linewatch_service(compose: dict[str, Any]) -> None:
-    svc = compose["services"]["linewatch"]
+LINEWATCH_SERVICES = ("linewatch-cpu", "linewatch")  # profiles cpu and gpu
+
+
+@pytest.mark.parametrize("name", LINEWATCH_SERVICES)
+def test_compose_linewatch_services_build_the_image_and_keep_the_outbox(compose: dict[str, Any], name: str) -> None:
+    svc = compose["services"][name]
+    assert svc["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}, "a fresh clone builds it"
+    assert svc["profiles"] == ["cpu" if name == "linewatch-cpu" else "gpu"]
     assert svc["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     assert svc["read_only"] is True
     assert any(t.startswith("/tmp") for t in svc["tmpfs"])
     assert svc["user"] == "10001:10001"
-    assert "/dev/video0:/dev/video0" in svc["devices"]
-    resources = svc["deploy"]["resources"]
-    assert resources["limits"]["memory"] and resources["limits"]["cpus"]
-    gpus = resources["reservations"]["devices"]
-    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in gpus)
+    assert svc["deploy"]["resources"]["limits"]["memory"] and svc["deploy"]["resources"]["limits"]["cpus"]
     env = svc["environment"]
     assert env["LINEWATCH_MQTT__PASSWORD_FILE"] == "/run/secrets/mqtt_password"
     assert "LINEWATCH_MQTT__PASSWORD" not in env, "secrets only through *_FILE"
-    assert "mqtt_password" in svc["secrets"] and "mqtt_password" in compose["secrets"]
+    assert "secrets:/run/secrets:ro" in svc["volumes"] and "secrets" in compose["volumes"]
     assert "outbox:/var/lib/linewatch" in svc["volumes"] and "outbox" in compose["volumes"]
+    # names that must be unique on the broker come from the operator, never a fixed default shared by stations
+    assert env["LINEWATCH_CAMERA__ID"] is None and env["LINEWATCH_MQTT__CLIENT_ID"] is None
     grace = int(str(svc["stop_grace_period"]).rstrip("s"))
     assert grace > 8, "longer than LINEWATCH_PIPELINE__SHUTDOWN_TIMEOUT_S (8 s), so the drain can finish"
+
+
+def test_compose_cpu_profile_needs_no_gpu_and_no_camera_device(compose: dict[str, Any]) -> None:
+    cpu, gpu = compose["services"]["linewatch-cpu"], compose["services"]["linewatch"]
+    assert "devices" not in cpu and "reservations" not in cpu["deploy"]["resources"]
+    assert cpu["environment"]["LINEWATCH_CAMERA__URL"].endswith(":-synthetic://line?fps=10}")
+    assert "/dev/video0:/dev/video0" in gpu["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"]
+               for d in gpu["deploy"]["resources"]["reservations"]["devices"])
 
 
 def _docker_restarts(policy: str, code: int) -> bool:
@@ -149,32 +170,83 @@ def test_compose_restart_policy_matches_the_exit_codes(compose: dict[str, Any]) 
     # on-failure restarts INTERNAL (1) and WATCHDOG (5) and never a clean exit (0); 2, 3 and 4 are restarted
     # with the engine's backoff (docker/README.md, "Restart policy"). Unbounded: a max count would be spent
     # over the container's whole life.
-    svc = compose["services"]["linewatch"]
-    policy = svc["restart"]
-    assert policy == "on-failure"
-    assert _docker_restarts(policy, ExitCode.INTERNAL) and _docker_restarts(policy, ExitCode.WATCHDOG)
-    assert not _docker_restarts(policy, ExitCode.OK)
-    assert "restart_policy" not in svc.get("deploy", {}), "one restart policy, not two"
+    for name in LINEWATCH_SERVICES:
+        svc = compose["services"][name]
+        policy = svc["restart"]
+        assert policy == "on-failure"
+        assert _docker_restarts(policy, ExitCode.INTERNAL) and _docker_restarts(policy, ExitCode.WATCHDOG)
+        assert not _docker_restarts(policy, ExitCode.OK)
+        assert "restart_policy" not in svc.get("deploy", {}), "one restart policy, not two"
 
 
-def test_compose_validates_with_a_compose_cli_when_there_is_one(tmp_path: Path) -> None:
-    """`docker compose config` (v2) where installed; else docker-compose v1 on a copy without the newer
-    top-level `name:`; else skipped. Neither needs an engine."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for name in ("mqtt_password", "mosquitto_passwd"):
-        (secrets / name).write_text("x\n")
+@pytest.mark.parametrize("profile", ["cpu", "gpu"], ids=["cpu-profile", "gpu-profile"])  # not "gpu": a CUDA marker
+def test_compose_validates_for_each_profile_with_a_compose_cli(tmp_path: Path, profile: str) -> None:
+    """`docker compose config` (v2) where installed, else docker-compose v1 on a copy without the newer top-level
+    `name:`: neither needs an engine. Nothing is prepared first: a fresh clone validates as it is."""
     compose_file = tmp_path / "compose.yml"
-    text = COMPOSE.read_text().replace("./secrets/", f"{secrets}/")
     shutil.copytree(DOCKER / "mosquitto", tmp_path / "mosquitto")
+    shutil.copy(DOCKER / "init-secrets.sh", tmp_path / "init-secrets.sh")
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
-        compose_file.write_text(text)
-        command = [docker, "compose", "-f", str(compose_file), "config", "--quiet"]
+        compose_file.write_text(COMPOSE.read_text())
+        command = [docker, "compose", "-f", str(compose_file), "--profile", profile, "config"]
     elif shutil.which("docker-compose"):
-        compose_file.write_text(re.sub(r"^name: .*\n", "", text, flags=re.M))
-        command = ["docker-compose", "-f", str(compose_file), "config", "--quiet"]
+        compose_file.write_text(re.sub(r"^name: .*\n", "", COMPOSE.read_text(), flags=re.M))
+        command = ["docker-compose", "-f", str(compose_file), "--profile", profile, "config"]
     else:
         pytest.skip("neither `docker compose` nor docker-compose is installed")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")})
     assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    expected = {"secrets", "mosquitto", "linewatch-cpu" if profile == "cpu" else "linewatch"}
+    assert expected <= set(services), set(services)  # docker-compose v1 prints the other profile's too
+
+
+def test_the_first_start_makes_secrets_the_broker_accepts_and_keeps_them_after(tmp_path: Path) -> None:
+    """docker/init-secrets.sh, the compose `secrets` service's script, run here with the host's mosquitto_passwd;
+    then a real mosquitto with the bundled listener's settings takes that password and nothing else."""
+    from tests.support.mosquitto import MOSQUITTO_PASSWD_BIN, Mosquitto
+
+    if os.geteuid() != 0 or not Path(MOSQUITTO_PASSWD_BIN).exists():
+        pytest.skip("needs root (the script sets owners) and mosquitto_passwd")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    made = subprocess.run(["sh", str(DOCKER / "init-secrets.sh"), str(secrets)], capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+    password = (secrets / "mqtt_password").read_text().strip()
+    assert len(password) == 32 and password.isalnum()
+    for name, owner in (("mqtt_password", 10001), ("mosquitto_passwd", 1883)):
+        info = (secrets / name).stat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (owner, 0o400), name
+    hashed = (secrets / "mosquitto_passwd").read_text()
+    assert hashed.startswith("linewatch:$") and password not in hashed
+    again = subprocess.run(["sh", str(DOCKER / "init-secrets.sh"), str(secrets)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0 and "kept" in again.stdout
+    assert (secrets / "mqtt_password").read_text().strip() == password
+    # The broker takes the password from the file it made, and refuses another
+    copy = tmp_path / "passwd"
+    copy.write_text(hashed)
+    with Mosquitto(tmp_path / "broker", allow_anonymous=False, extra_config=f"password_file {copy}\n") as broker:
+        assert _connect(broker.port, "linewatch", password) == 0
+        assert _connect(broker.port, "linewatch", "not-it") != 0
+
+
+def _connect(port: int, user: str, password: str) -> int:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answered: list[int] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.username_pw_set(user, password)
+    client.on_connect = lambda c, u, f, reason, p: answered.append(reason.value)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deadline = time.monotonic() + 10
+    while not answered and time.monotonic() < deadline:
+        time.sleep(0.05)  # on_connect runs on paho's thread; no event to wait on from here
+    client.loop_stop()
+    client.disconnect()
+    return answered[0] if answered else -1

