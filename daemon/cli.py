@@ -49,8 +49,10 @@ def cmd_run(_: argparse.Namespace) -> int:
     if settings is None:
         return ExitCode.CONFIG
     from daemon.logs import NativeStderrRelay, configure_logging, get_logger
+    from daemon.ops.memory import tune_allocator
     from daemon.ops.signals import install_stop_handlers
 
+    allocator = tune_allocator()  # before any pipeline thread: frames stay on mmap, two arenas (ops/memory.py)
     configure_logging(settings.log.level, settings.log.format)
     log = get_logger("linewatch")
     relay = NativeStderrRelay()
@@ -58,7 +60,7 @@ def cmd_run(_: argparse.Namespace) -> int:
     stop = threading.Event()
     signals = install_stop_handlers(stop)
     log.info("starting", version=__version__, broker=settings.mqtt.url, pid=os.getpid(),
-             cameras={c.camera_id: c.camera.source.kind.value for c in settings.camera_configs})
+             cameras={c.camera_id: c.camera.source.kind.value for c in settings.camera_configs}, allocator=allocator)
     try:
         return _run_daemon(settings, stop, signals.report, relay.write_original)
     except Exception:
