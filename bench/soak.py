@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         contenders["glibc defaults"] = {"GLIBC_TUNABLES": "glibc.malloc.check=0"}  # the operator's: left alone
     broker = Mosquitto(workdir=scratch / "broker", persistence=True).start()
     consumed = [0]
-    consumer = mqtt_client(broker.url, ["linewatch/#"], lambda *_: consumed.__setitem__(0, consumed[0] + 1))
+    consumer = mqtt_client(broker.url, ["#"], lambda *_: consumed.__setitem__(0, consumed[0] + 1))
     flapper = Flapper(broker, args.flap_every_s, args.flap_down_s)
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
     try:
