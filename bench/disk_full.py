@@ -23,7 +23,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from harness import REPO, daemon_env, free_port, metric, save
+from harness import REPO, checkout_name, daemon_env, free_port, metric, save
 from machine import describe
 
 from tests.support.mosquitto import Mosquitto
@@ -128,7 +128,7 @@ def main() -> int:
         return 2
     runs = {}
     for repo in [REPO, *args.repo]:
-        name = "this checkout" if repo == REPO else str(repo)
+        name = checkout_name(repo)
         with TemporaryDirectory(prefix="linewatch-disk-full-") as scratch:
             runs[name] = one_run(repo.resolve(), Path(scratch), args.seconds, args.size_mb)
     report = {"bench": "disk_full", "machine": describe(), "seconds": args.seconds, "size_mb": args.size_mb,

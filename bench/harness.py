@@ -163,6 +163,18 @@ def percentile(values: Sequence[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 1)
 
 
+def checkout_name(repo: Path) -> str:
+    """`linewatch <short commit>` (with `+changes` when the work tree differs from it) for a run's table."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30).stdout
+
+    commit = git("rev-parse", "--short", "HEAD").strip() or "?"
+    dirty = "+changes" if git("status", "--porcelain", "--untracked-files=no").strip() else ""
+    return f"linewatch {commit}{dirty}"
+
+
 def save(name: str, report: dict[str, Any], table: str) -> Path:
     """bench/results/<name>.json and .md (the table printed too); returns the stem for a PNG."""
     RESULTS.mkdir(parents=True, exist_ok=True)

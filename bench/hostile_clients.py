@@ -19,7 +19,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from harness import REPO, broker, daemon_env, free_port, percentile, save, wait_ready
+from harness import REPO, broker, checkout_name, daemon_env, free_port, percentile, save, wait_ready
 from machine import describe
 
 from tests.support.hostile import SlowClients
@@ -97,7 +97,7 @@ def main() -> int:
     with broker() as mosquitto:
         for repo in [REPO, *args.repo]:
             with TemporaryDirectory(prefix="linewatch-hostile-") as scratch:
-                runs["this checkout" if repo == REPO else str(repo)] = one_run(repo.resolve(), mosquitto.url,
+                runs[checkout_name(repo)] = one_run(repo.resolve(), mosquitto.url,
                                                                                 Path(scratch))
     report = {"bench": "hostile_clients", "machine": describe(), "runs": runs}
     save("hostile_clients", report, markdown(report))

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tests.support.net import LOOPBACK
 
@@ -238,38 +238,45 @@ class SlowClients:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slow-clients", daemon=True)
         self.connects = 0  # how many connections were opened, reconnects included
+        self.refused = 0  # connection attempts the server did not take
 
-    def _connect(self, kind: str) -> tuple[socket.socket, int]:
-        sock = socket.create_connection((self.host, self.port), timeout=5)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    def _connect(self, kind: str) -> socket.socket | None:
+        """A new connection of this kind, or None when the server did not take it (its backlog full, or gone):
+        a port scanner does not give up, so the slot tries again at the next interval."""
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            if kind == "deaf":
+                sock.sendall(self._request)
+        except OSError:
+            self.refused += 1
+            return None
+        sock.setblocking(False)
         self.connects += 1
-        if kind == "deaf":
-            sock.sendall(self._request)
-        return sock, 0
+        return sock
 
     def _run(self) -> None:
-        clients = [[kind, *self._connect(kind)] for kind in self._kinds]
+        slots: list[list[Any]] = [[kind, self._connect(kind), 0] for kind in self._kinds]  # kind, socket, bytes sent
         while not self._stop.wait(self._interval_s):
-            for client in clients:
-                kind, sock, sent = client
-                if kind == "gone":
+            for slot in slots:
+                kind, sock, sent = slot
+                if sock is None:
+                    slot[1] = self._connect(kind)
                     continue
                 try:
                     if kind == "slow":
                         sock.send(self._request[sent % len(self._request):][:1])
-                        client[2] = sent + 1
-                    elif sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                        slot[2] = sent + 1
+                    elif sock.recv(1, socket.MSG_PEEK) == b"":
                         raise ConnectionResetError("closed by the server")
                 except BlockingIOError:
                     pass  # still open, nothing said
                 except OSError:  # the server closed it (its deadline): come back, as a slow-loris does
                     sock.close()
-                    try:
-                        client[1:] = self._connect(kind)
-                    except OSError:  # the server is gone (the daemon exited): nothing to come back to
-                        client[0] = "gone"
-        for _, sock, _ in clients:
-            sock.close()
+                    slot[1], slot[2] = self._connect(kind), 0
+        for _, sock, _ in slots:
+            if sock is not None:
+                sock.close()
 
     def start(self) -> SlowClients:
         self._thread.start()
