@@ -108,12 +108,14 @@ def markdown(report: dict[str, Any]) -> str:
              f"frames mode at 15 fps for {report['seconds']:g} s", "",
              f"Machine: {report['machine'].get('cpu_model', '?')}, {report['machine'].get('cpus', '?')} CPUs. "
              "The outbox's reserve (8 MB) is all the space there is once the disk is full.", "",
-             "| linewatch | events | kept when the outage ended | kept payload | drop log lines | dropped (logged) | "
-             "delivered after | lost outright | newest delivered |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| linewatch | events in the outage | kept when it ended | kept payload | drop log lines | dropped "
+             "(logged) | events in all | delivered after | lost outright | newest delivered |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, run in report["runs"].items():
-        lines.append(f"| {name} | {run['events_total']} | {run['kept_at_end_of_outage']} | "
+        lines.append(f"| {name} | {run['events_committed_during_run']} | {run['kept_at_end_of_outage']} | "
                      f"{run['kept_payload_bytes'] / 1e6:.2f} MB | {run['drop_log_lines']} | {run['dropped_logged']} | "
-                     f"{run['delivered']} | {run['lost_outright']} | {'yes' if run['newest_delivered'] else 'no'} |")
+                     f"{run['events_total']} | {run['delivered']} | {run['lost_outright']} | "
+                     f"{'yes' if run['newest_delivered'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

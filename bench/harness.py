@@ -171,7 +171,9 @@ def checkout_name(repo: Path) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30).stdout
 
     commit = git("rev-parse", "--short", "HEAD").strip() or "?"
-    dirty = "+changes" if git("status", "--porcelain", "--untracked-files=no").strip() else ""
+    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+               if "bench/results/" not in line]  # a benchmark's own output is not a change to what it runs
+    dirty = "+changes" if changed else ""
     return f"linewatch {commit}{dirty}"
 
 
