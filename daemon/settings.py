@@ -14,13 +14,10 @@ import json
 import os
 import re
 import socket
-import stat
-import sys
-import threading
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from dotenv.parser import parse_stream
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -33,26 +30,27 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from daemon.files import is_regular_file, read_small_file, stat_or_none
+from daemon.files import read_small_file
 from daemon.redact import redact, redact_url
-from daemon.settings_base import Section, model_at, nested_model, unknown_key_hint
+from daemon.settings_base import model_at, nested_model, unknown_key_hint
 from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, check_camera_id
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
 from daemon.settings_mqtt import MqttSettings, broker_address
+from daemon.settings_sections import (
+    DEFAULT_MODEL,
+    OPENVINO_DIR_SUFFIX,
+    DetectSettings,
+    HttpSettings,
+    LogSettings,
+    ModelSettings,
+    OutboxSettings,
+    PipelineSettings,
+)
 from daemon.sources.url import SourceKind
 
 ENV_PREFIX = "LINEWATCH_"
 ENV_FILE_VAR = "LINEWATCH_ENV_FILE"
 CAMERA_URL_VAR = "LINEWATCH_CAMERA__URL"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_FILE = "linewatch-defects.pt"
-# Where the shipped model is: beside the sources (a checkout, an editable install), or where `pip install`
-# put it (pyproject.toml's data-files: <prefix>/share/linewatch/models).
-MODEL_DIRS = (REPO_ROOT / "models", Path(sys.prefix) / "share" / "linewatch" / "models")
-DEFAULT_MODEL = next((d / MODEL_FILE for d in MODEL_DIRS if (d / MODEL_FILE).is_file()), MODEL_DIRS[0] / MODEL_FILE)
-MODEL_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript")
-OPENVINO_DIR_SUFFIX = "_openvino_model"  # how Ultralytics names an OpenVINO export (a folder)
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d+)$")
 MAX_CAMERAS = 64
 
 
@@ -71,156 +69,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = [redact(_one_line(problem)) for problem in problems]
         super().__init__("\n".join(self.problems))
-
-
-_RESOLVE_S = 2.0
-
-
-def resolve_bind_address(host: str, port: int) -> None:
-    """ValueError unless `host` is an address or a name this machine resolves (within a deadline: a resolver that
-    does not answer must not hang check-config)."""
-    answer: list[str] = []
-
-    def lookup() -> None:
-        try:
-            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            answer.append("")
-        except (OSError, UnicodeError, ValueError) as exc:
-            answer.append(str(exc) or type(exc).__name__)
-
-    worker = threading.Thread(target=lookup, name="config:resolve", daemon=True)
-    worker.start()
-    worker.join(_RESOLVE_S)
-    if not answer:
-        raise ValueError(f"{host!r} did not resolve within {_RESOLVE_S:g} s")
-    if answer[0]:
-        raise ValueError(f"{host!r} is not an address this machine has or resolves ({answer[0]})")
-
-
-def _default_state_dir() -> Path:
-    # systemd's StateDirectory= exports STATE_DIRECTORY; the container image sets LINEWATCH_OUTBOX__DIR.
-    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/linewatch"))
-
-
-class ModelSettings(Section):
-    path: Path = Field(
-        DEFAULT_MODEL, description="YOLO weights: a .pt (its exports beside it), or one export (.onnx, "
-        "<stem>_openvino_model/, .engine)")
-    backend: Literal["auto", "pt", "onnx", "openvino", "engine"] = Field(
-        "auto", description="Runtime; auto: the fastest export beside the .pt this device can run "
-        "(CUDA: engine > pt; CPU: openvino > onnx > pt)")
-    device: str = Field("auto", description="auto|cpu|cuda|cuda:N; auto picks CUDA when available")
-    imgsz: int | None = Field(
-        None, ge=32, le=4096, description="Inference size in pixels; default: the model's training size")
-    # The floor handed to the model: nothing below it is ever seen. Above it the rules decide what is a defect
-    # (LINEWATCH_RULES__MIN_CONFIDENCE, 0.7 by default); weaker detections still keep a defect's track alive.
-    confidence: float = Field(0.25, gt=0, le=1, description="Floor handed to the model (rules decide above it)")
-    iou: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
-    half: bool = Field(False, description="FP16 inference (CUDA only; ignored on CPU)")
-    streams: int | None = Field(
-        None, ge=1, le=16,
-        description="Inferences run side by side, each on its own copy of the model; default: CPU: as many as fill "
-        "the container's CPU quota at THREADS each (1 each when unset), at most 4; GPU: 1")
-    threads: int | None = Field(
-        None, ge=1, le=256,
-        description="CPU threads of each stream (torch, ONNX Runtime, OpenVINO; and OpenCV's); default: one stream: "
-        "the CPU quota less one; several: the quota shared among them; at least 1")
-    gpu_memory_fraction: float | None = Field(
-        None, gt=0, le=1, description="CUDA: cap this process at this fraction of the GPU's memory")
-    warmup_runs: int = Field(2, ge=0, le=50, description="Inferences run before the daemon reports ready")
-
-    @field_validator("path")
-    @classmethod
-    def _weights_readable(cls, value: Path) -> Path:
-        if value.name.endswith(OPENVINO_DIR_SUFFIX):
-            info = stat_or_none(value)
-            if info is None or not stat.S_ISDIR(info.st_mode) or not any(value.glob("*.xml")):
-                raise ValueError(f"{str(value)!r} is not an OpenVINO export folder (no .xml model in it)")
-            return value
-        if value.suffix not in MODEL_SUFFIXES:
-            raise ValueError(f"{str(value)!r} has an unknown suffix; accepted: {', '.join(MODEL_SUFFIXES)} "
-                             f"or a *{OPENVINO_DIR_SUFFIX} folder")
-        if not is_regular_file(value):
-            raise ValueError(f"no model file at {str(value)!r}; give the path of a YOLO weights file")
-        if not os.access(value, os.R_OK):
-            raise ValueError(f"{str(value)!r} is not readable by this user")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device_known(cls, value: str) -> str:
-        if not _DEVICE.fullmatch(value):
-            raise ValueError(f"unknown device {value!r}; accepted: auto, cpu, cuda, cuda:N, mps")
-        return value
-
-    @field_validator("imgsz")
-    @classmethod
-    def _imgsz_stride(cls, value: int | None) -> int | None:
-        if value is not None and (value <= 0 or value % 32 or value > 4096):
-            raise ValueError(f"{value} is not a positive multiple of 32 up to 4096 (YOLO's stride)")
-        return value
-
-
-class DetectSettings(Section):
-    max_batch: int = Field(
-        8, ge=1, le=64, description="Most frames in one batched inference (one per camera at most); 1: no batching")
-    batch_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="How long the detector waits for the other cameras' frames to fill a batch")
-
-
-class LogSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum level")
-    format: Literal["json", "console", "auto"] = Field("auto", description="auto: console on a TTY, else json")
-
-
-class OutboxSettings(Section):
-    dir: Path = Field(default_factory=_default_state_dir, description="State directory (outbox database)")
-    max_mb: float = Field(256.0, gt=0, le=1024 * 1024, description="Outbox size bound; the oldest events go beyond it")
-    max_age_h: float = Field(168.0, gt=0, le=87600, description="Outbox age bound; older events are dropped")
-    sync: Literal["full", "normal"] = Field("full", description="SQLite fsync policy; full survives power loss")
-    snapshot_max_mb: float = Field(
-        64.0, gt=0, le=65536, description="Snapshots' own bound in the outbox; pictures go before any defect event")
-    reserve_mb: float = Field(
-        8.0, ge=0, le=1024,
-        description="Disk space set aside beside the outbox, lent to SQLite when the disk fills up; 0: none")
-
-    @field_validator("dir")
-    @classmethod
-    def _dir_usable(cls, value: Path) -> Path:
-        """The directory, or the nearest folder above it that exists (run creates the rest), is writable."""
-        existing = value
-        while (info := stat_or_none(existing)) is None and existing != existing.parent:
-            existing = existing.parent
-        if info is None or not stat.S_ISDIR(info.st_mode):
-            raise ValueError(f"{str(existing)!r} is not a directory")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"{str(existing)!r} is not writable by this user (uid {os.geteuid()})")
-        return value
-
-
-class PipelineSettings(Section):
-    shutdown_timeout_s: float = Field(8.0, gt=0, le=120, description="Deadline for a graceful stop")
-    wedge_timeout_s: float = Field(
-        30.0, gt=0, le=3600,
-        description="A stage stuck in one inference, commit, connect or network pass this long is wedged: /healthz 503")
-    unhealthy_exit_s: float = Field(
-        60.0, ge=1, le=86400,
-        description="Not live (/healthz 503) this long without a break: the daemon exits 5 by itself, so any "
-        "supervisor (Docker's on-failure, a bare process) restarts it, not only systemd's watchdog")
-
-
-class HttpSettings(Section):
-    enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics")
-    host: str = Field("0.0.0.0", max_length=253,
-                      description="Bind address of the ops HTTP server (127.0.0.1: this host only)")
-    port: int = Field(9464, ge=1, le=65535, description="Port of the ops HTTP server")
-
-    @field_validator("host")
-    @classmethod
-    def _host_resolves(cls, value: str) -> str:
-        if value:  # "": every interface
-            resolve_bind_address(value, 9464)
-        return value
 
 
 # The variables load_settings() was given: the process environment over the env file's.
@@ -538,4 +386,6 @@ def masked_view(settings: Settings) -> dict[str, object]:
             for name, value in view.items()}
 
 
-__all__ = ["ConfigError", "Settings", "SourceKind", "broker_address", "load_settings", "masked_view"]
+__all__ = ["DEFAULT_MODEL", "OPENVINO_DIR_SUFFIX", "ConfigError", "DetectSettings", "HttpSettings", "LogSettings",
+           "ModelSettings", "OutboxSettings", "PipelineSettings", "Settings", "SourceKind", "broker_address",
+           "load_settings", "masked_view"]
