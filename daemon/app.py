@@ -53,7 +53,8 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
         kind_max_bytes={SNAPSHOT: int(settings.outbox.snapshot_max_mb * 1024 * 1024)},
     )
     return Outbox(Path(settings.outbox.dir) / OUTBOX_FILE, limits, synchronous=settings.outbox.sync.upper(),  # type: ignore[arg-type]
-                  reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop)
+                  reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop,
+                  ack_grace_s=settings.mqtt.ack_grace_s)
 
 
 def warm_up_batch(settings: Settings) -> int:

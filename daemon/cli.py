@@ -103,9 +103,11 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
     log = get_logger("linewatch")
 
     def on_drop(report: DropReport) -> None:  # counted at once; the outbox logs them, one line a second at most
-        counter = {"defect": metrics.events_dropped, "snapshot": metrics.snapshots_dropped}.get(report.kind)
-        if counter is not None:
-            counter.labels(report.reason.value).inc(report.dropped)
+        if report.kind == "snapshot":
+            metrics.snapshots_dropped.labels(report.reason.value).inc(report.dropped)
+        else:  # a defect event, or a dead letter (an event refused for good) beyond the dead letters' bound
+            reason = report.reason.value if report.kind == "defect" else f"{report.kind}_{report.reason.value}"
+            metrics.events_dropped.labels(reason).inc(report.dropped)
 
     try:  # before the model: a state directory that cannot be used is known in a moment, not after the load
         outbox = open_outbox(settings, on_drop)
@@ -172,13 +174,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """The container's HEALTHCHECK: GET /healthz where LINEWATCH_HTTP__HOST/PORT say the daemon serves it.
-    0 healthy (or HTTP disabled: nothing to ask, said on stdout), 1 unhealthy or unreachable, 2 bad settings."""
-    settings = _load_or_report()
-    if settings is None:
-        return ExitCode.CONFIG
+    0 healthy (or HTTP disabled: nothing to ask, said on stdout), 1 anything else (Docker's contract: 0 or 1)."""
     from daemon.ops.probe import probe_health
+    from daemon.settings import http_settings
 
-    healthy, line = probe_health(settings.http, args.path, args.timeout)
+    try:
+        http = http_settings()
+    except ConfigError as exc:
+        print(f"linewatch healthcheck: {'; '.join(exc.problems)}")
+        return ExitCode.INTERNAL
+    healthy, line = probe_health(http, args.path, args.timeout)
     print(line)
     return ExitCode.OK if healthy else ExitCode.INTERNAL
 
@@ -246,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser("healthcheck", help="ask the running daemon's /healthz (the container's "
                                  "HEALTHCHECK); exit 0 healthy, 1 not")
     health.add_argument("--path", default="/healthz", choices=["/healthz", "/readyz"], help="which probe")
-    health.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     health.set_defaults(handler=cmd_healthcheck)
     dead = commands.add_parser("dead-letters", help="list the events the broker refused for good (or --requeue "
                                "them once the cause is fixed)")

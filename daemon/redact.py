@@ -23,10 +23,11 @@ _URL_IN_TEXT = re.compile(r"""(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^\s'"<>]*@"
 # ?password=…, &token=…, ;apikey=…: the value up to the next separator.
 _SECRET_WORDS = r"pass|pwd|secret|token|key|auth|sig|cred|session"
 _QUERY_SECRET = re.compile(rf"(?i)(?P<lead>[?&;](?:[\w.\-]*(?:{_SECRET_WORDS})[\w.\-]*)=)[^&#;\s'\"]*")
-# GStreamer element properties: user-id=admin, user-pw="a b", proxy-pw=x, ...password=x (quoted or one word).
+# GStreamer element properties (user-id=admin, user-pw="a b", proxy-pw=x) and NAME=value pairs whose name says
+# secret (…password=x): the value, quoted or up to the next blank (a GStreamer `!` stands between blanks).
 _GST_SECRET = re.compile(
     r"""(?i)(?P<lead>(?<![\w-])(?:(?:user|proxy)-(?:id|pw)|[\w-]*(?:password|passwd|passphrase|secret|token|"""
-    r"""api-?key)[\w-]*)\s*=\s*)(?:"[^"]*"|'[^']*'|[^\s!]+)""")
+    r"""api-?key)[\w-]*)\s*=\s*)(?:"[^"]*"|'[^']*'|\S+)""")
 
 
 def _userinfo(match: re.Match[str]) -> str:

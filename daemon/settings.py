@@ -315,8 +315,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     for binding in parse_stream(io.StringIO(text)):
         where = f"line {binding.original.line} of {str(path)!r}"
         after = binding.original.string.partition("=")[2]
-        if binding.error:
-            problems.append(f"{ENV_FILE_VAR}: {where} is not NAME=value: {binding.original.string.strip()[:60]!r}")
+        if binding.error:  # the line itself is not shown: it may hold a password
+            name = binding.original.string.partition("=")[0].strip()
+            shown = f" (it starts with {name[:60]!r})" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else ""
+            problems.append(f"{ENV_FILE_VAR}: {where} is not NAME=value{shown}; quotes must close on the line")
         elif binding.key is None:  # a comment or a blank line
             continue
         elif binding.value is None:
@@ -362,6 +364,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def http_settings(environ: Mapping[str, str] | None = None) -> HttpSettings:
+    """LINEWATCH_HTTP__* alone (the environment over the env file), for `linewatch healthcheck`: a probe every
+    30 s must not load and check every other setting. ConfigError when they are wrong."""
+    env = dict(os.environ if environ is None else environ)
+    file_values = read_env_file(Path(env[ENV_FILE_VAR])) if env.get(ENV_FILE_VAR) else {}
+    prefix = f"{ENV_PREFIX}HTTP__"
+    fields = {name[len(prefix):].lower(): value for name, value in {**file_values, **env}.items()
+              if name.upper().startswith(prefix)}
+    try:
+        return HttpSettings.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigError([_describe({**err, "loc": ("http", *err["loc"])}) for err in exc.errors()]) from None
 
 
 def masked_view(settings: Settings) -> dict[str, object]:

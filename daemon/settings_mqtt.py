@@ -112,6 +112,13 @@ def _openssl_words(exc: ssl.SSLError) -> str:
     return str(exc.reason).replace("_", " ").lower() if exc.reason else str(exc)
 
 
+def _read(path: Path, variable: str) -> bytes:
+    try:
+        return read_small_file(path)
+    except ValueError as exc:  # gone or replaced since the settings were checked
+        raise TlsFilesError(f"{variable}: {exc}") from None
+
+
 def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
     """The client TLS context for these files: TLS 1.2 or later, the broker's certificate and name checked
     (against `ca_file`, or the system store). TlsFilesError names the variable whose file cannot be used: not
@@ -119,7 +126,7 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file is not None:
-        text = read_small_file(ca_file).decode("ascii", "replace")  # PEM is ASCII; OpenSSL finds no start line
+        text = _read(ca_file, "LINEWATCH_MQTT__TLS_CA_FILE").decode("ascii", "replace")  # PEM is ASCII
         try:
             context.load_verify_locations(cadata=text.replace("\ufffd", "?"))
         except (ssl.SSLError, ValueError) as exc:
@@ -127,8 +134,8 @@ def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | N
             raise TlsFilesError(f"LINEWATCH_MQTT__TLS_CA_FILE: {str(ca_file)!r} holds no usable PEM certificate "
                                 f"({words})") from None
     if cert_file is not None:
-        key_text = read_small_file(key_file or cert_file).decode("utf-8", "replace")
         variable = "LINEWATCH_MQTT__TLS_KEY_FILE" if key_file else "LINEWATCH_MQTT__TLS_CERT_FILE"
+        key_text = _read(key_file or cert_file, variable).decode("utf-8", "replace")
         if "ENCRYPTED" in key_text:
             raise TlsFilesError(f"{variable}: the private key is protected by a passphrase, which linewatch cannot "
                                 "be given; store it unencrypted with restrictive permissions (or as a credential)")

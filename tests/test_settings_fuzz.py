@@ -42,7 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("LINEWATCH_FUZZ_EXAMPLES", "1000"))
 TIME_LIMIT_S = 3.0  # one check-config, the file reads and the TLS loads included
 MEMORY_LIMIT_B = 64 * 1024 * 1024  # Python's own allocations, peak, during one check-config
-SECRET = "fuzz-Secret-7f3a"  # planted in the base environment; it must never be printed
+# Planted in the base environment (a camera URL's password, the MQTT password, a camera password file); it must
+# never be printed. It holds the characters that end a URL or a value in free text: '@', a blank, '!' and a quote.
+SECRET = "fz-S3c@r3t !x'y"
 
 KNOWN = sorted(known_variables())
 CONCRETE = sorted({name.replace(ANY_NAME, "CAM1", 1).replace(ANY_NAME, "SCRATCH") for name in KNOWN})
@@ -66,6 +68,7 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "rules.json").write_text('{"min_confidense": 0.5, "classes": {"dent": {"ignor": true}}}')
     (root / "deep.json").write_text("[" * 100_000)
     (root / "bad.env").write_text("LINEWATCH_LOG__LEVEL=info\nthis line has no equals sign\n")
+    (root / "secret").write_text(SECRET + "\n")  # a password file: what any file setting may be pointed at
     pki = make_pki(root / "pki")
     return {
         "fifo": str(fifo), "big": str(big), "dir": str(root), "latin1": str(root / "latin1.txt"),
@@ -74,7 +77,7 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "key": str(pki.client_key), "other_key": str(pki.server_key), "zero": "/dev/zero", "null": "/dev/null",
         "stdin": "/dev/stdin", "proc": "/proc/self/mem", "missing": str(root / "missing" / "file"),
         "long": "/" + "a" * 5000, "nul": "/tmp/a\x00b", "env_file": str(root / "generated.env"),
-        "bad_env": str(root / "bad.env"),
+        "bad_env": str(root / "bad.env"), "secret": str(root / "secret"),
     }
 
 
@@ -230,7 +233,8 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
 
 def check_config(env: Mapping[str, str]) -> tuple[int, str, str, float, int]:
     """(exit code, stdout, stderr, seconds, peak bytes) of `linewatch check-config` in this process. stdout and
-    stderr are strict UTF-8 text streams like a terminal's, so an unprintable value would crash the print."""
+    stderr are UTF-8 text streams like a terminal's, strict until `cli.main` sets them to escape what is not
+    UTF-8 (as it does for the real ones): a value that is not UTF-8 is escaped in the output, never a crash."""
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
     tracemalloc.start()
@@ -272,8 +276,6 @@ def assert_exit_0_or_2(env: Mapping[str, str]) -> int:
 @pytest.fixture(scope="module")
 def base_env(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A valid environment: the fuzz mutates it, so most examples are one or a few steps from a good one."""
-    secret_file = tmp_path_factory.mktemp("secrets") / "camera_password"
-    secret_file.write_text(SECRET + "\n")
     return {
         "LINEWATCH_CAMERA__URL": f"rtsp://admin:{SECRET}@127.0.0.1:8554/cam",
         "LINEWATCH_MODEL__PATH": str(model_path),

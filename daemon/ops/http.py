@@ -17,6 +17,7 @@ import json
 import socket
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -61,7 +62,10 @@ class OpsHttpServer:
         self.name = "ops:http"
         self._address = f"{host}:{port}"
         self._loop = asyncio.new_event_loop()
-        self._closing: asyncio.Event | None = None  # made on the loop's thread
+        self._closing = asyncio.Event()  # set by stop(), through the loop, even before the loop runs
+        # /metrics reads the outbox, whose lock an fsync or a full disk can hold for seconds: it is rendered on a
+        # thread of its own, so that no scrape holds up the loop (and /healthz, which reads no outbox).
+        self._metrics_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops:metrics")
         self._open: OrderedDict[asyncio.Task[None], asyncio.StreamWriter] = OrderedDict()  # oldest first
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
@@ -84,12 +88,12 @@ class OpsHttpServer:
             log.warning("http_stop_timeout", timeout_s=STOP_TIMEOUT_S)
         else:
             self._loop.close()
+        self._metrics_pool.shutdown(wait=False, cancel_futures=True)
         self._sock.close()
 
     # -- the loop's thread --------------------------------------------------------------------------------
     def _begin_close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()
+        self._closing.set()
 
     def _run(self) -> None:
         try:
@@ -98,7 +102,6 @@ class OpsHttpServer:
             log.exception("http_server_failed")  # health is then unreachable; the pipeline itself goes on
 
     async def _serve(self) -> None:
-        self._closing = asyncio.Event()
         server = await asyncio.start_server(self._accept, sock=self._sock, limit=MAX_HEAD_BYTES)
         async with server:
             await self._closing.wait()
@@ -131,7 +134,12 @@ class OpsHttpServer:
         except asyncio.LimitOverrunError:
             code, body, kind = 431, b'{"error": "request head too large"}\n', "application/json"
         else:
-            code, body, kind = self._answer(head)
+            answer = self._answer(head)
+            if answer is None:  # /metrics: rendered off the loop, within this exchange's deadline
+                body = await asyncio.get_running_loop().run_in_executor(self._metrics_pool, self._render_metrics)
+                code, kind = 200, CONTENT_TYPE_LATEST
+            else:
+                code, body, kind = answer
             method = head.split(b" ", 1)[0]
             if method == b"HEAD":
                 body = b"" if code < 400 else body
@@ -141,7 +149,11 @@ class OpsHttpServer:
         writer.write(headers.encode("latin-1") + body)
         await writer.drain()
 
-    def _answer(self, head: bytes) -> tuple[int, bytes, str]:
+    def _render_metrics(self) -> bytes:
+        return generate_latest(self._metrics.registry)
+
+    def _answer(self, head: bytes) -> tuple[int, bytes, str] | None:
+        """(status, body, content type), or None for /metrics (rendered on its own thread)."""
         parts = head.split(b"\r\n", 1)[0].split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             return 400, b'{"error": "not an HTTP/1.x request"}\n', "application/json"
@@ -149,7 +161,7 @@ class OpsHttpServer:
         if method not in (b"GET", b"HEAD"):
             return 405, b'{"error": "only GET and HEAD"}\n', "application/json"
         if target == "/metrics":
-            return 200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST
+            return None
         if target in ("/healthz", "/readyz"):
             verdict = self._health.liveness() if target == "/healthz" else self._health.readiness()
             body = json.dumps(redact_values(verdict.body()), indent=1).encode()

@@ -11,7 +11,7 @@ from daemon.settings import HttpSettings
 _LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
-def probe_health(settings: HttpSettings, path: str = "/healthz", timeout_s: float = 4.0) -> tuple[bool, str]:
+def probe_health(settings: HttpSettings, path: str = "/healthz", timeout_s: float = 3.0) -> tuple[bool, str]:
     """(healthy, one line saying why). With HTTP disabled there is nothing to ask: healthy, and it says so."""
     if not settings.enabled:
         return True, "linewatch healthcheck: LINEWATCH_HTTP__ENABLED=false, so there is no /healthz to ask; " \

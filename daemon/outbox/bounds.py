@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from daemon.outbox.errors import OutboxFullError
 from daemon.outbox.schema import DEFECT
@@ -12,6 +13,19 @@ from daemon.outbox.types import DroppedRange, DropReason, DropReport, OutboxLimi
 def kind_totals(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
     """kind -> (rows, payload bytes), kept by triggers inside every transaction."""
     return {str(k): (int(n), int(b)) for k, n, b in conn.execute("SELECT kind, events, bytes FROM kind_totals")}
+
+
+def acked_totals(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """kind -> (rows, payload bytes) of the rows the broker acknowledged, kept for their ack grace (few; a partial
+    index finds them)."""
+    return {str(k): (int(n), int(b)) for k, n, b in conn.execute(
+        "SELECT kind, count(*), coalesce(sum(length(payload)), 0) FROM events WHERE acked_clock IS NOT NULL "
+        "GROUP BY kind")}
+
+
+def purge_acked(conn: sqlite3.Connection, before: float) -> None:
+    """Delete the acknowledged rows whose ack grace is over (acked at or before `before`, outbox clock)."""
+    conn.execute("DELETE FROM events WHERE acked_clock IS NOT NULL AND acked_clock <= ?", (before,))
 
 
 def counter_key(camera_id: str, kind: str) -> str:
@@ -61,21 +75,29 @@ def drop(conn: sqlite3.Connection, reason: DropReason, kind: str, where: str, pa
     # `where` is one of the literals in enforce() below, never caller input. Aggregated here, not with
     # GROUP BY: without ANALYZE stats SQLite serves GROUP BY camera_id from the (camera_id, seq) index, a
     # full scan on every append once a bound is reached. This way it stays a range search.
-    per_camera: dict[str, list[int]] = {}  # camera_id -> [first_seq, last_seq, count]
-    dropped_bytes = 0
-    for camera_id, seq, size in conn.execute(
-        f"SELECT camera_id, seq, length(payload) FROM events WHERE kind = ? AND {where}", (kind, param)
-    ):
-        span = per_camera.setdefault(camera_id, [seq, seq, 0])
-        span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
-        dropped_bytes += size
-    if not per_camera:
+    #
+    # A row the broker acknowledged (its ack grace running, store.py) goes with the others but is no loss: it is
+    # left out of the report's count and ranges, and only its bytes are in dropped_bytes (the room it frees).
+    rows = conn.execute(f"SELECT camera_id, seq, length(payload), acked_clock IS NULL FROM events WHERE kind = ? "
+                        f"AND {where}", (kind, param)).fetchall()
+    if not rows:
         return None
     conn.execute(f"DELETE FROM events WHERE kind = ? AND {where}", (kind, param))
-    dropped = sum(span[2] for span in per_camera.values())
-    drop_counter(conn, kind, reason, dropped)
-    cameras = tuple(DroppedRange(cam, *per_camera[cam]) for cam in sorted(per_camera))
-    return DropReport(reason=reason, dropped=dropped, dropped_bytes=dropped_bytes, cameras=cameras, kind=kind)
+    cameras = ranges((camera_id, seq) for camera_id, seq, _, unacked in rows if unacked)
+    dropped = sum(span.count for span in cameras)
+    if dropped:
+        drop_counter(conn, kind, reason, dropped)
+    return DropReport(reason=reason, dropped=dropped, dropped_bytes=sum(row[2] for row in rows), cameras=cameras,
+                      kind=kind)
+
+
+def ranges(rows: Iterable[tuple[str, int]]) -> tuple[DroppedRange, ...]:
+    """Per camera, the first and last seq of these (camera, seq) rows and how many, in camera order."""
+    spans: dict[str, list[int]] = {}
+    for camera_id, seq in rows:
+        span = spans.setdefault(camera_id, [seq, seq, 0])
+        span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
+    return tuple(DroppedRange(camera, *spans[camera]) for camera in sorted(spans))
 
 
 def enforce(conn: sqlite3.Connection, limits: OutboxLimits, now: float, *, keep_rowid: int | None,
@@ -90,7 +112,7 @@ def enforce(conn: sqlite3.Connection, limits: OutboxLimits, now: float, *, keep_
     reports: list[DropReport] = []
 
     def add(report: DropReport | None) -> None:
-        if report is not None:
+        if report is not None and report.dropped:  # only acknowledged rows went: no loss to report
             reports.append(report)
 
     others = list(limits.kind_max_bytes)
@@ -101,9 +123,10 @@ def enforce(conn: sqlite3.Connection, limits: OutboxLimits, now: float, *, keep_
         add(trim(conn, kind, totals.get(kind, (0, 0))[1] - limits.kind_max_bytes[kind], DropReason.MAX_BYTES,
                   keep_rowid))
     count, total = totals.get(DEFECT, (0, 0))
+    count -= acked_totals(conn).get(DEFECT, (0, 0))[0]  # delivered already: not waiting
     if limits.max_events and count > limits.max_events:
         last_id = conn.execute(
-            "SELECT id FROM events WHERE kind = ? ORDER BY id LIMIT 1 OFFSET ?",
+            "SELECT id FROM events WHERE kind = ? AND acked_clock IS NULL ORDER BY id LIMIT 1 OFFSET ?",
             (DEFECT, count - limits.max_events - 1),
         ).fetchone()[0]
         report = drop(conn, DropReason.MAX_EVENTS, DEFECT, "id <= ?", last_id)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from daemon.outbox.bounds import drop_counter
-from daemon.outbox.types import DeadLetter, DroppedRange, DropReason, DropReport
+from daemon.outbox.bounds import drop_counter, ranges
+from daemon.outbox.types import DeadLetter, DropReason, DropReport
 
 DEAD = "dead_letter"  # the drop counters' kind for dead letters trimmed by their bound
 
@@ -38,20 +38,20 @@ def trim(conn: sqlite3.Connection, max_bytes: int) -> DropReport | None:
     excess = totals(conn)[1] - max_bytes
     if excess <= 0:
         return None
-    spans: dict[str, list[int]] = {}
-    freed = count = 0
-    for rowid, camera_id, seq, size in conn.execute(
-            "SELECT id, camera_id, seq, length(payload) FROM dead_letters ORDER BY id").fetchall():
+    gone: list[tuple[str, int]] = []
+    freed, last_id = 0, 0
+    cursor = conn.execute("SELECT id, camera_id, seq, length(payload) FROM dead_letters ORDER BY id")
+    for rowid, camera_id, seq, size in cursor:  # the oldest first, until enough bytes are freed
         if freed >= excess:
             break
-        conn.execute("DELETE FROM dead_letters WHERE id = ?", (rowid,))
-        span = spans.setdefault(camera_id, [seq, seq, 0])
-        span[0], span[1], span[2] = min(span[0], seq), max(span[1], seq), span[2] + 1
+        gone.append((camera_id, seq))
         freed += size
-        count += 1
-    drop_counter(conn, DEAD, DropReason.MAX_BYTES, count)
-    cameras = tuple(DroppedRange(cam, *spans[cam]) for cam in sorted(spans))
-    return DropReport(reason=DropReason.MAX_BYTES, dropped=count, dropped_bytes=freed, cameras=cameras, kind=DEAD)
+        last_id = rowid
+    cursor.close()
+    conn.execute("DELETE FROM dead_letters WHERE id <= ?", (last_id,))
+    drop_counter(conn, DEAD, DropReason.MAX_BYTES, len(gone))
+    return DropReport(reason=DropReason.MAX_BYTES, dropped=len(gone), dropped_bytes=freed, cameras=ranges(gone),
+                      kind=DEAD)
 
 
 def listing(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:

@@ -1,9 +1,10 @@
 """Durable on-disk outbox for defect events (SQLite in WAL mode).
 
 paho-mqtt keeps un-acked messages in memory only, so a broker outage, a crash or a power cut would lose
-them. Every event is committed here *before* it is handed to MQTT and deleted only when the broker's PUBACK
-arrives (`ack`). After a restart `pending()` returns whatever is still here, so delivery is at-least-once:
-consumers dedupe on (camera_id, seq).
+them. Every event is committed here *before* it is handed to MQTT and deleted only once the broker's PUBACK
+arrived (`ack_many`), an ack grace later. After a restart `pending()` returns whatever is still here (the
+acknowledged ones still in their grace included), so delivery is at-least-once: consumers dedupe on
+(camera_id, seq).
 
 Guarantees:
 - With synchronous="FULL" (the default) an event survives a process crash and a power cut once `append`
@@ -29,11 +30,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from daemon.outbox import deadletter
-from daemon.outbox.bounds import counter_key, enforce, kind_totals
-from daemon.outbox.clock import OutboxClock
+from daemon.outbox.bounds import acked_totals, counter_key, enforce, kind_totals, purge_acked
+from daemon.outbox.clock import OutboxClock, boot_id
 from daemon.outbox.connection import check_integrity, prepare, rollback_quietly
 from daemon.outbox.droplog import DropLog
 from daemon.outbox.errors import (
@@ -54,22 +55,21 @@ _SYNC_MODES: frozenset[str] = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _SMALL_ACK = 8  # events deleted per transaction when the disk is full
 
 
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    """A StoredEvent from a row of EVENT_COLUMNS."""
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), row[6], row[7])
+
+
 class Outbox:
     """Durable FIFO of events waiting for a broker PUBACK.
 
-    Threading: `append` runs on the event-builder thread, `pending`/`ack` on the publisher and paho network
-    threads. All share one connection (check_same_thread=False) behind one lock. A connection per thread
-    would buy nothing: SQLite serialises writers anyway, so they would contend on the file lock with busy
-    retries instead of a cheap in-process lock, and every operation here is a millisecond-scale
-    transaction. The lock also makes each public method one whole transaction, which the connection's
-    shared transaction state would not if threads interleaved statements.
+    Threading: `append` runs on the event and snapshot threads, `pending`/`ack_many` on the publisher's. All
+    share one connection behind one lock, which makes each public method one whole transaction (SQLite
+    serialises writers anyway; a connection per thread would trade a cheap lock for busy retries).
 
     `render(seq)` runs inside the append transaction with the lock held: keep it quick and never call back
-    into the Outbox from it (that would deadlock).
-
-    `on_drop` receives every DropReport, from `append` and `enforce_limits` alike, after commit and outside
-    the lock (default: a warning on this module's logger). `enforce_limits` also returns its reports: log
-    them in one place only.
+    into the Outbox from it (that would deadlock). `on_drop` receives every DropReport after commit, outside
+    the lock, to count it; the outbox logs the drops itself (droplog.py).
     """
 
     def __init__(
@@ -83,6 +83,8 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         reserve_bytes: int = 0,
+        ack_grace_s: float = 0.0,
+        boot: str | None = None,
     ) -> None:
         # Checked at runtime too: the value is interpolated into a PRAGMA.
         if synchronous not in _SYNC_MODES:
@@ -90,6 +92,7 @@ class Outbox:
         self._path = Path(path)
         self._limits = limits
         self._on_drop = on_drop
+        self._ack_grace_s = ack_grace_s
         self._drop_log = DropLog()
         self._clock = clock
         self._lock = threading.Lock()
@@ -105,7 +108,7 @@ class Outbox:
             prepare(conn, self._path, synchronous=synchronous, busy_timeout_s=busy_timeout_s,
                     reserve_bytes=self._space.reserve.size, max_file_bytes=self._limits.max_file_bytes)
             conn.execute("BEGIN")
-            self._outbox_clock = OutboxClock(conn, clock, monotonic)
+            self._outbox_clock = OutboxClock(conn, clock, monotonic, boot_id() if boot is None else boot)
             conn.execute("COMMIT")
             self._space.measure_margin(conn)
         except BaseException as exc:
@@ -259,7 +262,7 @@ class Outbox:
             rows = conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
             ).fetchall()
-        return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+        return [_stored(row) for row in rows]
 
     def get(self, rowids: Iterable[int]) -> list[StoredEvent]:
         """The events still stored among these rowids, in rowid order (an output's retries re-read them)."""
@@ -270,32 +273,42 @@ class Outbox:
             rows = [row for chunk in range(0, len(ids), 500) for row in conn.execute(
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({','.join('?' * len(ids[chunk:chunk + 500]))})"
                 " ORDER BY id", ids[chunk:chunk + 500])]
-        return [StoredEvent(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+        return [_stored(row) for row in rows]
 
     def ack(self, rowid: int) -> bool:
-        """Delete an event the broker acknowledged. False if already gone (dropped, or a duplicate ack)."""
-        with self._tx("ack") as conn:
-            return conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount == 1
+        """An event the broker acknowledged (see ack_many). False if already gone (dropped, a duplicate ack)."""
+        return self.ack_many([rowid]) == 1
 
     def ack_many(self, rowids: Iterable[int]) -> int:
-        """Delete acked events in one transaction (one fsync); returns how many were still there.
+        """Events the broker acknowledged, in one transaction (one fsync); returns how many were still there.
 
-        On a full disk a delete needs free pages too: the WAL is checkpointed and the delete done in small
+        With an ack grace each is marked, not deleted: it leaves the queue's figures and bounds at once, and the row
+        goes `ack_grace_s` later (here, or at the next sweep). A crash before that sends it again (`_reopen`): a
+        broker saves its store after it acknowledges, and a power cut takes both. Without a grace it goes now.
+
+        On a full disk a write needs free pages too: the WAL is checkpointed and the work done in small
         transactions instead. OutboxFullError after that leaves the rest stored: re-sent after a restart."""
         ids = list(rowids)
 
-        def delete(chunk: list[int]) -> int:
+        def settle(chunk: list[int]) -> int:
             with self._tx("ack") as conn:
-                return sum(conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount for rowid in chunk)
+                clock = self._outbox_clock.now()
+                if self._ack_grace_s <= 0:
+                    done = sum(conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount for rowid in chunk)
+                else:
+                    done = sum(conn.execute("UPDATE events SET acked_clock = ? WHERE id = ? AND acked_clock IS NULL",
+                                            (clock, rowid)).rowcount for rowid in chunk)
+                purge_acked(conn, clock - self._ack_grace_s)
+                return done
 
         try:
-            return delete(ids)
+            return settle(ids)
         except OutboxFullError:
-            deleted = 0
+            done = 0
             for start in range(0, len(ids), _SMALL_ACK):
                 self._checkpoint()
-                deleted += delete(ids[start : start + _SMALL_ACK])
-            return deleted
+                done += settle(ids[start : start + _SMALL_ACK])
+            return done
 
     def dead_letter(self, rowid: int, *, output: str, code: int, reason: str) -> bool:
         """Move an event an output refused for good to the dead letters (deadletter.py). False if it was gone."""
@@ -323,8 +336,9 @@ class Outbox:
 
         The reports also go to on_drop."""
         with self._tx("enforce_limits") as conn:
-            drops = enforce(conn, self._limits, self._outbox_clock.now() if now is None else now, keep_rowid=None,
-                            disk_bound=self._space.bound)
+            clock = self._outbox_clock.now() if now is None else now
+            purge_acked(conn, clock - self._ack_grace_s)
+            drops = enforce(conn, self._limits, clock, keep_rowid=None, disk_bound=self._space.bound)
             self._outbox_clock.save(conn)
         self._report(drops)
         return drops
@@ -340,9 +354,11 @@ class Outbox:
         """Counts and bytes from the triggers' totals, the oldest event through the (kind, id) index: O(log n)
         at any depth (a scrape a second must not scan 200,000 rows under the lock)."""
         with self._tx("stats", write=False) as conn:
-            kinds = kind_totals(conn)
-            oldest = conn.execute("SELECT created_at, created_clock FROM events WHERE kind = ? ORDER BY id LIMIT 1",
-                                  (DEFECT,)).fetchone()
+            acked = acked_totals(conn)  # delivered, kept for their ack grace: not waiting
+            kinds = {kind: (count - acked.get(kind, (0, 0))[0], size - acked.get(kind, (0, 0))[1])
+                     for kind, (count, size) in kind_totals(conn).items()}
+            oldest = conn.execute("SELECT created_at, created_clock FROM events WHERE kind = ? AND acked_clock IS NULL "
+                                  "ORDER BY id LIMIT 1", (DEFECT,)).fetchone()
             by_reason = {  # defect drops only: the seq gaps a subscriber sees; other kinds are keyed kind:reason
                 str(reason): int(total) for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
                 if ":" not in str(reason)
@@ -375,6 +391,7 @@ class Outbox:
                 with contextlib.suppress(sqlite3.Error):  # a full disk: the next start takes the newest row's clock
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._outbox_clock.save(self._conn)
+                    purge_acked(self._conn, float("inf"))  # a clean stop: the broker lives on and saves on its own
                     self._conn.execute("COMMIT")
                 rollback_quietly(self._conn)
                 self._conn.close()

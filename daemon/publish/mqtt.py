@@ -13,7 +13,6 @@ import logging
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -79,10 +78,7 @@ class MqttPublisher(StageThread):
         self._refusals.count_dead_letters()
         self._dead_letters = self._refusals.dead_letters  # as last published in the status
         self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox rowid, kind)
-        # (monotonic time, rowid) of each PUBACK: deleted LINEWATCH_MQTT__ACK_GRACE_S later, in one transaction per
-        # pass (one fsync). Until then a crash or a power cut re-sends them: a broker on the same box saves its
-        # store just after it acknowledges (mosquitto), so an ack is trusted once that save had time to happen.
-        self._acked: deque[tuple[float, int]] = deque()
+        self._acked: list[int] = []  # rowids PUBACKed during this loop pass: settled in one transaction (one fsync)
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
         self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
         self._deadline = float("inf")
@@ -164,7 +160,7 @@ class MqttPublisher(StageThread):
                     self._lost(f"network loop: {paho.error_string(rc)}")
         finally:
             self._say_goodbye()
-            self._delete_acked(everything=True)  # a clean stop: the broker lives on and saves on its own
+            self._delete_acked()
             self._waker.close()
 
     def _outbox_ok(self, call: Callable[[], _R]) -> _R | None:
@@ -189,8 +185,7 @@ class MqttPublisher(StageThread):
 
     def _idle_timeout(self) -> float:
         """The network wait when nothing wakes it: until the next stats or sweep is due, at most _IDLE_S."""
-        acked = [self._acked[0][0] + self._settings.ack_grace_s] if self._acked else []
-        due = min([self._next_sweep, *self._next_stats, self._deadline, *acked], default=self._next_sweep)
+        due = min([self._next_sweep, *self._next_stats, self._deadline], default=self._next_sweep)
         return max(0.0, min(_IDLE_S, due - time.monotonic()))
 
     def _done(self) -> bool:
@@ -260,17 +255,15 @@ class MqttPublisher(StageThread):
         else:
             self._finish.wait(delay)
 
-    def _delete_acked(self, *, everything: bool = False) -> None:
-        due = time.monotonic() - self._settings.ack_grace_s
-        rowids = []
-        while self._acked and (everything or self._acked[0][0] <= due):
-            rowids.append(self._acked.popleft()[1])
-        if rowids:
+    def _delete_acked(self) -> None:
+        """Hand this pass's PUBACKs to the outbox: it keeps each for LINEWATCH_MQTT__ACK_GRACE_S, then deletes it."""
+        if self._acked:
             try:
-                self._outbox.ack_many(rowids)
+                self._outbox.ack_many(self._acked)
             except OutboxRetryableError as exc:
                 # The broker has them; they stay stored and are sent again after a restart (at least once).
-                log.warning("outbox_ack_failed", error=str(exc), events=len(rowids))
+                log.warning("outbox_ack_failed", error=str(exc), events=len(self._acked))
+            self._acked = []
 
     def _fill_inflight(self) -> None:
         room = self._settings.max_inflight - len(self._inflight)
@@ -317,6 +310,7 @@ class MqttPublisher(StageThread):
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + _AGE_SWEEP_S
             self._outbox.enforce_limits()
+            self._refusals.count_dead_letters()  # `linewatch dead-letters --requeue` may have run meanwhile
 
     def _say_goodbye(self) -> None:
         """Clean `offline` (retained) then DISCONNECT, so the broker does not send the last will."""
@@ -379,7 +373,7 @@ class MqttPublisher(StageThread):
         if reason.is_failure:  # never deleted: sent again later, or moved to the dead letters (refusals.py)
             self._refusals.refused(rowid, kind, int(reason.value), str(reason))
             return
-        self._refusals.accepted()
+        self._refusals.accepted(rowid)
         if kind == "defect":  # the events counters count defect events; pictures have their own
             self._metrics.events_published.inc()
-        self._acked.append((time.monotonic(), rowid))
+        self._acked.append(rowid)

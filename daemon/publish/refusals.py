@@ -28,6 +28,9 @@ log = get_logger("linewatch.mqtt")
 
 PERMANENT = {0x87: "not authorized", 0x90: "topic name invalid", 0x95: "packet too large",
              0x99: "payload format invalid"}
+# An event refused for now this many times in a row is refused for good: a broker plugin that turns down its
+# content with 0x80 or 0x83 would otherwise hold the queue behind it for ever.
+MAX_TRANSIENT_REFUSALS = 10
 OUTPUT = "mqtt"
 
 
@@ -50,23 +53,31 @@ class Refusals:
         self._metrics = metrics
         self._backoff = backoff
         self._retry: list[int] = []  # rowids refused for now
+        self._refusals: dict[int, int] = {}  # rowid -> refusals in a row, for those refused for now
         self._due = 0.0  # monotonic time before which nothing is sent
         self._dead: list[tuple[int, str, int, str]] = []  # (rowid, kind, code, reason) refused for good
         self.dead_letters = 0  # in the outbox now: for the status
 
     def refused(self, rowid: int, kind: str, code: int, reason: str) -> None:
-        if code in PERMANENT:
-            self._dead.append((rowid, kind, code, reason))
+        times = self._refusals.pop(rowid, 0) + 1
+        if code in PERMANENT or times >= MAX_TRANSIENT_REFUSALS:
+            self._dead.append((rowid, kind, code, reason if code in PERMANENT else
+                               f"{reason} ({times} times in a row)"))
             return
+        self._refusals[rowid] = times
         self._metrics.events_retried.labels(code_label(code)).inc()
         self._retry.append(rowid)
+        now = time.monotonic()
+        if now < self._due:  # the other events of the same burst: one backoff step per burst, not per event
+            return
         delay = self._backoff.failed(reason)
-        self._due = time.monotonic() + delay
-        level = "warning" if self._backoff.attempts == 1 else "debug"  # one line per burst, not per event
+        self._due = now + delay
+        level = "warning" if self._backoff.attempts == 1 else "debug"  # one line per outage, not per burst
         getattr(log, level)("mqtt_publish_deferred", code=code_label(code), reason=reason, rowid=rowid, kind=kind,
                             retry_in_s=round(delay, 2), waiting=len(self._retry))
 
-    def accepted(self) -> None:
+    def accepted(self, rowid: int) -> None:
+        self._refusals.pop(rowid, None)
         if self._backoff.attempts:
             log.info("mqtt_publish_resumed", after_refusals=self._backoff.attempts)
             self._backoff.succeeded()

@@ -42,7 +42,10 @@ def test_transient_refusals_are_sent_again_after_a_backoff_and_nothing_is_lost(
     daemon_factory: Callable[..., DaemonProcess], daemon_env: Callable[..., dict[str, str]],
 ) -> None:
     codes = [0x97, 0x97, 0x80, 0x83, 0x91]  # quota exceeded (twice), unspecified, implementation specific, id in use
-    with RefusingBroker(mosquitto.port, lambda topic, index: codes[index] if index < len(codes) else None) as broker:
+    def first_five(topic: str, index: int, payload: bytes) -> int | None:
+        return codes[index] if index < len(codes) else None
+
+    with RefusingBroker(mosquitto.port, first_five) as broker:
         sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/+/defects"])
         env = daemon_env(FINITE, broker.url, LINEWATCH_EVENTS__MODE="frames", LINEWATCH_MQTT__RECONNECT_MAX_S="1")
         summary = run_to_the_end(daemon_factory, env)
@@ -66,7 +69,7 @@ def test_a_permanent_refusal_keeps_the_event_as_a_dead_letter_that_can_be_sent_a
     daemon_factory: Callable[..., DaemonProcess], daemon_env: Callable[..., dict[str, str]],
 ) -> None:
     refuse = {2: 0x87, 4: 0x90}  # not authorized, topic name invalid: no retry can cure them
-    with RefusingBroker(mosquitto.port, lambda topic, index: refuse.get(index)) as broker:
+    with RefusingBroker(mosquitto.port, lambda topic, index, payload: refuse.get(index)) as broker:
         sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/#"])
         env = daemon_env(FINITE, broker.url, LINEWATCH_EVENTS__MODE="frames")
         summary = run_to_the_end(daemon_factory, env)
@@ -84,7 +87,7 @@ def test_a_permanent_refusal_keeps_the_event_as_a_dead_letter_that_can_be_sent_a
         assert sorted(letter["code"] for letter in letters) == [0x87, 0x90]
         assert {letter["output"] for letter in letters} == {"mqtt"}
         # When the cause is fixed and they are put back in the queue, the next run sends them
-        broker.decide = lambda topic, index: None
+        broker.decide = lambda topic, index, payload: None
         requeued = dead_letters({**env, "PATH": "/usr/bin:/bin"}, "--requeue")
         assert requeued.returncode == 0 and requeued.stdout.startswith("2 dead letters back"), requeued
         again = daemon_factory({**env, "LINEWATCH_CAMERA__URL": "synthetic://line?frames=1&realtime=false"})
@@ -116,3 +119,24 @@ def test_an_event_larger_than_the_brokers_maximum_packet_size_is_a_dead_letter_n
     sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/defects")]) >= events, 10)
     assert delivered_seqs(sub) == list(range(1, events + 1))
     assert summary["dead_letters"] == len(refused) and summary["outbox_pending"] == 0
+
+
+def test_an_event_refused_for_now_ten_times_in_a_row_is_kept_as_a_dead_letter_and_the_queue_goes_on(
+    mosquitto: Mosquitto, subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess], daemon_env: Callable[..., dict[str, str]],
+) -> None:
+    """A broker plugin that turns down one event's content with 0x83 (implementation specific) every time: a
+    code that passes, so it is retried, but not for ever: the events behind it wait while it is retried."""
+    with RefusingBroker(mosquitto.port, lambda topic, index, payload:
+                        0x83 if json.loads(payload)["seq"] == 3 else None) as broker:
+        sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/+/defects"])
+        env = daemon_env(FINITE, broker.url, LINEWATCH_EVENTS__MODE="frames", LINEWATCH_MQTT__RECONNECT_MIN_S="0.05",
+                         LINEWATCH_MQTT__RECONNECT_MAX_S="0.2")
+        summary = run_to_the_end(daemon_factory, env)
+        events = int(summary["events"])  # type: ignore[call-overload]
+        sub.wait_for(lambda ms: len(ms) >= events - 1, 10)
+        refusals = [code for _, _, code in broker.refused if code == 0x83]
+    assert delivered_seqs(sub) == [seq for seq in range(1, events + 1) if seq != 3]
+    assert len(refusals) == 10 and summary["dead_letters"] == 1 and summary["retried"] == 9
+    refused = [r for r in summary["logs"] if r.get("event") == "mqtt_publish_refused"]  # type: ignore[union-attr]
+    assert len(refused) == 1 and refused[0]["code"] == "0x83" and "10 times in a row" in refused[0]["reason"]

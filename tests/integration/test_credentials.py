@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -138,7 +139,9 @@ def test_a_camera_password_from_a_file_is_read_at_each_connect(
     secret.write_text(password + "\n")
     # Then the next connect reads it and the camera comes online, with no restart
     online = daemon.wait_for_event("camera_state", 60, state="online")
-    assert "inspector" not in online["source"] and password not in json.dumps(daemon.logs)
+    logged = json.dumps(daemon.logs) + daemon.stderr_text()
+    assert "inspector" not in online["source"] and password not in logged
+    assert quote(password, safe="") not in logged, "nor the form FFmpeg is given"
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(30) == ExitCode.OK, daemon.describe()
     assert "wrong-password" not in json.dumps(daemon.logs) + daemon.stderr_text()

@@ -92,3 +92,33 @@ def test_the_healthcheck_asks_a_wildcard_bind_on_loopback(server: OpsHttpServer)
 def test_the_healthcheck_reports_healthy_and_says_why_when_http_is_disabled() -> None:
     healthy, line = probe_health(HttpSettings(enabled=False))
     assert healthy and "LINEWATCH_HTTP__ENABLED=false" in line
+
+
+def test_a_scrape_stuck_on_the_outbox_holds_up_no_health_probe() -> None:
+    """/metrics reads the outbox, whose lock an fsync or a full disk can hold for seconds (here: until released).
+    It was rendered on the server's only thread, so every probe waited behind it."""
+    import threading
+
+    from daemon.metrics import OutboxDepth
+
+    held = threading.Event()
+
+    def outbox_depth() -> OutboxDepth:  # stands for Outbox.stats() waiting on the outbox's lock
+        held.wait(10)
+        return OutboxDepth(0, 0, None)
+
+    metrics = Metrics()
+    metrics.observe_outbox(outbox_depth)
+    ops = OpsHttpServer("127.0.0.1", free_port(), metrics, Health(metrics))
+    ops.start()
+    scrape = threading.Thread(target=exchange, args=(ops.port, b"GET /metrics HTTP/1.1\r\n\r\n"), daemon=True)
+    try:
+        scrape.start()
+        time.sleep(0.2)  # the scrape is now inside the outbox read (nothing to wait on from outside)
+        started = time.monotonic()
+        assert exchange(ops.port, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - started < 0.5
+    finally:
+        held.set()
+        scrape.join(5)
+        ops.stop()

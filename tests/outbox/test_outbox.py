@@ -230,26 +230,78 @@ def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
 def test_a_wall_clock_step_ages_nothing_out_while_running_or_across_a_restart(tmp_path: Path) -> None:
     """A board without an RTC: NTP steps the wall clock by years once the network is up. Before, every waiting
     event's wall-clock age jumped with it and the age bound wiped the backlog at the first sweep."""
-    wall, monotonic = FakeClock(1_000_000.0), FakeClock(50.0)  # booted near 1970
+    wall, monotonic = FakeClock(1_000_000.0), FakeClock(50.0)  # booted near 1970, offline
     limits = OutboxLimits(max_bytes=100_000, max_age_s=86400)
     path = tmp_path / "outbox.db"
-    with open_outbox(path, limits, clock=wall, monotonic=monotonic) as outbox:
+
+    def reopen(boot: str, mono: FakeClock) -> Outbox:
+        return open_outbox(path, limits, clock=wall, monotonic=mono, boot=boot)
+
+    with reopen("boot-1", monotonic) as outbox:
         for index in range(5):
             outbox.append("cam", f"e{index}", "t", lambda s: b"x")
         monotonic.now += 60
+        assert outbox.enforce_limits() == []  # saved: the wall clock still in 1970
         wall.now = 1_790_000_000.0  # NTP: 56 years forward in one step
         assert outbox.enforce_limits() == []
         assert outbox.stats().oldest_age_s == pytest.approx(60)
-    # A restart two hours later by the (now right) wall clock: the downtime counts, the step does not
+    # The daemon restarts on the same boot 30 s later, the wall clock stepped again: the system's monotonic clock
+    # says what went by
+    wall.now += 365 * 86400
+    with reopen("boot-1", FakeClock(monotonic.now + 30)) as outbox:
+        assert outbox.stats().oldest_age_s == pytest.approx(90)
+    # A reboot two hours later by a wall clock that is set, before and after: the downtime counts
     wall.now += 7200
-    with open_outbox(path, limits, clock=wall, monotonic=FakeClock(7.0)) as outbox:
-        assert outbox.stats().oldest_age_s == pytest.approx(60 + 7200)
+    with reopen("boot-2", FakeClock(7.0)) as outbox:
+        assert outbox.stats().oldest_age_s == pytest.approx(90 + 7200)
         assert [e.seq for e in outbox.pending(10)] == [1, 2, 3, 4, 5]
-    # A restart with the clock set back (the RTC-less board boots in 1970 again): no time is taken as gone by
+    # A reboot with the clock back in 1970 (the RTC-less board again): no time is taken as gone by
     wall.now = 1_000_000.0
-    with open_outbox(path, limits, clock=wall, monotonic=FakeClock(3.0)) as outbox:
-        assert outbox.stats().oldest_age_s == pytest.approx(60 + 7200)
+    with reopen("boot-3", FakeClock(3.0)) as outbox:
+        assert outbox.stats().oldest_age_s == pytest.approx(90 + 7200)
         assert outbox.enforce_limits() == []
+    # It runs offline in 1970 for an hour, then reboots into the right time: not 56 years of downtime
+    with reopen("boot-4", FakeClock(5.0)) as outbox:
+        assert outbox.enforce_limits() == []
+    wall.now = 1_790_100_000.0
+    with reopen("boot-5", FakeClock(9.0)) as outbox:
+        assert outbox.stats().oldest_age_s == pytest.approx(90 + 7200)
+        assert [e.seq for e in outbox.pending(10)] == [1, 2, 3, 4, 5]
+
+
+def test_an_acknowledged_event_stays_its_grace_and_is_sent_again_after_a_crash(tmp_path: Path) -> None:
+    """The broker saves its store after it acknowledges; a power cut takes the broker and the daemon together. An
+    acknowledged event is no longer waiting (figures, bounds) but stays for the grace, so a crash re-sends it."""
+    monotonic = FakeClock(100.0)
+    reports: list[DropReport] = []
+    path = tmp_path / "outbox.db"
+    limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, max_events=2)
+    outbox = open_outbox(path, limits, monotonic=monotonic, ack_grace_s=2.0, on_drop=reports.append)
+    stored = [outbox.append("cam", f"e{i}", "t", lambda s: b"x" * 10) for i in range(2)]
+    assert outbox.ack_many([stored[0].rowid, stored[1].rowid]) == 2
+    # Then they are no longer waiting, and a bound that drops the oldest reports no loss for them
+    assert (outbox.stats().pending_events, outbox.stats().pending_bytes) == (0, 0)
+    assert [e.seq for e in outbox.pending(10)] == [1, 2]  # still stored: a restart would re-send them
+    for index in range(3):
+        outbox.append("cam", f"n{index}", "t", lambda s: b"x" * 10)
+    assert [(r.reason, r.dropped, r.cameras[0].first_seq, r.cameras[0].last_seq) for r in reports] == [
+        (DropReason.MAX_EVENTS, 1, 3, 3)], "only the waiting event that went is a loss; the delivered ones are not"
+    assert [e.seq for e in outbox.pending(10)] == [4, 5]
+    # When the process dies within the grace of an ack (no close), a restart sends that event again
+    monotonic.now += 1
+    outbox.ack_many([outbox.pending(10)[0].rowid])
+    del outbox  # a crash: the connection is dropped, nothing is closed
+    with open_outbox(path, limits, monotonic=monotonic, ack_grace_s=2.0) as again:
+        assert [e.seq for e in again.pending(10)] == [4, 5]
+        assert again.stats().pending_events == 1  # the restart's publisher sends both; only 5 counts as waiting
+        # and once the grace is over, the next sweep deletes it
+        monotonic.now += 5
+        again.enforce_limits()
+        assert [e.seq for e in again.pending(10)] == [5]
+        again.ack_many([again.pending(10)[0].rowid])
+    # A clean close deletes what waits out its grace: the broker lives on and saves on its own
+    with open_outbox(path, limits, monotonic=monotonic, ack_grace_s=2.0) as last:
+        assert last.pending(10) == [] and last.integrity_check() == "ok"
 
 
 def test_the_outbox_stats_are_index_lookups_at_any_depth(tmp_path: Path) -> None:
@@ -259,11 +311,12 @@ def test_the_outbox_stats_are_index_lookups_at_any_depth(tmp_path: Path) -> None
         outbox.append("cam", "e", "t", lambda s: b"x")
         outbox.stats()
     conn = sqlite3.connect(tmp_path / "outbox.db")
-    queries = ["SELECT created_at, created_clock FROM events WHERE kind = 'defect' ORDER BY id LIMIT 1",
+    queries = ["SELECT created_at, created_clock FROM events WHERE kind = 'defect' AND acked_clock IS NULL "
+               "ORDER BY id LIMIT 1",
                "SELECT kind, events, bytes FROM kind_totals", "SELECT events, bytes FROM dead_totals",
                "SELECT reason, total FROM drop_counters"]
     source = (REPO_ROOT / "daemon" / "outbox" / "store.py").read_text()
-    assert "SELECT created_at, created_clock FROM events WHERE kind = ? ORDER BY id LIMIT 1" in source
+    assert "SELECT created_at, created_clock FROM events WHERE kind = ? AND acked_clock IS NULL " in source
     for query in queries:
         plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
         table = query.split(" FROM ")[1].split()[0]

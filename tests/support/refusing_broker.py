@@ -2,7 +2,7 @@
 
 mosquitto never refuses a PUBLISH with a code like 0x97 (quota exceeded, what EMQX and HiveMQ send when they
 rate-limit), so this proxy sits in front of a real mosquitto and plays that broker: for each QoS 1/2 PUBLISH
-whose topic matches, `decide(topic, index)` returns None (forward it: mosquitto stores, delivers and answers
+whose topic matches, `decide(topic, index, payload)` returns None (forward it: mosquitto stores, delivers and answers
 it) or a reason code (keep it from mosquitto and answer the client a PUBACK with that code). Everything else
 passes through untouched, packet by packet, so the client talks to a real broker in every other respect.
 """
@@ -17,7 +17,7 @@ from types import TracebackType
 
 from tests.support.net import LOOPBACK
 
-Decide = Callable[[str, int], int | None]
+Decide = Callable[[str, int, bytes], int | None]  # (topic, index of the matching PUBLISH, payload) -> code
 
 
 def _read_exact(sock: socket.socket, count: int) -> bytes:
@@ -135,11 +135,26 @@ class RefusingBroker:
         with self._lock:
             index = self._seen
             self._seen += 1
-        code = self.decide(topic, index)
+        code = self.decide(topic, index, self._payload(packet))
         if code is not None:
             with self._lock:
                 self.refused.append((topic, int.from_bytes(self._packet_id(packet), "big"), code))
         return code
+
+    @staticmethod
+    def _payload(packet: bytes) -> bytes:
+        """A QoS 1/2 MQTT 5 PUBLISH's payload: after the topic, the packet id and the properties."""
+        body = _body(packet)
+        index = 2 + int.from_bytes(body[:2], "big") + 2
+        length, shift = 0, 0
+        while True:  # the properties' length, a varint
+            byte = body[index]
+            index += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return body[index + length:]
 
     @staticmethod
     def _packet_id(packet: bytes) -> bytes:
