@@ -29,6 +29,7 @@ from daemon.frames import BBox, Detection, Frame, Image
 
 _MAX_GAP_STEPS = 1000  # beyond this many skipped frames every track is lost anyway
 _BUFFER = 1.0  # association boxes grow by this fraction of their longest side on each side
+_REMOVED_KEPT = 32  # BYTETracker's removed tracks kept (it keeps 1,000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,10 @@ class DefectTracker:
         self._inspected += 1  # the frames the model saw: what K-of-M counts (a slow detector skips the rest)
         tracker: Any = self._tracker
         tracker.update(_Detections.of(detections))
+        # BYTETracker keeps its last 1,000 removed tracks, which nothing here reads: a camera's memory grew for hours
+        # (until 1,000 defects had come and gone; measured by bench/soak.py). It needs only the last frame's, which
+        # it takes off its lost tracks at the next update: a few more are kept.
+        del tracker.removed_stracks[:-_REMOVED_KEPT]
         changes: list[DefectView] = []
         # Every track matched in this frame, the ones BYTETracker has not activated yet included (its return
         # value lists activated ones only, which would lose each track's first sighting).

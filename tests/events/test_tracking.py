@@ -101,3 +101,16 @@ def test_a_detector_slower_than_the_camera_still_confirms_defects() -> None:
         changes += t.update(frame(seq), detections, 30.0, strong)
     assert [(c.kind, c.best.label) for c in changes] == [("new", "scratch"), ("new", "dent")], changes
     assert changes[1].first.frame_seq == 30 and changes[1].last.frame_seq == 36
+
+
+def test_the_tracker_keeps_a_few_removed_tracks_not_a_thousand() -> None:
+    """BYTETracker keeps its last 1,000 removed tracks, which linewatch never reads: memory grew for hours."""
+    from daemon.events.tracking import _REMOVED_KEPT, DefectTracker
+
+    tracker = DefectTracker(confirm_hits=1, confirm_window=1, lost_frames=1, min_track_frames=lambda _: 1)
+    for index in range(800):  # a new defect every 8 frames, far from the last, gone after one: 100 come and go
+        x = 40.0 + 120 * ((index // 8) % 4)
+        detections = (Detection("scratch", 0, 0.9, BBox(x, 200, x + 15, 230)),) if index % 8 == 0 else ()
+        tracker.update(frame(index), detections, 5.0, strong)
+    inner = tracker._tracker  # the Ultralytics object whose list grew
+    assert 0 < len(inner.removed_stracks) <= _REMOVED_KEPT
