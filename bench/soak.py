@@ -10,8 +10,8 @@ also to each minute's lowest RSS (the floor, where a leak shows first).
 `--compare` runs, side by side in the same run, a second daemon that leaves glibc's allocator at its defaults
 (GLIBC_TUNABLES set, so daemon/ops/memory.py changes nothing): the measured cause of the growth.
 
-    python bench/soak.py                       # 60 minutes (the figures in the README)
-    python bench/soak.py --minutes 25 --compare
+    python bench/soak.py --compare             # 60 minutes, both (the figures in the README)
+    python bench/soak.py --minutes 25          # the daemon alone
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def main() -> int:
     args = parser.parse_args()
     with TemporaryDirectory(prefix="linewatch-soak-") as scratch:
         report = run(args, Path(scratch))
-    out = save("soak" if not args.compare else "soak_allocator", report, markdown(report))
+    out = save("soak", report, markdown(report))
     plot(report, out.with_suffix(".png"))
     return 0
 

@@ -91,7 +91,7 @@ def test_the_openvino_pinning_benchmark_runs_each_configuration(tmp_path: Path) 
 def test_the_soak_benchmark_samples_each_contender_while_the_broker_flaps(tmp_path: Path) -> None:
     _bench(tmp_path, "bench/soak.py", "--minutes", "0.4", "--warmup-min", "0.1", "--cameras", "2",
            "--flap-every-s", "10", "--flap-down-s", "3", "--compare")
-    report = _written(tmp_path, "soak_allocator")
+    report = _written(tmp_path, "soak")
     assert set(report["summary"]) == {"daemon", "glibc defaults"}
     assert report["flap"]["outages"] >= 1 and report["messages_consumed"] > 0
     assert all(len(points) >= 10 for points in report["samples"].values())

@@ -185,7 +185,8 @@ class MqttPublisher(StageThread):
 
     def _idle_timeout(self) -> float:
         """The network wait when nothing wakes it: until the next stats or sweep is due, at most _IDLE_S."""
-        due = min([self._next_sweep, *self._next_stats, self._deadline], default=self._next_sweep)
+        retry = [] if self._refusals.due_at is None else [self._refusals.due_at]  # refused events due again
+        due = min([self._next_sweep, *self._next_stats, self._deadline, *retry], default=self._next_sweep)
         return max(0.0, min(_IDLE_S, due - time.monotonic()))
 
     def _done(self) -> bool:

@@ -83,6 +83,11 @@ class Refusals:
             self._backoff.succeeded()
 
     @property
+    def due_at(self) -> float | None:
+        """When the events refused for now may be sent again (monotonic); None when there are none."""
+        return self._due if self._retry else None
+
+    @property
     def holding(self) -> bool:
         """True while the broker's last refusal's backoff runs: send nothing, old or new."""
         return bool(self._retry) and time.monotonic() < self._due

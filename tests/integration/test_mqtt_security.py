@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from tests.support.tls import Pki
 pytestmark = pytest.mark.integration
 
 CAMERA_ID = "synthetic-line"
-CLIENT_ID = f"linewatch-{CAMERA_ID}"
+CLIENT_ID = f"linewatch-{socket.gethostname()}-{CAMERA_ID}"  # the default: unique per host
 DEFECTS = defect_topic("linewatch", CAMERA_ID)
 # A short finite line, read losslessly: the run ends by itself once every event is delivered.
 FINITE_LINE = "synthetic://line?fps=15&defect_rate=0.6&seed=7001&realtime=false&frames=30"

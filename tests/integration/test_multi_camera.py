@@ -81,7 +81,7 @@ def test_three_cameras_one_killed_rtsp_the_other_two_keep_publishing(
     for figures in summary["cameras"].values():
         assert figures["frames_inspected"] > 0
         assert figures["frames_read"] - figures["frames_inspected"] - figures["frames_dropped"] in (0, 1), figures
-    topic = availability_topic("linewatch", "linewatch-line1-line2-rtsp1")
+    topic = availability_topic("linewatch", daemon.wait_for_event("mqtt_connected", 1)["client_id"])
     availability = [m for m in sub.messages() if m.topic == topic]
     assert [m.json()["state"] for m in availability][-1] == "offline", availability
 
