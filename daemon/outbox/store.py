@@ -201,9 +201,10 @@ class Outbox:
         self._checkpoint()  # with the reserve released, the checkpoint has the pages it needs
         try:
             with self._tx("drop for disk space") as conn:
+                clock = self._outbox_clock.now()
+                purge_acked(conn, clock - self._ack_grace_s)  # delivered, their grace over: room at no loss
                 bound = self._space.bound_after_full(conn, kind, size, first)
-                drops = enforce(conn, self._limits, self._outbox_clock.now(), keep_rowid=None, new_kind=kind,
-                                disk_bound=bound)
+                drops = enforce(conn, self._limits, clock, keep_rowid=None, new_kind=kind, disk_bound=bound)
         except OutboxRetryableError:
             return False
         if not drops and not first and attempt > 1:

@@ -100,6 +100,8 @@ class Refusals:
         found = self._outbox.get(wanted)
         gone = set(wanted) - {event.rowid for event in found}
         self._retry = [rowid for rowid in self._retry if rowid not in gone]
+        for rowid in gone:  # dropped by a bound meanwhile
+            self._refusals.pop(rowid, None)
         return found
 
     def sent(self, rowid: int) -> None:
