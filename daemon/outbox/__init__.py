@@ -3,6 +3,7 @@
 Ground floor, beside `handoff.py`: it imports nothing from the stages above it.
 """
 
+from daemon.outbox.deliveries import MQTT, OutputSpec
 from daemon.outbox.errors import (
     OutboxCorruptError,
     OutboxError,
@@ -23,6 +24,7 @@ from daemon.outbox.types import (
 )
 
 __all__ = [
+    "MQTT",
     "SCHEMA_VERSION",
     "DeadLetter",
     "DropReason",
@@ -35,6 +37,7 @@ __all__ = [
     "OutboxLimits",
     "OutboxRetryableError",
     "OutboxStats",
+    "OutputSpec",
     "PayloadTooLargeError",
     "StoredEvent",
     "SynchronousMode",

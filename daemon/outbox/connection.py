@@ -85,4 +85,8 @@ def check_integrity(conn: sqlite3.Connection) -> str:
     ).fetchone()[0]
     if ahead:
         problems.append(f"{ahead} events have seq above their camera's counter")
+    orphans = conn.execute("SELECT count(*) FROM events WHERE acked_clock IS NULL AND NOT EXISTS "
+                           "(SELECT 1 FROM deliveries d WHERE d.id = events.id)").fetchone()[0]
+    if orphans:
+        problems.append(f"{orphans} events wait for no output")
     return "\n".join(problems) or "ok"

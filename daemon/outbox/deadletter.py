@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from daemon.outbox.bounds import drop_counter, ranges
+from daemon.outbox.deliveries import OutputSpec, mark, unmark
 from daemon.outbox.types import DeadLetter, DropReason, DropReport
 
 DEAD = "dead_letter"  # the drop counters' kind for dead letters trimmed by their bound
@@ -23,7 +24,9 @@ def bury(conn: sqlite3.Connection, rowid: int, *, output: str, code: int, reason
         "INSERT OR IGNORE INTO dead_letters (id, camera_id, kind, seq, event_id, topic, payload, created_at, dead_at,"
         " output, code, reason) SELECT id, camera_id, kind, seq, event_id, topic, payload, created_at, ?, ?, ?, ?"
         " FROM events WHERE id = ?", (now, output, code, reason, rowid)).rowcount
-    conn.execute("DELETE FROM events WHERE id = ?", (rowid,))
+    _, free = unmark(conn, output, [rowid])
+    if free:  # no other output waits for it: the dead letter is its only copy
+        conn.execute("DELETE FROM events WHERE id = ?", (rowid,))
     return moved == 1
 
 
@@ -60,11 +63,22 @@ def listing(conn: sqlite3.Connection, limit: int) -> list[DeadLetter]:
     return [DeadLetter(*row) for row in rows]
 
 
-def requeue(conn: sqlite3.Connection, clock: float) -> int:
-    """Put every dead letter back in the queue, after what waits there now (new ids; seq and payload kept)."""
-    moved = conn.execute(
-        "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, created_clock)"
-        " SELECT camera_id, kind, seq, event_id, topic, payload, created_at, ? FROM dead_letters ORDER BY id",
-        (clock,)).rowcount
-    conn.execute("DELETE FROM dead_letters")
-    return int(moved)
+def requeue(conn: sqlite3.Connection, clock: float, outputs: tuple[OutputSpec, ...]) -> int:
+    """Put the dead letters back in the queue for the output that refused them (every output that takes the kind, if
+    that one is gone), after what waits there now: new ids; seq and payload kept. A dead letter whose row still waits
+    for another output stays until that output has it (a row's seq is stored once)."""
+    names = {spec.name: spec for spec in outputs}
+    moved = 0
+    for old_id, output, kind in conn.execute(
+            "SELECT id, output, kind FROM dead_letters d WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = d.id)"
+            " ORDER BY id").fetchall():
+        rowid = conn.execute(
+            "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, created_clock)"
+            " SELECT camera_id, kind, seq, event_id, topic, payload, created_at, ? FROM dead_letters WHERE id = ?",
+            (clock, old_id)).lastrowid
+        assert rowid is not None
+        if not mark(conn, rowid, (names[output],) if output in names else outputs, kind):
+            conn.execute("UPDATE events SET acked_clock = ? WHERE id = ?", (clock, rowid))  # nobody takes it now
+        conn.execute("DELETE FROM dead_letters WHERE id = ?", (old_id,))
+        moved += 1
+    return moved

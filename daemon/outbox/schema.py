@@ -119,9 +119,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE dead_totals SET events = events - 1, bytes = bytes - length(OLD.payload);
         END""",
     ),
+    (
+        # v4: outputs with their own place. Each output (MQTT, a PLC, ...) takes some kinds; a row waits in
+        # `deliveries` once per output that takes its kind, and an output's ack removes its own mark only. A row is
+        # delivered when its last mark goes (then its ack grace runs, store.py). Until v3 MQTT was the only output:
+        # every row it had not acknowledged waits for it.
+        "CREATE TABLE outputs (name TEXT PRIMARY KEY, kinds TEXT NOT NULL) WITHOUT ROWID",
+        "INSERT INTO outputs VALUES ('mqtt', '*')",
+        "CREATE TABLE deliveries (id INTEGER NOT NULL, output TEXT NOT NULL, PRIMARY KEY (id, output)) WITHOUT ROWID",
+        "CREATE INDEX deliveries_output ON deliveries (output, id)",
+        "INSERT INTO deliveries SELECT id, 'mqtt' FROM events WHERE acked_clock IS NULL",
+        # A row that goes (dropped by a bound, purged, dead-lettered) takes its marks with it.
+        """CREATE TRIGGER events_after_delete_deliveries AFTER DELETE ON events BEGIN
+            DELETE FROM deliveries WHERE id = OLD.id;
+        END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 EVENT_COLUMNS = "id, camera_id, seq, event_id, topic, payload, created_at, kind"
 
 DEFECT = "defect"  # the kind of a defect event; other kinds (snapshots) have their own bounds and seq
+EVERY_KIND = "*"  # an output that takes every kind (outputs.kinds)

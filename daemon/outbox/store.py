@@ -36,6 +36,7 @@ from daemon.outbox import deadletter
 from daemon.outbox.bounds import acked_totals, counter_key, enforce, kind_totals, purge_acked
 from daemon.outbox.clock import OutboxClock, boot_id
 from daemon.outbox.connection import check_integrity, prepare, rollback_quietly
+from daemon.outbox.deliveries import MQTT, OutputSpec, delivered, mark, register, spec_of, unmark, waiting
 from daemon.outbox.droplog import DropLog
 from daemon.outbox.errors import (
     OutboxError,
@@ -85,6 +86,7 @@ class Outbox:
         reserve_bytes: int = 0,
         ack_grace_s: float = 0.0,
         boot: str | None = None,
+        outputs: tuple[OutputSpec, ...] = (OutputSpec(MQTT),),
     ) -> None:
         # Checked at runtime too: the value is interpolated into a PRAGMA.
         if synchronous not in _SYNC_MODES:
@@ -93,6 +95,7 @@ class Outbox:
         self._limits = limits
         self._on_drop = on_drop
         self._ack_grace_s = ack_grace_s
+        self._outputs = outputs
         self._drop_log = DropLog()
         self._clock = clock
         self._lock = threading.Lock()
@@ -109,6 +112,7 @@ class Outbox:
                     reserve_bytes=self._space.reserve.size, max_file_bytes=self._limits.max_file_bytes)
             conn.execute("BEGIN")
             self._outbox_clock = OutboxClock(conn, clock, monotonic, boot_id() if boot is None else boot)
+            register(conn, outputs)
             conn.execute("COMMIT")
             self._space.measure_margin(conn)
         except BaseException as exc:
@@ -249,20 +253,22 @@ class Outbox:
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
+            if not mark(conn, rowid, self._outputs, kind):
+                delivered(conn, self._ack_grace_s, [rowid], clock)  # no output takes this kind
             drops = enforce(conn, self._limits, clock, keep_rowid=rowid, new_kind=kind, disk_bound=self._space.bound)
         for listener in self._listeners:
             listener()
         self._report(drops)
         return StoredEvent(rowid, camera_id, seq, event_id, topic, payload, now, kind)
 
-    def pending(self, limit: int, after_rowid: int = 0) -> list[StoredEvent]:
-        """Up to `limit` stored events with rowid > after_rowid, oldest first."""
+    def pending(self, limit: int, after_rowid: int = 0, output: str = MQTT) -> list[StoredEvent]:
+        """Up to `limit` events with rowid > after_rowid that wait for `output`, oldest first."""
         if limit <= 0:
             return []
         with self._tx("pending", write=False) as conn:
-            rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_rowid, limit)
-            ).fetchall()
+            ids = waiting(conn, spec_of(self._outputs, output), after_rowid, limit)
+            rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({','.join('?' * len(ids))})"
+                                " ORDER BY id", ids).fetchall() if ids else []
         return [_stored(row) for row in rows]
 
     def get(self, rowids: Iterable[int]) -> list[StoredEvent]:
@@ -276,16 +282,14 @@ class Outbox:
                 " ORDER BY id", ids[chunk:chunk + 500])]
         return [_stored(row) for row in rows]
 
-    def ack(self, rowid: int) -> bool:
-        """An event the broker acknowledged (see ack_many). False if already gone (dropped, a duplicate ack)."""
-        return self.ack_many([rowid]) == 1
+    def ack(self, rowid: int, output: str = MQTT) -> bool:
+        """An event the output delivered (see ack_many). False if already gone (dropped, a duplicate ack)."""
+        return self.ack_many([rowid], output) == 1
 
-    def ack_many(self, rowids: Iterable[int]) -> int:
-        """Events the broker acknowledged, in one transaction (one fsync); returns how many were still there.
-
-        With an ack grace each is marked, not deleted: it leaves the queue's figures and bounds at once, and the row
-        goes `ack_grace_s` later (here, or at the next sweep). A crash before that sends it again (`_reopen`): a
-        broker saves its store after it acknowledges, and a power cut takes both. Without a grace it goes now.
+    def ack_many(self, rowids: Iterable[int], output: str = MQTT) -> int:
+        """Events the output delivered (MQTT: the broker acknowledged them), in one transaction (one fsync): this
+        output's marks go, and a row no output waits for any more is delivered (deliveries.delivered). Returns how many
+        still waited for this output.
 
         On a full disk a write needs free pages too: the WAL is checkpointed and the work done in small
         transactions instead. OutboxFullError after that leaves the rest stored: re-sent after a restart."""
@@ -294,11 +298,8 @@ class Outbox:
         def settle(chunk: list[int]) -> int:
             with self._tx("ack") as conn:
                 clock = self._outbox_clock.now()
-                if self._ack_grace_s <= 0:
-                    done = sum(conn.execute("DELETE FROM events WHERE id = ?", (rowid,)).rowcount for rowid in chunk)
-                else:
-                    done = sum(conn.execute("UPDATE events SET acked_clock = ? WHERE id = ? AND acked_clock IS NULL",
-                                            (clock, rowid)).rowcount for rowid in chunk)
+                done, free = unmark(conn, output, chunk)
+                delivered(conn, self._ack_grace_s, free, clock)
                 purge_acked(conn, clock - self._ack_grace_s)
                 return done
 
@@ -326,7 +327,7 @@ class Outbox:
     def requeue_dead_letters(self) -> int:
         """Send every dead letter again (once its cause is fixed): back in the queue, after what waits there."""
         with self._tx("requeue") as conn:
-            moved = deadletter.requeue(conn, self._outbox_clock.now())
+            moved = deadletter.requeue(conn, self._outbox_clock.now(), self._outputs)
         for listener in self._listeners:
             listener()
         return moved

@@ -201,7 +201,9 @@ class MqttPublisher(StageThread):
                 log.warning("shutdown_with_pending_events", pending=pending,
                             note="they stay in the outbox and are sent after the restart")
             return True
-        return self.connected and not self._inflight and not self._outbox.pending(1, self._cursor)
+        # Refused events waiting out their backoff are still to send: the drain waits for them too (to the deadline).
+        return (self.connected and not self._inflight and self._refusals.due_at is None
+                and not self._outbox.pending(1, self._cursor))
 
     def _link_up(self) -> bool:
         """Connect if needed. True when the session is established (CONNACK received)."""

@@ -455,9 +455,9 @@ def test_unopenable_paths_raise_outbox_error(tmp_path: Path) -> None:
 
 
 def test_a_full_file_drops_the_oldest_events_for_the_newest_and_reports_each_drop(tmp_path: Path) -> None:
-    # Given an outbox whose file may not grow past 64 KiB (SQLite's max_page_count: SQLITE_FULL, as a full disk)
+    # Given an outbox whose file may not grow past 96 KiB (SQLite's max_page_count: SQLITE_FULL, as a full disk)
     path = tmp_path / "outbox.db"
-    limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=64 * 1024)
+    limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=96 * 1024)
     reports: list[DropReport] = []
     with Outbox(path, limits, on_drop=reports.append) as outbox:
         # When far more is appended than fits
@@ -475,7 +475,7 @@ def test_a_full_file_drops_the_oldest_events_for_the_newest_and_reports_each_dro
 
 
 def test_a_full_file_with_nothing_left_to_drop_raises_outbox_full(tmp_path: Path) -> None:
-    limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=64 * 1024)
+    limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=96 * 1024)
     with open_outbox(tmp_path / "outbox.db", limits) as outbox:
         with pytest.raises(OutboxFullError, match="full") as caught:
             outbox.append("cam", "huge", "t", lambda s: b"x" * 200_000)  # larger than the whole file may be
