@@ -100,6 +100,13 @@ class Metrics:
             ["camera", "reason"], registry=registry)
         self.defects = Counter("linewatch_defects", "Defect lifecycle events committed (type: new, end)",
                                ["camera", "type"], registry=registry)
+        self.jobs_triggered = Counter("linewatch_jobs_triggered", "Inspection jobs started, by trigger source",
+                                      ["camera", "source"], registry=registry)
+        self.verdicts = Counter("linewatch_verdicts", "Inspection verdicts (result: pass, ng, unknown)",
+                                ["camera", "result"], registry=registry)
+        self.verdict_latency_seconds = Histogram(
+            "linewatch_verdict_latency_seconds", "From a job's trigger to its verdict", cam,
+            buckets=_LATENCY_BUCKETS, registry=registry)
         self.tracks_open = Gauge("linewatch_tracks_open", "Tracks the camera's tracker holds", ["camera"],
                                  registry=registry)
         self.snapshots = Counter(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from daemon.backoff import Backoff
 from daemon.detect.stage import Lane
+from daemon.events.job_stage import JobStage
 from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
 from daemon.events.snapshots import SnapshotStage
@@ -24,7 +25,7 @@ from daemon.lifecycle import StageThread
 from daemon.metrics import Metrics
 from daemon.ops.watchdog import StallWatchdog
 from daemon.outbox import Outbox
-from daemon.publish.topics import stats_topic
+from daemon.publish.topics import stats_topic, verdict_topic
 from daemon.settings import Settings
 from daemon.settings_cameras import CameraConfig, CameraSettings
 from daemon.sources.capture import CaptureStage
@@ -66,22 +67,35 @@ class CameraPipeline:
         self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
         self.lane = Lane(camera_id, self.frames, self.results)
         prefix = settings.mqtt.topic_prefix
+        self.jobs = JobStage(camera_id, config.jobs.rules(), model, verdict_topic(prefix, camera_id), outbox, stop,
+                             metrics, max_open=config.jobs.max_open) if config.jobs.enabled else None
+        self._on_status = on_status
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
         self.events = EventStage(camera_id, model, prefix, self.results, outbox, stop, metrics,
                                  events=settings.events, snapshots=self.snapshots,
                                  rules=Rules(config.rules, model.classes, settings.model.confidence),
-                                 stream_end=self._stream_end, live=policy is DropPolicy.LATEST)
+                                 stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs)
         stall_s = stall_timeout_s(camera)
         self.capture = CaptureStage(
             camera_id, build_source(camera.source, camera.source_options()), self.frames, stop,
             backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s), stall_timeout_s=stall_s,
-            on_status=on_status, metrics=metrics, prepare=prepare)
+            on_status=self._report, metrics=metrics, prepare=prepare,
+            on_trigger=None if self.jobs is None else self._photo_eye)
         self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
         interval = settings.events.stats_interval_s
         self.stats_feed: StatsFeed | None = (
             stats_topic(prefix, camera_id), interval,
             lambda: render_stats(camera_id, interval, self.events.stats())) if interval else None
+
+    def _report(self, status: CameraStatus) -> None:
+        if self.jobs is not None:
+            self.jobs.camera_changed(status)  # a camera that is not online fails its open jobs: unknown
+        self._on_status(status)
+
+    def _photo_eye(self, part_id: str, frame_seq: int, captured_mono: float) -> None:
+        if self.jobs is not None:
+            self.jobs.trigger("photo_eye", part_id, frame_seq=frame_seq, at_mono=captured_mono)
 
     def _stream_end(self) -> str:
         return "end of stream" if self.capture.end_reason == "end of stream" else "shutdown"
@@ -89,7 +103,8 @@ class CameraPipeline:
     @property
     def consumers(self) -> tuple[StageThread, ...]:
         """The stages downstream of the detector, in start order."""
-        return (*((self.snapshots,) if self.snapshots is not None else ()), self.events)
+        return (*((self.jobs,) if self.jobs is not None else ()),
+                *((self.snapshots,) if self.snapshots is not None else ()), self.events)
 
     @property
     def usable(self) -> bool:

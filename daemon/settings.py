@@ -35,6 +35,7 @@ from daemon.redact import redact, redact_url
 from daemon.settings_base import model_at, nested_model, unknown_key_hint
 from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, check_camera_id
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
+from daemon.settings_jobs import JobsSettings
 from daemon.settings_mqtt import MqttSettings, broker_address
 from daemon.settings_sections import (
     DEFAULT_MODEL,
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
     events: EventsSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     rules: RulesSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     snapshots: SnapshotSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    jobs: JobsSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -158,9 +160,10 @@ class Settings(BaseSettings):
     def camera_configs(self) -> tuple[CameraConfig, ...]:
         """Every camera, in id order."""
         if self.camera is not None:
-            return (CameraConfig(self.camera.camera_id, self.camera, self.rules, "LINEWATCH_CAMERA"),)
+            return (CameraConfig(self.camera.camera_id, self.camera, self.rules, "LINEWATCH_CAMERA", self.jobs),)
         return tuple(sorted(
-            (CameraConfig(entry.id or key, entry, entry.rules or self.rules, f"LINEWATCH_CAMERAS__{key.upper()}")
+            (CameraConfig(entry.id or key, entry, entry.rules or self.rules, f"LINEWATCH_CAMERAS__{key.upper()}",
+                          entry.jobs or self.jobs)
              for key, entry in self.cameras.items()), key=lambda config: config.camera_id))
 
     def unknown_classes(self, known: tuple[str, ...]) -> list[str]:

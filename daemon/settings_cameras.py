@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from daemon.publish.topics import DAEMON_LEVEL
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_events import RulesSettings
+from daemon.settings_jobs import JobsSettings
 from daemon.sources.factory import SourceOptions
 from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
 
@@ -118,6 +119,9 @@ class CameraEntry(CameraSettings):
 
     rules: RulesSettings | None = Field(
         None, description="This camera's own rules (LINEWATCH_CAMERAS__<ID>__RULES__*), instead of LINEWATCH_RULES__*")
+    jobs: JobsSettings | None = Field(
+        None, description="This camera's own inspection jobs (LINEWATCH_CAMERAS__<ID>__JOBS__*), instead of "
+        "LINEWATCH_JOBS__*")
 
 
 @dataclass(frozen=True)
@@ -128,3 +132,4 @@ class CameraConfig:
     camera: CameraSettings
     rules: RulesSettings
     env: str  # the variable prefix that configures it, for messages: LINEWATCH_CAMERA or LINEWATCH_CAMERAS__CAM1
+    jobs: JobsSettings

@@ -1,6 +1,6 @@
 """The payloads: defect events (`linewatch.defect/2`, one per physical defect; `linewatch.defect/1`, one per frame,
-in `frames` mode) and stats (`linewatch.stats/1`). Documented field by field in the README; JSON Schemas in
-`schemas/`.
+in `frames` mode), verdicts (`linewatch.verdict/1`, one per inspection job) and stats (`linewatch.stats/1`).
+Documented field by field in the README; JSON Schemas in `schemas/`.
 
 A payload is rendered exactly once, when the event is committed to the outbox, so a re-delivery after a
 broker outage or a restart is byte-identical to the first try and subscribers can deduplicate on event_id.
@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from daemon import __version__
+from daemon.events.jobs import JobResult
 from daemon.events.tracking import DefectView
 from daemon.frames import BBox, DefectEvent, ModelInfo, rfc3339, utc_now
 
@@ -88,6 +89,36 @@ def render_defect(event: DefectEvent, seq: int, published_at: dt.datetime, total
             for d in event.detections
         ],
         "latency_ms": {"inference": round(event.inference_ms, 1), "total": round(total_ms, 1)},
+        "linewatch_version": __version__,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+VERDICT_SCHEMA = "linewatch.verdict/1"
+
+
+def render_verdict(result: JobResult, *, seq: int, model: ModelInfo, published_at: dt.datetime) -> bytes:
+    """One inspection job's verdict (`linewatch.verdict/1`): pass, ng or unknown, why, and what was found."""
+    trigger = result.trigger
+    payload: dict[str, Any] = {
+        "schema": VERDICT_SCHEMA,
+        "camera_id": trigger.camera_id,
+        "seq": seq,
+        "job_id": trigger.job_id,
+        "part_id": trigger.part_id,
+        "result": result.verdict.value,
+        "result_evaluation": result.verdict.evaluation,
+        "reasons": [reason.value for reason in result.reasons],
+        "trigger_source": trigger.source,
+        "triggered_at": rfc3339(trigger.at_utc),
+        "decided_at": rfc3339(result.decided_utc),
+        "latency_ms": round(result.latency_ms, 1),
+        "frames": {"inspected": result.frames_inspected, "dropped": result.frames_dropped,
+                   "first_seq": result.first_seq, "last_seq": result.last_seq},
+        "defects": [{"label": f.label, "class_id": f.class_id, "confidence": f.confidence, "bbox": _box(f.bbox),
+                     "frame_seq": f.frame_seq, "frames": f.frames} for f in result.findings],
+        "model": {"name": model.name, "sha256": model.sha256},
+        "published_at": rfc3339(published_at),
         "linewatch_version": __version__,
     }
     return json.dumps(payload, separators=(",", ":")).encode()

@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from daemon.events.commit import Committer
+from daemon.events.job_stage import JobStage
+from daemon.events.jobs import Look
 from daemon.events.rules import Rules
 from daemon.events.schema import render_defect, render_defect_v2
 from daemon.events.snapshots import SnapshotStage
@@ -29,13 +32,12 @@ from daemon.handoff import Handoff, consume
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.outbox import Outbox, OutboxFullError, OutboxRetryableError, PayloadTooLargeError, StoredEvent
+from daemon.outbox import Outbox
 from daemon.publish.topics import defect_topic
 from daemon.settings_events import EventsSettings
 
 log = get_logger("linewatch.events")
 
-_RETRY_S = 1.0  # a locked or failing database is retried: the operator may fix it
 _LATENCIES = 512  # inference times kept for the stats' percentiles
 _AGES = 2048  # frame ages kept for the stats' percentiles
 
@@ -58,6 +60,7 @@ class EventStage(CameraStage):
         snapshots: SnapshotStage | None = None,
         stream_end: Callable[[], str] = lambda: "shutdown",
         live: bool = True,
+        jobs: JobStage | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
@@ -69,10 +72,10 @@ class EventStage(CameraStage):
         self._rules = rules
         self._snapshots = snapshots
         self._stream_end = stream_end  # why the frames stopped, for the `end` of the tracks still open
-        self._committed = self._metrics.events_committed.labels(camera_id)
-        self._latency = self._metrics.capture_to_commit_seconds.labels(camera_id)
+        self._commit = Committer(camera_id, outbox, stop, self._metrics)
         self._tracks_open = self._metrics.tracks_open.labels(camera_id)
         self._live = live
+        self._jobs = jobs  # inspection jobs: every inspected frame goes on to them
         self._tracker = None if self._settings.mode == "frames" else self._new_tracker()
         self._size = (0, 0)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
@@ -96,6 +99,8 @@ class EventStage(CameraStage):
         finally:
             if self._snapshots is not None:
                 self._snapshots.jobs.close()  # the encoder drains what it holds, then ends
+            if self._jobs is not None:
+                self._jobs.close_inbox()  # the open jobs get their answer, then the stage ends
 
     def _handle(self, result: Inference) -> None:
         frame = result.frame
@@ -121,6 +126,10 @@ class EventStage(CameraStage):
                 self._tracks_open.set(self._tracker.open_tracks)
         # Capture to commit: by now whatever this frame makes is in the outbox (or nothing was to be made).
         self._age_ms.append((time.monotonic() - frame.captured_mono) * 1000.0)
+        if self._jobs is not None:
+            strong = kept if rules is None else tuple(d for d in kept if rules.strong(d))
+            self._jobs.look(Look(frame.seq, frame.captured_mono, frame.captured_utc, time.monotonic(), frame.width,
+                                 frame.height, strong))
 
     def _strong(self, detection: Any) -> bool:
         assert self._rules is not None
@@ -145,7 +154,7 @@ class EventStage(CameraStage):
         def render(seq: int) -> bytes:
             return render_defect(event, seq, utc_now(), (time.monotonic() - event.captured_mono) * 1000.0)
 
-        stored = self._store(event.event_id, frame.seq, frame.captured_mono, render)
+        stored = self._commit.store(event.event_id, frame.seq, frame.captured_mono, self._topic, render)
         if stored is not None:
             log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=frame.seq,
                      detections=len(detections), labels=sorted({d.label for d in detections}))
@@ -166,7 +175,7 @@ class EventStage(CameraStage):
                                     width=width, height=height, seq=seq, published_at=utc_now(),
                                     total_ms=(time.monotonic() - since) * 1000.0, snapshot=snapshot)
 
-        stored = self._store(event_id, best.frame_seq, since, render)
+        stored = self._commit.store(event_id, best.frame_seq, since, self._topic, render)
         if stored is not None:
             if job is not None and self._snapshots is not None:
                 self._snapshots.submit(job)
@@ -175,40 +184,6 @@ class EventStage(CameraStage):
                      defect_id=defect.defect_id, track_id=defect.track_id, label=best.label,
                      confidence=best.confidence, frame_seq=best.frame_seq, frames_seen=defect.frames_seen,
                      snapshot=snapshot["id"] if snapshot else None)
-
-    def _lose(self, event_id: str, frame_seq: int, reason: str, detail: str) -> None:
-        self._metrics.events_lost.labels(self.camera_id, reason).inc()
-        log.critical("event_lost", reason=reason, detail=detail, event_id=event_id, frame_seq=frame_seq)
-
-    def _store(self, event_id: str, frame_seq: int, captured_mono: float,
-               render: Callable[[int], bytes]) -> StoredEvent | None:
-        while True:
-            try:
-                stored = self._outbox.append(self.camera_id, event_id, self._topic, render)
-                break
-            except PayloadTooLargeError as exc:
-                # Larger than the whole outbox bound: it can never be stored. Loud, counted, never silent.
-                self._lose(event_id, frame_seq, "too_large", str(exc))
-                return None
-            except OutboxFullError as exc:
-                # The outbox already dropped every older event to make room (each drop counted as a seq gap) and
-                # the filesystem still has no space for this one. Holding it would stall inspection for a disk
-                # nobody may free; count it and go on, and /readyz says the outbox is not accepting.
-                self._lose(event_id, frame_seq, "disk_full", str(exc))
-                return None
-            except OutboxRetryableError as exc:
-                # Locked by another process, or an I/O error: keep the event in hand and retry. The progress
-                # record shows this stage as stuck, so /healthz and the systemd watchdog report a wedged
-                # pipeline while it lasts. Giving up would be the silent loss we promise never to do.
-                log.error("outbox_write_failed", error=str(exc), event_id=event_id)
-                if self._stop.wait(_RETRY_S):
-                    # Shutting down with a broken disk: we cannot hold the process forever. Say so loudly.
-                    self._lose(event_id, frame_seq, "unwritable_at_shutdown", str(exc))
-                    return None
-            # Any other OutboxError (a corrupt database) propagates: the stage fails as a bug (exit 1).
-        self._committed.inc()
-        self._latency.observe(max(0.0, time.monotonic() - captured_mono))
-        return stored
 
     # -- stats (read by the publisher's thread) ---------------------------------------------------------------
     def take_frame_ages(self) -> list[float]:

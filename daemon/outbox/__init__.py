@@ -11,7 +11,7 @@ from daemon.outbox.errors import (
     OutboxRetryableError,
     PayloadTooLargeError,
 )
-from daemon.outbox.schema import SCHEMA_VERSION
+from daemon.outbox.schema import DEFECT, SCHEMA_VERSION
 from daemon.outbox.store import Outbox, SynchronousMode
 from daemon.outbox.types import (
     DeadLetter,
@@ -24,6 +24,7 @@ from daemon.outbox.types import (
 )
 
 __all__ = [
+    "DEFECT",
     "MQTT",
     "SCHEMA_VERSION",
     "DeadLetter",

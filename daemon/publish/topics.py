@@ -1,6 +1,8 @@
 """The MQTT topic layout, in one place. Documented in the README (Topics).
 
     {prefix}/{camera_id}/defects                       defect events (QoS 1/2, from the outbox)
+    {prefix}/{camera_id}/verdicts                      one verdict per inspection job (QoS 1/2, from the outbox)
+    {prefix}/{camera_id}/trigger                       commands: start an inspection job (subscribed)
     {prefix}/{camera_id}/status                        the camera's state (retained)
     {prefix}/{camera_id}/stats                         live figures (retained)
     {prefix}/{camera_id}/snapshots/{snapshot_id}/{view} JPEG pictures of defects (from the outbox)
@@ -14,6 +16,15 @@ DAEMON_LEVEL = "_daemon"  # the daemon-level branch; no camera may take this id
 
 def defect_topic(prefix: str, camera_id: str) -> str:
     return f"{prefix}/{camera_id}/defects"
+
+
+def verdict_topic(prefix: str, camera_id: str) -> str:
+    return f"{prefix}/{camera_id}/verdicts"
+
+
+def trigger_topic(prefix: str, camera_id: str) -> str:
+    """Where an MQTT client starts a job: `{"part_id": "..."}` or an empty payload."""
+    return f"{prefix}/{camera_id}/trigger"
 
 
 def status_topic(prefix: str, camera_id: str) -> str:

@@ -38,3 +38,11 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release native resources. Idempotent."""
+
+
+class TriggeredSource(Protocol):
+    """A source whose frames may come with a trigger (a photo-eye, a camera's hardware trigger line): the capture
+    stage asks after each read and starts an inspection job for that frame."""
+
+    def take_trigger(self) -> str | None:
+        """The part id of a trigger that came with the frame just read ('' for one without an id), else None."""

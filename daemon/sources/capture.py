@@ -44,12 +44,18 @@ class CaptureStage(CameraStage):
         on_status: Callable[[CameraStatus], None],
         metrics: Metrics | None = None,
         prepare: Callable[[Image], Prepared | None] | None = None,
+        on_trigger: Callable[[str, int, float], None] | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._source = source
         # The model's letterboxing, run here, beside the decode, so the detector's thread only runs the model
         self._prepare = prepare
         self._handoff = handoff
+        # A trigger that came with a frame (part id, frame seq, capture time): straight to the job stage, never
+        # through the frame hand-off, which may drop the frame but must not drop the trigger.
+        take = getattr(source, "take_trigger", None)
+        self._take_trigger: Callable[[], str | None] | None = take if on_trigger is not None else None
+        self._on_trigger = on_trigger
         self._backoff = backoff
         self.stall_timeout_s = stall_timeout_s
         self._on_status = on_status
@@ -160,6 +166,10 @@ class CaptureStage(CameraStage):
             image.setflags(write=False)
             prepared = self._prepare(image) if self._prepare else None
             frame = Frame(self.camera_id, self.frames_read, image, now, utc_now(), prepared)
+            if self._take_trigger is not None and self._on_trigger is not None:
+                part_id = self._take_trigger()
+                if part_id is not None:
+                    self._on_trigger(part_id, frame.seq, now)
             self.frames_read += 1
             self._frames_read.inc()
             if not self._handoff.put(frame) and self._stop.is_set():

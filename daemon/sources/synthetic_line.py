@@ -87,6 +87,19 @@ class SyntheticLine:
         offset = self._offset(index)
         return self._truth([self._part(g.part_id) for g in self._visible(offset)], offset)
 
+    def photo_eye(self, index: int) -> int | None:
+        """The part whose centre crosses the upper lane's centre line (x = width / 2) in frame `index`: its centre was
+        left of it in the frame before and is on or right of it now. None for most frames."""
+        if index < 1:
+            return None
+        before, now, centre = self._offset(index - 1), self._offset(index), self.params.width / 2
+        for geo in self._visible(now):
+            if geo.y + geo.h / 2 < self.params.height / 2:  # the upper lane
+                x = self._screen_x(geo, now) + geo.w / 2
+                if x >= centre > x - (now - before):
+                    return geo.part_id
+        return None
+
     def _offset(self, index: int) -> int:
         return math.floor(index * self.params.speed + 0.5)
 

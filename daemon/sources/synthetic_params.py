@@ -29,6 +29,9 @@ lighting        0.5       amount of lighting variation: global gain, gradient, c
 frames          0         0 = endless stream; N = the stream ends after N frames (0..10^12)
 realtime        true      true = pace at fps; false = as fast as the consumer takes frames
                           (true/false, 1/0, yes/no, on/off)
+photo_eye       false     a photo-eye on the upper lane at the frame's centre line: the frame in which a
+                          part's centre crosses it triggers an inspection job for that part (its part_id
+                          is the line's part id), as a PLC's sensor would (true/false, ...)
 ==============  ========  ==========================================================================
 
 Ground truth: `LineFrame.defects` lists a defect only when at least `MIN_VISIBLE_FRACTION` of its box lies
@@ -74,6 +77,7 @@ class LineParams:
     lighting: float = 0.5
     frames: int = 0
     realtime: bool = True
+    photo_eye: bool = False
 
     def __post_init__(self) -> None:
         _check("fps", 0 < self.fps <= 1000, self.fps, "a number > 0 and <= 1000")

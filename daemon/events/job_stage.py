@@ -1,0 +1,176 @@
+"""The job stage: one camera's inspection jobs on their own thread (jobs.py judges them).
+
+Everything the stage needs comes through one bounded inbox, in the order it happened: the event stage's inspected
+frames (`Look`), triggers (from the PLC servers, MQTT, HTTP, a photo-eye) and the camera's state. The inbox waits
+when full (nothing here may be dropped: a lost trigger is a part without an answer); the stage is cheap, so it
+never is in practice.
+
+Each verdict is committed to the outbox (kind `verdict`: MQTT gets it at least once, with a gapless seq per camera)
+and then handed to the live listeners (the PLC servers), which take it only while it is fresh.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemon.events.commit import Committer
+from daemon.events.jobs import Job, JobResult, JobRules, Look, Trigger, Verdict, Why
+from daemon.events.schema import render_verdict
+from daemon.frames import END_OF_STREAM, CameraState, CameraStatus, ModelInfo, utc_now
+from daemon.handoff import DropPolicy, Handoff
+from daemon.lifecycle import CameraStage
+from daemon.logs import get_logger
+from daemon.metrics import Metrics
+from daemon.outbox import Outbox, StoredEvent
+
+log = get_logger("linewatch.jobs")
+
+VERDICT = "verdict"  # the outbox kind
+INBOX_CAPACITY = 1024
+MAX_OPEN_JOBS = 8  # jobs open at once per camera; a trigger beyond is answered at once: unknown, trigger_overrun
+_IDLE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A verdict as the live outputs get it: the result and its stored seq (None if the outbox could not keep it)."""
+
+    result: JobResult
+    seq: int | None
+
+
+Listener = Callable[[Decided], None]
+_Item = Look | Trigger | CameraStatus
+
+
+class JobStage(CameraStage):
+    kind = "jobs"
+
+    def __init__(self, camera_id: str, rules: JobRules, model: ModelInfo, topic: str, outbox: Outbox,
+                 stop: threading.Event, metrics: Metrics, *, model_ready: Callable[[], bool] = lambda: True,
+                 max_open: int = MAX_OPEN_JOBS) -> None:
+        super().__init__(camera_id, stop)
+        self.rules = rules
+        self._model = model
+        self._topic = topic
+        self._commit = Committer(camera_id, outbox, stop, metrics, kind=VERDICT)
+        self._metrics = metrics
+        self._model_ready = model_ready
+        self._max_open = max_open
+        self.inbox: Handoff[_Item] = Handoff(f"jobs:{camera_id}", INBOX_CAPACITY, DropPolicy.WAIT, stop)
+        self._listeners: list[Listener] = []
+        self._open: list[Job] = []
+        self._camera = CameraState.CONNECTING
+        self._previous: tuple[int, float] | None = None  # the last inspected frame's (seq, capture time)
+        self._counter = itertools.count(1)
+        self.last: Decided | None = None  # the latest verdict (for status and the HTTP endpoint)
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener` with each verdict, on this stage's thread, after it is committed. Keep it quick."""
+        self._listeners.append(listener)
+
+    # -- from other threads ---------------------------------------------------------------------------------------
+    def trigger(self, source: str, part_id: str | None = None, *, frame_seq: int | None = None,
+                at_mono: float | None = None) -> Trigger:
+        """Start a job (thread-safe); returns its trigger at once, job id included. A part id that is empty or not
+        given is made up from the job's number."""
+        job_id = str(uuid.uuid4())
+        trigger = Trigger(self.camera_id, job_id, part_id or f"{self.camera_id}-{next(self._counter)}", source,
+                          time.monotonic() if at_mono is None else at_mono, utc_now(), frame_seq)
+        if not self.inbox.put(trigger):
+            log.warning("trigger_refused_stopping", job_id=job_id, part_id=trigger.part_id, source=source)
+        return trigger
+
+    def camera_changed(self, status: CameraStatus) -> None:
+        self.inbox.put(status)
+
+    def look(self, look: Look) -> None:
+        self.inbox.put(look)
+
+    # -- the thread -------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while True:
+                deadline = min((job.deadline for job in self._open), default=None)
+                timeout = _IDLE_S if deadline is None else max(0.0, min(_IDLE_S, deadline - time.monotonic()))
+                item = self.inbox.get(timeout)
+                if item is END_OF_STREAM:
+                    break
+                with self.progress.busy():
+                    if item is not None:
+                        self._take(item)
+                    self._expire()
+        finally:
+            for job in list(self._open):  # the daemon stops: every open job gets its answer
+                self._decided(job, Why.STOPPING)
+
+    def stop(self, deadline: float | None = None) -> None:
+        super().stop(deadline)
+        self.inbox.close()  # stopped after the event stage: nothing more comes; what is open is answered
+
+    def close_inbox(self) -> None:
+        """No more input: the stage answers what is open and ends (the event stage calls it when it ends)."""
+        self.inbox.close()
+
+    def _take(self, item: _Item) -> None:
+        if isinstance(item, Trigger):
+            self._start(item)
+        elif isinstance(item, CameraStatus):
+            self._camera = item.state
+            if item.state is not CameraState.ONLINE:
+                for job in list(self._open):
+                    self._decided(job, Why.CAMERA_RECONNECTING)
+        else:
+            for job in list(self._open):
+                if job.covers(item):
+                    job.see(item, self._previous)
+                    self._decided(job)
+            self._previous = (item.frame_seq, item.captured_mono)
+
+    def _start(self, trigger: Trigger) -> None:
+        job = Job(trigger, self.rules)
+        self._metrics.jobs_triggered.labels(self.camera_id, trigger.source).inc()
+        refusal = (Why.CAMERA_RECONNECTING if self._camera is not CameraState.ONLINE else
+                   Why.MODEL_NOT_READY if not self._model_ready() else
+                   Why.TRIGGER_OVERRUN if len(self._open) >= self._max_open else None)
+        self._open.append(job)
+        self._decided(job, refusal)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for job in list(self._open):
+            if now >= job.deadline:
+                self._decided(job, Why.CAMERA_STALE if job.inspected == 0 else Why.TIMEOUT)
+
+    def _decided(self, job: Job, final: Why | None = None) -> None:
+        """Commit and hand on the job's verdict if it has one now (always, when `final` is given)."""
+        result = job.decide(time.monotonic(), utc_now(), final=final)
+        if result is None:
+            return
+        self._open.remove(job)
+        stored = self._store(result)
+        decided = Decided(result, None if stored is None else stored.seq)
+        self.last = decided
+        self._metrics.verdicts.labels(self.camera_id, result.verdict.value).inc()
+        self._metrics.verdict_latency_seconds.labels(self.camera_id).observe(result.latency_ms / 1000.0)
+        (log.info if result.verdict is Verdict.PASS else log.warning)("verdict", result=result.verdict.value,
+                reasons=[r.value for r in result.reasons], part_id=result.trigger.part_id, job_id=result.trigger.job_id,
+                seq=decided.seq, latency_ms=round(result.latency_ms, 1), frames=result.frames_inspected,
+                defects=[f.label for f in result.findings], source=result.trigger.source)
+        for listener in self._listeners:
+            try:
+                listener(decided)
+            except Exception:
+                log.exception("verdict_listener_failed", job_id=result.trigger.job_id)
+
+    def _store(self, result: JobResult) -> StoredEvent | None:
+        def render(seq: int) -> bytes:
+            return render_verdict(result, seq=seq, model=self._model, published_at=utc_now())
+
+        return self._commit.store(result.trigger.job_id, result.first_seq or -1, result.trigger.at_mono, self._topic,
+                                  render)

@@ -1,0 +1,59 @@
+"""Inspection jobs' settings (LINEWATCH_JOBS__*, or per camera LINEWATCH_CAMERAS__<ID>__JOBS__*): models only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from daemon.events.jobs import JobRules
+from daemon.settings_base import Section
+
+
+class JobsSettings(Section):
+    enabled: bool = Field(False, description="Inspection jobs: a verdict (pass/ng/unknown) per trigger")
+    frames: int = Field(3, ge=0, le=1000, description="Frames a job covers from its trigger on (0: use WINDOW_MS)")
+    window_ms: float = Field(0.0, ge=0, le=60_000, description="Or: every frame captured within this time of the "
+                             "trigger (FRAMES=0)")
+    confirm_hits: int = Field(2, ge=1, le=1000, description="Frames of the window a defect class must be seen in "
+                              "for NG (capped at FRAMES)")
+    timeout_ms: float = Field(2000.0, ge=10, le=600_000, description="Trigger to verdict at most; then UNKNOWN")
+    max_frame_age_ms: float = Field(1000.0, gt=0, le=600_000, description="Capture to inspection at most for a "
+                                    "frame to count as on time")
+    max_dropped_frames: int = Field(0, ge=0, le=1000, description="Frames of the window the detector may skip "
+                                    "before the verdict is UNKNOWN")
+    roi: tuple[float, float, float, float] = Field(
+        (0.0, 0.0, 1.0, 1.0), description="Inspection region x1,y1,x2,y2 as fractions of the frame: a defect "
+        "counts when its box's centre is inside")
+    max_open: int = Field(8, ge=1, le=64, description="Jobs open at once; a trigger beyond is answered UNKNOWN "
+                          "(trigger_overrun)")
+
+    @field_validator("roi", mode="before")
+    @classmethod
+    def _roi_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "0.25,0,0.75,0.5" as well as JSON's [0.25, 0, 0.75, 0.5]
+            text = value.strip().removeprefix("[").removesuffix("]")
+            try:
+                return tuple(float(part) for part in text.split(","))
+            except ValueError:
+                raise ValueError("give four numbers x1,y1,x2,y2 between 0 and 1") from None
+        return value
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_in_frame(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = value
+        if not all(0.0 <= v <= 1.0 for v in value) or x1 >= x2 or y1 >= y2:
+            raise ValueError("x1,y1,x2,y2 must be fractions 0..1 with x1 < x2 and y1 < y2")
+        return value
+
+    @model_validator(mode="after")
+    def _a_window(self) -> JobsSettings:
+        if self.frames == 0 and self.window_ms == 0:
+            raise ValueError("a job needs a window: FRAMES > 0 or WINDOW_MS > 0")
+        return self
+
+    def rules(self) -> JobRules:
+        return JobRules(frames=self.frames, window_ms=self.window_ms, confirm_hits=self.confirm_hits,
+                        timeout_ms=self.timeout_ms, max_frame_age_ms=self.max_frame_age_ms,
+                        max_dropped_frames=self.max_dropped_frames, roi=self.roi)
