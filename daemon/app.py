@@ -25,9 +25,11 @@ from pathlib import Path
 
 from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage
+from daemon.events.job_stage import VERDICT, JobStage
+from daemon.events.jobs import part_id_from_message
 from daemon.events.snapshots import SNAPSHOT
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, deciding_camera_failures, exit_code_for
-from daemon.frames import CameraState, CameraStatus, utc_now
+from daemon.frames import CameraState, CameraStatus, rfc3339, utc_now
 from daemon.handoff import Bell
 from daemon.lifecycle import StageThread, start_in_order, stop_in_reverse
 from daemon.logs import get_logger
@@ -37,6 +39,7 @@ from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.outbox import DropReport, Outbox, OutboxLimits
 from daemon.pipeline import CameraPipeline
 from daemon.publish.mqtt import MqttPublisher
+from daemon.publish.topics import trigger_topic
 from daemon.settings import Settings
 
 log = get_logger("linewatch.app")
@@ -50,7 +53,8 @@ _FILTER_REASONS = ("ignored_class", "confidence", "area", "roi")
 def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None = None) -> Outbox:
     limits = OutboxLimits(
         max_bytes=int(settings.outbox.max_mb * 1024 * 1024), max_age_s=settings.outbox.max_age_h * 3600.0,
-        kind_max_bytes={SNAPSHOT: int(settings.outbox.snapshot_max_mb * 1024 * 1024)},
+        kind_max_bytes={SNAPSHOT: int(settings.outbox.snapshot_max_mb * 1024 * 1024),
+                        VERDICT: int(settings.outbox.verdict_max_mb * 1024 * 1024)},
     )
     return Outbox(Path(settings.outbox.dir) / OUTBOX_FILE, limits, synchronous=settings.outbox.sync.upper(),  # type: ignore[arg-type]
                   reserve_bytes=int(settings.outbox.reserve_mb * 1024 * 1024), on_drop=on_drop,
@@ -60,6 +64,12 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
 def warm_up_batch(settings: Settings) -> int:
     """The largest batch the detector will run: one frame per camera, at most LINEWATCH_DETECT__MAX_BATCH."""
     return min(settings.detect.max_batch, len(settings.camera_configs))
+
+
+def _mqtt_trigger(stage: JobStage) -> Callable[[bytes], None]:
+    def handle(payload: bytes) -> None:
+        stage.trigger_message("mqtt", payload)
+    return handle
 
 
 class App:
@@ -80,10 +90,13 @@ class App:
                            prepare=detector.prepare)
             for config in settings.camera_configs
         ]
+        self.jobs = {p.camera_id: p.jobs for p in self.pipelines if p.jobs is not None}
+        prefix = settings.mqtt.topic_prefix
         self.publisher = MqttPublisher(
             settings.mqtt, settings.mqtt_client_id, [p.camera_id for p in self.pipelines], detector.info, outbox,
             stop, metrics=metrics, fingerprint=fingerprint,
-            stats=[p.stats_feed for p in self.pipelines if p.stats_feed is not None])
+            stats=[p.stats_feed for p in self.pipelines if p.stats_feed is not None],
+            commands={trigger_topic(prefix, camera_id): _mqtt_trigger(stage) for camera_id, stage in self.jobs.items()})
         self.detect = DetectStage(detector, [p.lane for p in self.pipelines], bell, stop,
                                   max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
                                   metrics=metrics)
@@ -97,6 +110,19 @@ class App:
                 health.watch_stage(consumer, wedge_s, may_end=pipeline.capture.finished.is_set)
             health.watch_camera(pipeline.capture)
         health.watch_delivery(lambda: self.publisher.connected, lambda: not outbox.disk_full)
+
+    def http_trigger(self, camera_id: str, body: bytes) -> tuple[int, dict[str, object]]:
+        """POST /cameras/<id>/trigger (LINEWATCH_HTTP__TRIGGERS): 202 with the job's id, or why not."""
+        stage = self.jobs.get(camera_id)
+        if stage is None:
+            return 404, {"error": f"no camera {camera_id!r} with inspection jobs (LINEWATCH_JOBS__ENABLED)"}
+        try:
+            part_id = part_id_from_message(body)
+        except ValueError as exc:
+            return 400, {"error": str(exc)[:200]}
+        trigger = stage.trigger("http", part_id)
+        return 202, {"camera_id": camera_id, "job_id": trigger.job_id, "part_id": trigger.part_id,
+                     "triggered_at": rfc3339(trigger.at_utc)}
 
     @property
     def stages(self) -> tuple[StageThread, ...]:

@@ -19,6 +19,7 @@ from daemon.settings import ConfigError, Settings, known_variables, load_setting
 if TYPE_CHECKING:
     from daemon.metrics import Metrics
     from daemon.ops.health import Health
+    from daemon.ops.http import OpsHttpServer
     from daemon.outbox import Outbox
 
 
@@ -89,14 +90,14 @@ def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[],
             return ExitCode.BOOT
         server.start()
     try:
-        return _boot_and_run(settings, stop, on_tick, metrics, health, stderr)
+        return _boot_and_run(settings, stop, on_tick, metrics, health, stderr, server)
     finally:
         if server is not None:
             server.stop()
 
 
 def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
-                  health: Health, stderr: Callable[[str], None]) -> int:
+                  health: Health, stderr: Callable[[str], None], server: OpsHttpServer | None) -> int:
     from daemon.app import open_outbox
     from daemon.outbox import DropReport, OutboxError
 
@@ -115,13 +116,14 @@ def _boot_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[
         log.error("outbox_unusable", error=str(exc), dir=str(settings.outbox.dir), exit_code=int(ExitCode.BOOT))
         return ExitCode.BOOT
     try:
-        return _load_model_and_run(settings, stop, on_tick, metrics, health, stderr, outbox)
+        return _load_model_and_run(settings, stop, on_tick, metrics, health, stderr, outbox, server)
     finally:
         outbox.close()
 
 
 def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Callable[[], None], metrics: Metrics,
-                        health: Health, stderr: Callable[[str], None], outbox: Outbox) -> int:
+                        health: Health, stderr: Callable[[str], None], outbox: Outbox,
+                        server: OpsHttpServer | None) -> int:
     from daemon.app import App, warm_up_batch
     from daemon.detect.model import Detector, ModelLoadError
     from daemon.ops.fingerprint import fingerprint
@@ -157,6 +159,8 @@ def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Call
         log.error("config_error", problems=[str(exc)], exit_code=int(ExitCode.CONFIG))
         return ExitCode.CONFIG
     health.model_ready.set()
+    if server is not None and settings.http.triggers:
+        server.on_trigger = app.http_trigger
     return app.run(on_tick)
 
 

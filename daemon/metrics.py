@@ -102,6 +102,8 @@ class Metrics:
                                ["camera", "type"], registry=registry)
         self.jobs_triggered = Counter("linewatch_jobs_triggered", "Inspection jobs started, by trigger source",
                                       ["camera", "source"], registry=registry)
+        self.triggers_refused = Counter("linewatch_triggers_refused", "Trigger messages that were not one (bad part "
+                                        "id, bad JSON): no job", ["camera", "source"], registry=registry)
         self.verdicts = Counter("linewatch_verdicts", "Inspection verdicts (result: pass, ng, unknown)",
                                 ["camera", "result"], registry=registry)
         self.verdict_latency_seconds = Histogram(

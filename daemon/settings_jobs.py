@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, field_validator, model_validator
 
 from daemon.events.jobs import JobRules
@@ -22,29 +20,15 @@ class JobsSettings(Section):
                                     "frame to count as on time")
     max_dropped_frames: int = Field(0, ge=0, le=1000, description="Frames of the window the detector may skip "
                                     "before the verdict is UNKNOWN")
-    roi: tuple[float, float, float, float] = Field(
-        (0.0, 0.0, 1.0, 1.0), description="Inspection region x1,y1,x2,y2 as fractions of the frame: a defect "
-        "counts when its box's centre is inside")
+    roi: str = Field("0,0,1,1", max_length=200, description="Inspection region x1,y1,x2,y2 as fractions of the "
+                     "frame (or a JSON list): a defect counts when its box's centre is inside")
     max_open: int = Field(8, ge=1, le=64, description="Jobs open at once; a trigger beyond is answered UNKNOWN "
                           "(trigger_overrun)")
 
-    @field_validator("roi", mode="before")
-    @classmethod
-    def _roi_from_text(cls, value: Any) -> Any:
-        if isinstance(value, str):  # "0.25,0,0.75,0.5" as well as JSON's [0.25, 0, 0.75, 0.5]
-            text = value.strip().removeprefix("[").removesuffix("]")
-            try:
-                return tuple(float(part) for part in text.split(","))
-            except ValueError:
-                raise ValueError("give four numbers x1,y1,x2,y2 between 0 and 1") from None
-        return value
-
     @field_validator("roi")
     @classmethod
-    def _roi_in_frame(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        x1, y1, x2, y2 = value
-        if not all(0.0 <= v <= 1.0 for v in value) or x1 >= x2 or y1 >= y2:
-            raise ValueError("x1,y1,x2,y2 must be fractions 0..1 with x1 < x2 and y1 < y2")
+    def _roi_in_frame(cls, value: str) -> str:
+        parse_roi(value)
         return value
 
     @model_validator(mode="after")
@@ -56,4 +40,16 @@ class JobsSettings(Section):
     def rules(self) -> JobRules:
         return JobRules(frames=self.frames, window_ms=self.window_ms, confirm_hits=self.confirm_hits,
                         timeout_ms=self.timeout_ms, max_frame_age_ms=self.max_frame_age_ms,
-                        max_dropped_frames=self.max_dropped_frames, roi=self.roi)
+                        max_dropped_frames=self.max_dropped_frames, roi=parse_roi(self.roi))
+
+
+def parse_roi(text: str) -> tuple[float, float, float, float]:
+    """"0.25,0,0.75,0.5" or "[0.25, 0, 0.75, 0.5]": four fractions with x1 < x2 and y1 < y2."""
+    try:
+        values = tuple(float(part) for part in text.strip().removeprefix("[").removesuffix("]").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values) or values[0] >= values[2] or (
+            values[1] >= values[3]):
+        raise ValueError("give four fractions x1,y1,x2,y2 from 0 to 1, with x1 < x2 and y1 < y2")
+    return values[0], values[1], values[2], values[3]

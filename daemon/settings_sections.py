@@ -135,6 +135,8 @@ class OutboxSettings(Section):
     sync: Literal["full", "normal"] = Field("full", description="SQLite fsync policy; full survives power loss")
     snapshot_max_mb: float = Field(
         64.0, gt=0, le=65536, description="Snapshots' own bound in the outbox; pictures go before any defect event")
+    verdict_max_mb: float = Field(
+        16.0, gt=0, le=65536, description="Verdicts' own bound in the outbox (about 1,000 verdicts a megabyte)")
     reserve_mb: float = Field(
         8.0, ge=0, le=1024,
         description="Disk space set aside beside the outbox, lent to SQLite when the disk fills up; 0: none")
@@ -169,6 +171,8 @@ class HttpSettings(Section):
     host: str = Field("0.0.0.0", max_length=253,
                       description="Bind address of the ops HTTP server (127.0.0.1: this host only)")
     port: int = Field(9464, ge=1, le=65535, description="Port of the ops HTTP server")
+    triggers: bool = Field(False, description="Accept POST /cameras/<id>/trigger (starts an inspection job): off "
+                           "unless asked for, as anyone who reaches the port could trigger")
 
     @field_validator("host")
     @classmethod

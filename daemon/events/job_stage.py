@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.events.commit import Committer
-from daemon.events.jobs import Job, JobResult, JobRules, Look, Trigger, Verdict, Why
+from daemon.events.jobs import Job, JobResult, JobRules, Look, Trigger, Verdict, Why, part_id_from_message
 from daemon.events.schema import render_verdict
 from daemon.frames import END_OF_STREAM, CameraState, CameraStatus, ModelInfo, utc_now
 from daemon.handoff import DropPolicy, Handoff
@@ -85,6 +85,16 @@ class JobStage(CameraStage):
         if not self.inbox.put(trigger):
             log.warning("trigger_refused_stopping", job_id=job_id, part_id=trigger.part_id, source=source)
         return trigger
+
+    def trigger_message(self, source: str, payload: bytes) -> Trigger | None:
+        """A trigger from a message (MQTT, HTTP): its part id checked first; None (logged) when it is not one."""
+        try:
+            part_id = part_id_from_message(payload)
+        except ValueError as exc:
+            self._metrics.triggers_refused.labels(self.camera_id, source).inc()
+            log.warning("trigger_refused", source=source, error=str(exc)[:200], payload_bytes=len(payload))
+            return None
+        return self.trigger(source, part_id)
 
     def camera_changed(self, status: CameraStatus) -> None:
         self.inbox.put(status)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from dataclasses import dataclass, field
 
 from daemon.frames import BBox, Detection
@@ -47,6 +48,34 @@ class Why(str, enum.Enum):
     TIMEOUT = "timeout"
     TRIGGER_OVERRUN = "trigger_overrun"
     STOPPING = "stopping"
+
+
+PART_ID_MAX = 64  # characters; Modbus carries a number, OPC UA a string
+
+
+def clean_part_id(value: object) -> str:
+    """A trigger's part id: printable, at most PART_ID_MAX characters, '' for none. ValueError says what is wrong."""
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("part_id must be a string or an integer")
+    text = str(value).strip()
+    if len(text) > PART_ID_MAX or not text.isprintable():
+        raise ValueError(f"part_id must be printable and at most {PART_ID_MAX} characters")
+    return text
+
+
+def part_id_from_message(payload: bytes) -> str:
+    """The part id of a trigger message: empty, `{"part_id": ...}` or a bare part id. ValueError when it is not."""
+    text = payload.decode("utf-8").strip()  # UnicodeDecodeError is a ValueError
+    if not text:
+        return ""
+    if text.startswith("{"):
+        body = json.loads(text)
+        if not isinstance(body, dict) or set(body) - {"part_id"}:
+            raise ValueError('a trigger message is empty, a part id, or {"part_id": "..."}')
+        return clean_part_id(body.get("part_id"))
+    return clean_part_id(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -32,9 +34,16 @@ REQUEST_DEADLINE_S = 2.0
 MAX_CONNECTIONS = 32
 MAX_HEAD_BYTES = 8192
 STOP_TIMEOUT_S = 2.0
+MAX_BODY_BYTES = 1024  # a trigger's body: {"part_id": "..."}
 ENDPOINTS = ("/healthz", "/readyz", "/metrics")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+TRIGGER_PATH = re.compile(r"^/cameras/([A-Za-z0-9_.-]+)/trigger$")
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
+            503: "Service Unavailable"}
+_JSON = "application/json"
+
+# camera id, body -> (status, answer): POST /cameras/<id>/trigger, set once the pipeline runs (LINEWATCH_HTTP__TRIGGERS)
+TriggerHandler = Callable[[str, bytes], tuple[int, dict[str, object]]]
 
 
 class OpsServerError(Exception):
@@ -68,6 +77,7 @@ class OpsHttpServer:
         self._metrics_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops:metrics")
         self._open: OrderedDict[asyncio.Task[None], asyncio.StreamWriter] = OrderedDict()  # oldest first
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self.on_trigger: TriggerHandler | None = None  # set by the composition root when triggers are enabled
 
     @property
     def port(self) -> int:
@@ -134,7 +144,7 @@ class OpsHttpServer:
         except asyncio.LimitOverrunError:
             code, body, kind = 431, b'{"error": "request head too large"}\n', "application/json"
         else:
-            answer = self._answer(head)
+            answer = await self._post(head, reader) if head.startswith(b"POST ") else self._answer(head)
             if answer is None:  # /metrics: rendered off the loop, within this exchange's deadline
                 body = await asyncio.get_running_loop().run_in_executor(self._metrics_pool, self._render_metrics)
                 code, kind = 200, CONTENT_TYPE_LATEST
@@ -149,6 +159,28 @@ class OpsHttpServer:
         writer.write(headers.encode("latin-1") + body)
         await writer.drain()
 
+    async def _post(self, head: bytes, reader: asyncio.StreamReader) -> tuple[int, bytes, str]:
+        """POST /cameras/<id>/trigger: a body of at most MAX_BODY_BYTES, read within the exchange's deadline."""
+        line = head.split(b"\r\n", 1)[0].split(b" ")
+        target = line[1].split(b"?", 1)[0].decode("latin-1") if len(line) == 3 else ""
+        match, handler = TRIGGER_PATH.match(target), self.on_trigger
+        if target in ENDPOINTS:
+            return 405, b'{"error": "only GET and HEAD"}\n', _JSON
+        if match is None or handler is None:
+            return 404, b'{"error": "POST only to /cameras/<id>/trigger, with LINEWATCH_HTTP__TRIGGERS"}\n', _JSON
+        lengths = re.findall(rb"(?im)^content-length:[ \t]*(\d{1,9})[ \t]*\r?$", head)
+        chunked = re.search(rb"(?im)^transfer-encoding:", head) is not None
+        if re.search(rb"(?im)^content-length:", head) and not lengths:
+            return 400, b'{"error": "Content-Length is not a number"}\n', _JSON
+        if chunked or len(set(lengths)) > 1:
+            return 411, b'{"error": "send a Content-Length (no chunked body)"}\n', _JSON
+        size = int(lengths[0]) if lengths else 0
+        if size > MAX_BODY_BYTES:
+            return 413, b'{"error": "a trigger body is at most 1024 bytes"}\n', _JSON
+        body = await reader.readexactly(size) if size else b""
+        code, answer = handler(match.group(1), body)
+        return code, json.dumps(answer).encode() + b"\n", _JSON
+
     def _render_metrics(self) -> bytes:
         return generate_latest(self._metrics.registry)
 
@@ -159,7 +191,7 @@ class OpsHttpServer:
             return 400, b'{"error": "not an HTTP/1.x request"}\n', "application/json"
         method, target = parts[0], parts[1].split(b"?", 1)[0].decode("latin-1")
         if method not in (b"GET", b"HEAD"):
-            return 405, b'{"error": "only GET and HEAD"}\n', "application/json"
+            return 405, b'{"error": "only GET and HEAD (and POST to a trigger)"}\n', _JSON
         if target == "/metrics":
             return None
         if target in ("/healthz", "/readyz"):

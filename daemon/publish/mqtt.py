@@ -61,6 +61,7 @@ class MqttPublisher(StageThread):
         metrics: Metrics | None = None,
         fingerprint: Mapping[str, object] | None = None,
         stats: Sequence[tuple[str, float, Callable[[], bytes]]] = (),
+        commands: Mapping[str, Callable[[bytes], None]] | None = None,
     ) -> None:
         super().__init__("publish:mqtt", stop)
         self._settings = settings
@@ -95,6 +96,9 @@ class MqttPublisher(StageThread):
         # (an hour-old fps figure replayed after an outage would mislead whoever reads it)
         self._stats = list(stats)
         self._next_stats = [time.monotonic() + interval for _, interval, _ in self._stats]
+        # topic -> handler: commands to this daemon (job triggers), subscribed at QoS 0 on each connect: a trigger is
+        # live, and one queued by the broker while we were away would start a job for a part long gone
+        self._commands = dict(commands or {})
         self.connected = False
         self.last_error: str | None = None
         self._client = self._build_client(client_id)
@@ -126,6 +130,7 @@ class MqttPublisher(StageThread):
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.on_log = self._on_paho_log
         return client
 
@@ -353,6 +358,8 @@ class MqttPublisher(StageThread):
                              qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
             self._status_dirty.update(self._camera_status)  # re-assert every camera's retained status
+        if self._commands:
+            self._client.subscribe([(topic, 0) for topic in self._commands])
         log.info("mqtt_connected", broker=f"{self._host}:{self._port}", client_id=self._client_id, tls=self._tls,
                  protocol=self._settings.protocol, resending=len(self._inflight))
 
@@ -362,6 +369,15 @@ class MqttPublisher(StageThread):
         # `mqtt_disconnected` can name the cause. (enable_logger still logs every message.)
         if level == paho.MQTT_LOG_ERR and self._socket_error is None:
             self._socket_error = message
+
+    def _on_message(self, client: paho.Client, _: Any, message: paho.MQTTMessage) -> None:
+        handler = self._commands.get(message.topic)
+        if handler is None:
+            return
+        try:
+            handler(bytes(message.payload))
+        except Exception:  # a command's failure is its own (logged there); the link and the queue go on
+            log.exception("mqtt_command_failed", topic=message.topic)
 
     def _on_disconnect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if self.connected and not self._finish.is_set():

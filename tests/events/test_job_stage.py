@@ -18,6 +18,7 @@ from daemon.events.jobs import JobRules, Look, Verdict, Why
 from daemon.frames import BBox, CameraState, CameraStatus, Detection, ModelInfo, utc_now
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxLimits
+from tests.integration.payloads import validate_message
 
 MODEL = ModelInfo("m", "0" * 64, 640, "cpu", ("scratch",))
 RULES = JobRules(frames=2, confirm_hits=2, timeout_ms=400, max_frame_age_ms=500)
@@ -78,6 +79,8 @@ def test_each_trigger_gets_one_verdict_committed_with_a_gapless_seq_and_handed_o
     assert [(m["seq"], m["result"], m["part_id"]) for m in stored] == [(1, "pass", "P-1"), (2, "ng", "cam-1")]
     assert stored[1]["defects"][0]["label"] == "scratch"  # type: ignore[index]
     assert {m["result_evaluation"] for m in stored} == {"OK", "NotOK"}
+    for message in stored:  # the documented schema
+        validate_message("lw/cam/verdicts", json.dumps(message).encode())
 
 
 def test_a_camera_that_is_not_online_gives_unknown_at_once_and_fails_the_open_jobs(harness: Harness) -> None:

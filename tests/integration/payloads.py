@@ -12,11 +12,12 @@ from typing import Any
 
 import jsonschema
 
-from daemon.events.schema import SCHEMA, SCHEMA_V2
+from daemon.events.schema import SCHEMA, SCHEMA_V2, VERDICT_SCHEMA
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-_BY_SCHEMA = {SCHEMA: "defect-v1", SCHEMA_V2: "defect-v2", "linewatch.stats/1": "stats"}
+_BY_SCHEMA = {SCHEMA: "defect-v1", SCHEMA_V2: "defect-v2", "linewatch.stats/1": "stats",
+              VERDICT_SCHEMA: "verdict-v1"}
 
 
 @cache

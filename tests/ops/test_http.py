@@ -122,3 +122,35 @@ def test_a_scrape_stuck_on_the_outbox_holds_up_no_health_probe() -> None:
         held.set()
         scrape.join(5)
         ops.stop()
+
+
+def test_a_trigger_post_reaches_its_handler_only_when_enabled_and_with_a_bounded_body(server: OpsHttpServer) -> None:
+    post = b"POST /cameras/cam1/trigger HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s"
+    body = b'{"part_id": "P-7"}'
+    # Off unless the composition root set a handler (LINEWATCH_HTTP__TRIGGERS)
+    assert exchange(server.port, post % (len(body), body)).split(b" ", 2)[1] == b"404"
+    calls: list[tuple[str, bytes]] = []
+
+    def handler(camera_id: str, data: bytes) -> tuple[int, dict[str, object]]:
+        calls.append((camera_id, data))
+        return 202, {"job_id": "j"}
+
+    server.on_trigger = handler
+    answer = exchange(server.port, post % (len(body), body))
+    assert answer.split(b" ", 2)[1] == b"202" and answer.endswith(b'{"job_id": "j"}\n')
+    assert calls == [("cam1", body)]
+    for request, status in [
+        (post % (2000, b"x" * 2000), b"413"),  # beyond MAX_BODY_BYTES: never read
+        (b"POST /cameras/cam1/trigger HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"411"),
+        (b"POST /cameras/cam1/trigger HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"400"),
+        (b"POST /cameras/cam1/trigger HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", b"411"),
+        (b"POST /cameras/a/b/trigger HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"404"),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"405"),
+    ]:
+        assert exchange(server.port, request).split(b" ", 2)[1] == status, request
+    assert calls == [("cam1", body)], "refused requests never reach the handler"
+    # A body shorter than its Content-Length is held until the deadline, then dropped without a call
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(post % (10, b"abc"))
+        assert sock.recv(1) == b""
+    assert len(calls) == 1
