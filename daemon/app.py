@@ -38,6 +38,7 @@ from daemon.ops.health import Health
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.outbox import DropReport, Outbox, OutboxLimits
 from daemon.pipeline import CameraPipeline
+from daemon.plc.modbus import ModbusServer, PlcServerError
 from daemon.publish.mqtt import MqttPublisher
 from daemon.publish.topics import trigger_topic
 from daemon.settings import Settings
@@ -97,6 +98,9 @@ class App:
             stop, metrics=metrics, fingerprint=fingerprint,
             stats=[p.stats_feed for p in self.pipelines if p.stats_feed is not None],
             commands={trigger_topic(prefix, camera_id): _mqtt_trigger(stage) for camera_id, stage in self.jobs.items()})
+        self.plc = ModbusServer(settings.modbus.host, settings.modbus.port, list(self.jobs.values()), metrics,
+                                fresh_s=settings.modbus.fresh_ms / 1000, buffer=settings.modbus.buffer
+                                ) if settings.modbus.enabled and self.jobs else None
         self.detect = DetectStage(detector, [p.lane for p in self.pipelines], bell, stop,
                                   max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
                                   metrics=metrics)
@@ -145,6 +149,12 @@ class App:
         """Start, supervise until stop or end of stream, then shut down in order. Returns the exit code.
 
         `on_tick` runs on the main thread every tick (the CLI logs the signals that arrived)."""
+        if self.plc is not None:
+            try:
+                self.plc.start()  # before the stages: a PLC may connect while the cameras open
+            except PlcServerError as exc:
+                log.error("plc_unusable", error=str(exc), exit_code=int(ExitCode.BOOT))
+                return ExitCode.BOOT
         start_in_order(self.stages)
         log.info("daemon_ready", cameras={p.camera_id: p.policy.value for p in self.pipelines},
                  model=self.detector.info.name, device=self.detector.info.device, imgsz=self.detector.imgsz,
@@ -216,6 +226,8 @@ class App:
         if stuck:
             # The process exits anyway (stage threads are daemonic); a capture stuck in native code dies with it.
             log.error("stages_did_not_stop", stages=stuck)
+        if self.plc is not None:
+            self.plc.stop()  # after the job stages: the verdicts of the stop reached it
         code = exit_code_for(self._failures())  # a stage may have failed while draining
         stats = self.outbox.stats()
         per_camera = {p.camera_id: self._camera_figures(p.camera_id) for p in self.pipelines}

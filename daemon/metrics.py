@@ -109,6 +109,12 @@ class Metrics:
         self.verdict_latency_seconds = Histogram(
             "linewatch_verdict_latency_seconds", "From a job's trigger to its verdict", cam,
             buckets=_LATENCY_BUCKETS, registry=registry)
+        self.plc_results_lost = Counter(
+            "linewatch_plc_results_lost", "Verdicts a PLC output did not present (overrun: its buffer was full; "
+            "expired: stale before the PLC acknowledged the one before); MQTT has them all",
+            ["output", "camera", "reason"], registry=registry)
+        self.plc_clients = Gauge("linewatch_plc_clients", "Clients connected to a PLC server", ["output"],
+                                 registry=registry)
         self.tracks_open = Gauge("linewatch_tracks_open", "Tracks the camera's tracker holds", ["camera"],
                                  registry=registry)
         self.snapshots = Counter(

@@ -37,6 +37,7 @@ from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, c
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
 from daemon.settings_jobs import JobsSettings
 from daemon.settings_mqtt import MqttSettings, broker_address
+from daemon.settings_plc import ModbusSettings
 from daemon.settings_sections import (
     DEFAULT_MODEL,
     OPENVINO_DIR_SUFFIX,
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     snapshots: SnapshotSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     jobs: JobsSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    modbus: ModbusSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -154,6 +156,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{seen[folded]} and {config.env} have the same camera id "
                                  f"{config.camera_id!r}; set a distinct {config.env}__ID")
             seen[folded] = config.env
+        if self.modbus.enabled and not any(config.jobs.enabled for config in self.camera_configs):
+            raise ValueError("LINEWATCH_MODBUS__ENABLED: the PLC gets verdicts, and no camera has inspection jobs; "
+                             "set LINEWATCH_JOBS__ENABLED=true")
         return self
 
     @property

@@ -70,6 +70,15 @@ class JobStage(CameraStage):
         self._counter = itertools.count(1)
         self.last: Decided | None = None  # the latest verdict (for status and the HTTP endpoint)
 
+    @property
+    def ready(self) -> bool:
+        """A trigger now would be inspected: the camera online, the model ready, a job free (read from any thread)."""
+        return self._camera is CameraState.ONLINE and self._model_ready() and len(self._open) < self._max_open
+
+    @property
+    def open_jobs(self) -> int:
+        return len(self._open)
+
     def listen(self, listener: Listener) -> None:
         """Call `listener` with each verdict, on this stage's thread, after it is committed. Keep it quick."""
         self._listeners.append(listener)

@@ -1,0 +1,148 @@
+"""The Modbus TCP server for the line's PLC (pymodbus): one block of holding registers per camera (modbus_map.py), the
+handshake of handshake.py, on its own thread (`plc:modbus`) running an asyncio loop.
+
+Everything that touches the registers runs on that loop: the PLC's requests (through pymodbus' access hook), the
+verdicts (handed over from the job stages' threads with call_soon_threadsafe) and the heartbeat. A PLC that connects
+and never speaks, or many that do, cost a socket each and hold up nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections.abc import Sequence
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from daemon.events.job_stage import Decided, JobStage
+from daemon.logs import get_logger
+from daemon.metrics import Metrics
+from daemon.plc.handshake import Handshake
+from daemon.plc.modbus_map import BLOCK_SIZE, CONTROL_WORDS, HEARTBEAT_S
+
+log = get_logger("linewatch.plc")
+
+START_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 3.0
+
+
+class PlcServerError(Exception):
+    """The port cannot be served (in use, not permitted): exit code 3, naming the variable."""
+
+
+class ModbusServer:
+    def __init__(self, host: str, port: int, jobs: Sequence[JobStage], metrics: Metrics, *, fresh_s: float,
+                 buffer: int, variable: str = "LINEWATCH_MODBUS__PORT") -> None:
+        self.name = "plc:modbus"
+        self._address = (host, port)
+        self._variable = variable
+        self._loop = asyncio.new_event_loop()
+        self._closing = asyncio.Event()
+        self._listening = threading.Event()
+        self._error: str | None = None
+        self._metrics = metrics
+        self.cameras = [stage.camera_id for stage in jobs]
+        self.blocks: list[Handshake] = []
+        for stage in jobs:
+            block = self._block(stage, buffer, fresh_s)
+            self.blocks.append(block)
+            stage.listen(functools.partial(self._hand_over, block))
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._server: ModbusTcpServer | None = None
+
+    def _block(self, stage: JobStage, buffer: int, fresh_s: float) -> Handshake:
+        lost = self._metrics.plc_results_lost
+
+        def trigger(part_id: str) -> object:
+            return stage.trigger("plc_modbus", part_id)
+
+        def on_lost(reason: str) -> None:
+            lost.labels("modbus", stage.camera_id, reason).inc()
+
+        return Handshake(trigger, ready=lambda: stage.ready, jobs_open=lambda: stage.open_jobs, buffer=buffer,
+                         fresh_s=fresh_s, on_lost=on_lost)
+
+    def start(self) -> None:
+        """Serve; returns once listening. PlcServerError when the address cannot be served."""
+        self._thread.start()
+        if not self._listening.wait(START_TIMEOUT_S) or self._error is not None:
+            self.stop()
+            raise PlcServerError(f"cannot serve Modbus TCP on {self._address[0]}:{self._address[1]}: "
+                                 f"{self._error or 'no answer'}; set {self._variable} to a free port")
+        log.info("modbus_listening", address=f"{self._address[0]}:{self._address[1]}", cameras=self.cameras,
+                 block_size=BLOCK_SIZE)
+
+    def stop(self, deadline: float | None = None) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._closing.set)
+            self._thread.join(STOP_TIMEOUT_S)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- the loop's thread --------------------------------------------------------------------------------------------
+    def _hand_over(self, block: Handshake, decided: Decided) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the daemon stops
+            self._loop.call_soon_threadsafe(block.result, decided)
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._serve())
+        except Exception as exc:
+            self._error = str(exc) or type(exc).__name__
+            log.exception("modbus_server_failed")
+        finally:
+            self._listening.set()
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        data: list[SimData] = []
+        for index in range(len(self.blocks)):
+            base = index * BLOCK_SIZE
+            data.append(SimData(base, count=CONTROL_WORDS, values=0, datatype=DataType.REGISTERS))
+            data.append(SimData(base + CONTROL_WORDS, count=BLOCK_SIZE - CONTROL_WORDS, values=0,
+                                datatype=DataType.REGISTERS, readonly=True))
+        device = SimDevice(0, simdata=data, action=self._access)
+        server = ModbusTcpServer(device, address=self._address, trace_connect=self._connection)
+        self._server = server
+        await server.serve_forever(background=True)
+        self._listening.set()
+        beat = asyncio.create_task(self._heartbeat())
+        await self._closing.wait()
+        beat.cancel()
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            for block in self.blocks:
+                block.tick()
+
+    def _connection(self, connected: bool) -> None:
+        self._metrics.plc_clients.labels("modbus").inc(1 if connected else -1)
+
+    async def _access(self, function_code: int, start_address: int, address: int, count: int,
+                      registers: list[int], values: list[int] | list[bool] | None) -> ExcCodes | None:
+        """pymodbus' hook, before each read or write: the PLC's writes go through the handshake, and every request
+        sees the blocks as they are now."""
+        if values is not None:  # one write per block, whole: a PLC writes PART_ID and Trigger in one request
+            words = [int(value) for value in values]
+            position = 0
+            while position < len(words):
+                where = address + position
+                take = min(len(words) - position, BLOCK_SIZE - where % BLOCK_SIZE)
+                self.blocks[where // BLOCK_SIZE].write(where % BLOCK_SIZE, words[position:position + take])
+                position += take
+        else:
+            for block in self.blocks:
+                block.refresh()
+        for index, block in enumerate(self.blocks):
+            offset = index * BLOCK_SIZE - start_address
+            registers[offset:offset + BLOCK_SIZE] = block.registers
+        return None
