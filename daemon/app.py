@@ -29,6 +29,7 @@ from daemon.events.job_stage import VERDICT, JobStage
 from daemon.events.jobs import part_id_from_message
 from daemon.events.snapshots import SNAPSHOT
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, deciding_camera_failures, exit_code_for
+from daemon.files import read_secret
 from daemon.frames import CameraState, CameraStatus, rfc3339, utc_now
 from daemon.handoff import Bell
 from daemon.lifecycle import StageThread, start_in_order, stop_in_reverse
@@ -39,6 +40,7 @@ from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.outbox import DropReport, Outbox, OutboxLimits
 from daemon.pipeline import CameraPipeline
 from daemon.plc.modbus import ModbusServer, PlcServerError
+from daemon.plc.opcua import OpcUaOptions, OpcUaServer
 from daemon.publish.mqtt import MqttPublisher
 from daemon.publish.topics import trigger_topic
 from daemon.settings import Settings
@@ -65,6 +67,20 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
 def warm_up_batch(settings: Settings) -> int:
     """The largest batch the detector will run: one frame per camera, at most LINEWATCH_DETECT__MAX_BATCH."""
     return min(settings.detect.max_batch, len(settings.camera_configs))
+
+
+def plc_servers(settings: Settings, jobs: list[JobStage], metrics: Metrics) -> list[ModbusServer | OpcUaServer]:
+    """The PLC outputs asked for (none without cameras that have inspection jobs)."""
+    servers: list[ModbusServer | OpcUaServer] = []
+    if jobs and settings.modbus.enabled:
+        servers.append(ModbusServer(settings.modbus.host, settings.modbus.port, jobs, metrics,
+                                    fresh_s=settings.modbus.fresh_ms / 1000, buffer=settings.modbus.buffer))
+    if jobs and settings.opcua.enabled:
+        ua = settings.opcua
+        password = read_secret(ua.password_file) if ua.password_file is not None else None
+        servers.append(OpcUaServer(OpcUaOptions(ua.endpoint, ua.security, ua.certificate_file, ua.private_key_file,
+                                                ua.username, password, ua.allows_anonymous), jobs, metrics))
+    return servers
 
 
 def _mqtt_trigger(stage: JobStage) -> Callable[[bytes], None]:
@@ -98,9 +114,7 @@ class App:
             stop, metrics=metrics, fingerprint=fingerprint,
             stats=[p.stats_feed for p in self.pipelines if p.stats_feed is not None],
             commands={trigger_topic(prefix, camera_id): _mqtt_trigger(stage) for camera_id, stage in self.jobs.items()})
-        self.plc = ModbusServer(settings.modbus.host, settings.modbus.port, list(self.jobs.values()), metrics,
-                                fresh_s=settings.modbus.fresh_ms / 1000, buffer=settings.modbus.buffer
-                                ) if settings.modbus.enabled and self.jobs else None
+        self.plcs = plc_servers(settings, list(self.jobs.values()), metrics)
         self.detect = DetectStage(detector, [p.lane for p in self.pipelines], bell, stop,
                                   max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
                                   metrics=metrics)
@@ -149,11 +163,13 @@ class App:
         """Start, supervise until stop or end of stream, then shut down in order. Returns the exit code.
 
         `on_tick` runs on the main thread every tick (the CLI logs the signals that arrived)."""
-        if self.plc is not None:
+        for plc in self.plcs:
             try:
-                self.plc.start()  # before the stages: a PLC may connect while the cameras open
+                plc.start()  # before the stages: a PLC may connect while the cameras open
             except PlcServerError as exc:
                 log.error("plc_unusable", error=str(exc), exit_code=int(ExitCode.BOOT))
+                for started in self.plcs:
+                    started.stop()
                 return ExitCode.BOOT
         start_in_order(self.stages)
         log.info("daemon_ready", cameras={p.camera_id: p.policy.value for p in self.pipelines},
@@ -226,8 +242,8 @@ class App:
         if stuck:
             # The process exits anyway (stage threads are daemonic); a capture stuck in native code dies with it.
             log.error("stages_did_not_stop", stages=stuck)
-        if self.plc is not None:
-            self.plc.stop()  # after the job stages: the verdicts of the stop reached it
+        for plc in self.plcs:
+            plc.stop()  # after the job stages: the verdicts of the stop reached them
         code = exit_code_for(self._failures())  # a stage may have failed while draining
         stats = self.outbox.stats()
         per_camera = {p.camera_id: self._camera_figures(p.camera_id) for p in self.pipelines}

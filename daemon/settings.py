@@ -37,7 +37,7 @@ from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, c
 from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
 from daemon.settings_jobs import JobsSettings
 from daemon.settings_mqtt import MqttSettings, broker_address
-from daemon.settings_plc import ModbusSettings
+from daemon.settings_plc import ModbusSettings, OpcUaSettings
 from daemon.settings_sections import (
     DEFAULT_MODEL,
     OPENVINO_DIR_SUFFIX,
@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     snapshots: SnapshotSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     jobs: JobsSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
     modbus: ModbusSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
+    opcua: OpcUaSettings = Field(default_factory=dict, validate_default=True)  # validated: see Section
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -156,9 +157,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{seen[folded]} and {config.env} have the same camera id "
                                  f"{config.camera_id!r}; set a distinct {config.env}__ID")
             seen[folded] = config.env
-        if self.modbus.enabled and not any(config.jobs.enabled for config in self.camera_configs):
-            raise ValueError("LINEWATCH_MODBUS__ENABLED: the PLC gets verdicts, and no camera has inspection jobs; "
-                             "set LINEWATCH_JOBS__ENABLED=true")
+        for name, output in (("MODBUS", self.modbus), ("OPCUA", self.opcua)):
+            if output.enabled and not any(config.jobs.enabled for config in self.camera_configs):
+                raise ValueError(f"LINEWATCH_{name}__ENABLED: the PLC gets verdicts, and no camera has inspection "
+                                 "jobs; set LINEWATCH_JOBS__ENABLED=true")
         return self
 
     @property

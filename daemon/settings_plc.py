@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from daemon.settings_base import Section
+from pydantic import Field, field_validator, model_validator
+
+from daemon.settings_base import Section, read_small_file
 from daemon.settings_sections import resolve_bind_address
 
 
@@ -25,3 +29,51 @@ class ModbusSettings(Section):
         if value:
             resolve_bind_address(value, 5020)
         return value
+
+
+class OpcUaSettings(Section):
+    enabled: bool = Field(False, description="Serve the verdicts to a PLC over OPC UA, Machine Vision model "
+                          "(needs LINEWATCH_JOBS__ENABLED)")
+    endpoint: str = Field("opc.tcp://0.0.0.0:4840/linewatch/", max_length=300, description="The endpoint URL")
+    security: Literal["none", "sign", "sign_and_encrypt"] = Field(
+        "none", description="Security mode, policy Basic256Sha256; sign and sign_and_encrypt need a certificate")
+    certificate_file: Path | None = Field(None, description="The server's certificate (DER or PEM)")
+    private_key_file: Path | None = Field(None, description="The server's private key (PEM)")
+    username: str | None = Field(None, max_length=128, description="The one user a PLC logs in as")
+    password_file: Path | None = Field(None, description="File holding that user's password")
+    anonymous: bool | None = Field(None, description="Allow anonymous sessions; default: yes unless USERNAME is set")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_form(cls, value: str) -> str:
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme != "opc.tcp" or not parts.hostname or port is None:
+            raise ValueError("give opc.tcp://<host>:<port>/<path>, e.g. opc.tcp://0.0.0.0:4840/linewatch/")
+        resolve_bind_address(parts.hostname, port)
+        return value
+
+    @field_validator("certificate_file", "private_key_file", "password_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_small_file(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaSettings:
+        if self.security != "none" and (self.certificate_file is None or self.private_key_file is None):
+            raise ValueError("LINEWATCH_OPCUA__SECURITY signs with the server's certificate: set "
+                             "LINEWATCH_OPCUA__CERTIFICATE_FILE and LINEWATCH_OPCUA__PRIVATE_KEY_FILE")
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("LINEWATCH_OPCUA__USERNAME and LINEWATCH_OPCUA__PASSWORD_FILE go together")
+        if self.anonymous is False and self.username is None:
+            raise ValueError("LINEWATCH_OPCUA__ANONYMOUS=false with no LINEWATCH_OPCUA__USERNAME: nobody could log in")
+        return self
+
+    @property
+    def allows_anonymous(self) -> bool:
+        return self.anonymous if self.anonymous is not None else self.username is None

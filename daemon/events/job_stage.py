@@ -68,7 +68,18 @@ class JobStage(CameraStage):
         self._camera = CameraState.CONNECTING
         self._previous: tuple[int, float] | None = None  # the last inspected frame's (seq, capture time)
         self._counter = itertools.count(1)
-        self.last: Decided | None = None  # the latest verdict (for status and the HTTP endpoint)
+        self.last: Decided | None = None  # the latest verdict
+        # Free-run: the camera's own triggers (a photo-eye, a hardware line) start jobs. On unless a PLC stopped it
+        # (OPC UA Stop; StartContinuous turns it on again); triggers from a PLC, MQTT or HTTP are always taken.
+        self.free_run = True
+
+    @property
+    def model_ready(self) -> bool:
+        return self._model_ready()
+
+    @property
+    def camera_online(self) -> bool:
+        return self._camera is CameraState.ONLINE
 
     @property
     def ready(self) -> bool:
@@ -152,6 +163,9 @@ class JobStage(CameraStage):
             self._previous = (item.frame_seq, item.captured_mono)
 
     def _start(self, trigger: Trigger) -> None:
+        if trigger.source == "photo_eye" and not self.free_run:
+            self._metrics.triggers_refused.labels(self.camera_id, trigger.source).inc()
+            return  # free-run is off: the PLC starts the jobs
         job = Job(trigger, self.rules)
         self._metrics.jobs_triggered.labels(self.camera_id, trigger.source).inc()
         refusal = (Why.CAMERA_RECONNECTING if self._camera is not CameraState.ONLINE else
