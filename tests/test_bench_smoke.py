@@ -95,3 +95,11 @@ def test_the_soak_benchmark_samples_each_contender_while_the_broker_flaps(tmp_pa
     assert set(report["summary"]) == {"daemon", "glibc defaults"}
     assert report["flap"]["outages"] >= 1 and report["messages_consumed"] > 0
     assert all(len(points) >= 10 for points in report["samples"].values())
+
+
+@pytest.mark.integration
+def test_the_plc_latency_benchmark_runs_each_client_and_every_verdict_comes_once_in_order(tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/plc_latency.py", "--jobs", "5")
+    report = _written(tmp_path, "plc_latency")
+    assert set(report["clients"]) == {"modbus", "opcua", "mqtt"}
+    assert all(c["every_verdict_once_in_order"] and c["p50_ms"] > 0 for c in report["clients"].values())
