@@ -115,7 +115,7 @@ def line(tmp_path: Path) -> Iterator[Line]:
 
 
 def test_the_map_file_is_the_servers_map() -> None:
-    assert MAP == json.loads(json.dumps(describe())), "docs/plc/modbus-map.json is stale: regenerate it"
+    assert json.loads(json.dumps(describe())) == MAP, "docs/plc/modbus-map.json is stale: regenerate it"
 
 
 def test_each_trigger_gets_its_result_in_order_through_the_handshake_and_none_twice(line: Line) -> None:
