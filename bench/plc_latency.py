@@ -147,7 +147,7 @@ def mqtt_jobs(url: str, jobs: int) -> tuple[list[float], list[int], list[float]]
         started = time.perf_counter()
         client.publish(f"linewatch/{CAM}/trigger", json.dumps({"part_id": tag}), qos=1)
         with cond:
-            if not cond.wait_for(lambda: any(p["part_id"] == tag for _, p in arrived), 10):
+            if not cond.wait_for(lambda tag=tag: any(p["part_id"] == tag for _, p in arrived), 10):
                 raise TimeoutError(f"no verdict for {tag}")
             when, payload = next((w, p) for w, p in arrived if p["part_id"] == tag)
         latencies.append((when - started) * 1000)
@@ -210,7 +210,8 @@ def main() -> int:
              f"{args.frames} frame(s) per job, a job every {PACE_S * 1000:.0f} ms after the answer. Floor (the "
              f"strongest baseline): half a frame interval + the raw model's p50 inference ({floor_ms:.1f} ms) = "
              f"{baseline_ms:.1f} ms. The daemon's own trigger-to-verdict p50 (MQTT payloads' latency_ms): "
-             f"{inside:.1f} ms. Machine: {report['machine']['cpu_model']}, {report['machine']['cpus']} CPUs.\n\n" + "\n".join(rows) + "\n")
+             f"{inside:.1f} ms. Machine: {report['machine']['cpu_model']}, {report['machine']['cpus']} CPUs.\n\n"
+             + "\n".join(rows) + "\n")
     out = save("plc_latency", report, table)
     plot(results, baseline_ms, out.with_suffix(".png"))
     return 0 if all(f["every_verdict_once_in_order"] for f in results.values()) else 1
