@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from daemon.events.jobs import JobRules
 from daemon.settings_base import Section
@@ -10,9 +10,9 @@ from daemon.settings_base import Section
 
 class JobsSettings(Section):
     enabled: bool = Field(False, description="Inspection jobs: a verdict (pass/ng/unknown) per trigger")
-    frames: int = Field(3, ge=0, le=1000, description="Frames a job covers from its trigger on (0: use WINDOW_MS)")
     window_ms: float = Field(0.0, ge=0, le=60_000, description="Or: every frame captured within this time of the "
                              "trigger (FRAMES=0)")
+    frames: int = Field(3, ge=0, le=1000, description="Frames a job covers from its trigger on (0: use WINDOW_MS)")
     confirm_hits: int = Field(2, ge=1, le=1000, description="Frames of the window a defect class must be seen in "
                               "for NG (capped at FRAMES)")
     timeout_ms: float = Field(2000.0, ge=10, le=600_000, description="Trigger to verdict at most; then UNKNOWN")
@@ -31,11 +31,12 @@ class JobsSettings(Section):
         parse_roi(value)
         return value
 
-    @model_validator(mode="after")
-    def _a_window(self) -> JobsSettings:
-        if self.frames == 0 and self.window_ms == 0:
-            raise ValueError("a job needs a window: FRAMES > 0 or WINDOW_MS > 0")
-        return self
+    @field_validator("frames")
+    @classmethod
+    def _a_window(cls, value: int, info: ValidationInfo) -> int:
+        if value == 0 and not info.data.get("window_ms"):
+            raise ValueError("a job needs a window: FRAMES > 0, or FRAMES=0 and WINDOW_MS > 0")
+        return value
 
     def rules(self) -> JobRules:
         return JobRules(frames=self.frames, window_ms=self.window_ms, confirm_hits=self.confirm_hits,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_sections import resolve_bind_address
@@ -35,10 +35,10 @@ class OpcUaSettings(Section):
     enabled: bool = Field(False, description="Serve the verdicts to a PLC over OPC UA, Machine Vision model "
                           "(needs LINEWATCH_JOBS__ENABLED)")
     endpoint: str = Field("opc.tcp://0.0.0.0:4840/linewatch/", max_length=300, description="The endpoint URL")
-    security: Literal["none", "sign", "sign_and_encrypt"] = Field(
-        "none", description="Security mode, policy Basic256Sha256; sign and sign_and_encrypt need a certificate")
     certificate_file: Path | None = Field(None, description="The server's certificate (DER or PEM)")
     private_key_file: Path | None = Field(None, description="The server's private key (PEM)")
+    security: Literal["none", "sign", "sign_and_encrypt"] = Field(
+        "none", description="Security mode, policy Basic256Sha256; sign and sign_and_encrypt need a certificate")
     username: str | None = Field(None, max_length=128, description="The one user a PLC logs in as")
     password_file: Path | None = Field(None, description="File holding that user's password")
     anonymous: bool | None = Field(None, description="Allow anonymous sessions; default: yes unless USERNAME is set")
@@ -63,11 +63,16 @@ class OpcUaSettings(Section):
             read_small_file(value)
         return value
 
+    @field_validator("security")
+    @classmethod
+    def _signing_needs_a_certificate(cls, value: str, info: ValidationInfo) -> str:
+        if value != "none" and not (info.data.get("certificate_file") and info.data.get("private_key_file")):
+            raise ValueError("signing needs the server's certificate: set LINEWATCH_OPCUA__CERTIFICATE_FILE and "
+                             "LINEWATCH_OPCUA__PRIVATE_KEY_FILE")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaSettings:
-        if self.security != "none" and (self.certificate_file is None or self.private_key_file is None):
-            raise ValueError("LINEWATCH_OPCUA__SECURITY signs with the server's certificate: set "
-                             "LINEWATCH_OPCUA__CERTIFICATE_FILE and LINEWATCH_OPCUA__PRIVATE_KEY_FILE")
         if (self.username is None) != (self.password_file is None):
             raise ValueError("LINEWATCH_OPCUA__USERNAME and LINEWATCH_OPCUA__PASSWORD_FILE go together")
         if self.anonymous is False and self.username is None:

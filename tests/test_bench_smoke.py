@@ -103,3 +103,9 @@ def test_the_plc_latency_benchmark_runs_each_client_and_every_verdict_comes_once
     report = _written(tmp_path, "plc_latency")
     assert set(report["clients"]) == {"modbus", "opcua", "mqtt"}
     assert all(c["every_verdict_once_in_order"] and c["p50_ms"] > 0 for c in report["clients"].values())
+
+
+def test_the_verdict_accuracy_benchmark_judges_parts_against_the_ground_truth(tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/verdict_accuracy.py", "--parts", "6")
+    report = _written(tmp_path, "verdict_accuracy")
+    assert report["parts"] == 6 and report["defective"] + report["good"] == 6

@@ -70,7 +70,7 @@ def test_runtime_stage_is_what_the_line_needs(dockerfile: Path) -> None:
     assert final["HEALTHCHECK"].endswith('CMD ["linewatch", "healthcheck", "--path", "/healthz"]'), final["HEALTHCHECK"]
     assert final["VOLUME"] == '["/var/lib/linewatch"]'
     assert final["ENTRYPOINT"] == '["linewatch"]' and final["CMD"] == '["run"]'
-    assert final["EXPOSE"] == "9464"
+    assert final["EXPOSE"] == "9464 5020 4840"  # ops HTTP; Modbus TCP and OPC UA for the PLC
     env = " ".join(args for name, args in _final_stage(dockerfile) if name == "ENV")
     for needed in ("YOLO_OFFLINE=1", "PYTHONUNBUFFERED=1", "YOLO_CONFIG_DIR=/tmp/", "MPLCONFIGDIR=/tmp/",
                    "LINEWATCH_OUTBOX__DIR=/var/lib/linewatch",

@@ -55,6 +55,12 @@ BAD_VALUES = {
     # Found in review: the client id names the availability topic; '+' made paho refuse it at the first connect.
     "client id not a topic level": ("LINEWATCH_MQTT__CLIENT_ID", "line+1", "not usable as a topic level"),
     "class rule field typo": ("LINEWATCH_RULES__CLASSES__DENT__MIN_AREA", "10", "did you mean"),
+    "job region upside down": ("LINEWATCH_JOBS__ROI", "0.5,0.5,0.2,0.9", "x1 < x2"),
+    "job region not numbers": ("LINEWATCH_JOBS__ROI", "left half", "four fractions"),
+    "job with no window": ("LINEWATCH_JOBS__FRAMES", "0", "a job needs a window"),
+    "PLC without jobs": ("LINEWATCH_MODBUS__ENABLED", "true", "no camera has inspection jobs"),
+    "OPC UA endpoint not opc.tcp": ("LINEWATCH_OPCUA__ENDPOINT", "http://0.0.0.0:4840/", "opc.tcp://<host>:<port>"),
+    "OPC UA signing without a certificate": ("LINEWATCH_OPCUA__SECURITY", "sign", "CERTIFICATE_FILE"),
 }
 
 
