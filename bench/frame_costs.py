@@ -79,7 +79,7 @@ def measure(backend: str = "auto") -> dict[str, Any]:
         outbox = Outbox(Path(state) / "outbox.sqlite3", OutboxLimits(max_bytes=64 << 20, max_age_s=3600.0))
         payload = json.dumps({"detections": [{"bbox": [1.0, 2.0, 3.0, 4.0]}] * 3}).encode() * 3
         counter = iter(range(10**9))
-        commit = _median_ms(lambda: outbox.append("cam", f"e{next(counter)}", "t", lambda seq: payload))
+        commit = _median_ms(lambda: outbox.append("cam", f"e{next(counter)}", lambda seq: payload))
         outbox.close()
 
     pieces = {

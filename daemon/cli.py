@@ -216,7 +216,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         print(json.dumps([vars(letter) for letter in letters], indent=1))
     for letter in [] if args.json else letters:
         print(f"{letter.rowid:>8} {letter.camera_id} {letter.kind} seq {letter.seq} {letter.payload_bytes} B "
-              f"{letter.output} 0x{letter.code:02x} {letter.reason} ({letter.topic})")
+              f"{letter.output} 0x{letter.code:02x} {letter.reason} ({letter.address})")
     return ExitCode.OK
 
 

@@ -25,7 +25,7 @@ from daemon.lifecycle import StageThread
 from daemon.metrics import Metrics
 from daemon.ops.watchdog import StallWatchdog
 from daemon.outbox import Outbox
-from daemon.publish.topics import stats_topic, verdict_topic
+from daemon.publish.topics import stats_topic
 from daemon.settings import Settings
 from daemon.settings_cameras import CameraConfig, CameraSettings
 from daemon.sources.capture import CaptureStage
@@ -67,12 +67,12 @@ class CameraPipeline:
         self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
         self.lane = Lane(camera_id, self.frames, self.results)
         prefix = settings.mqtt.topic_prefix
-        self.jobs = JobStage(camera_id, config.jobs.rules(), model, verdict_topic(prefix, camera_id), outbox, stop,
-                             metrics, max_open=config.jobs.max_open) if config.jobs.enabled else None
+        self.jobs = JobStage(camera_id, config.jobs.rules(), model, outbox, stop, metrics,
+                             max_open=config.jobs.max_open) if config.jobs.enabled else None
         self._on_status = on_status
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
-        self.events = EventStage(camera_id, model, prefix, self.results, outbox, stop, metrics,
+        self.events = EventStage(camera_id, model, self.results, outbox, stop, metrics,
                                  events=settings.events, snapshots=self.snapshots,
                                  rules=Rules(config.rules, model.classes, settings.model.confidence),
                                  stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs)

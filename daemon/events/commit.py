@@ -34,12 +34,12 @@ class Committer:
         log.critical("event_lost", reason=reason, detail=detail, event_id=event_id, frame_seq=frame_seq,
                      kind=self._kind)
 
-    def store(self, event_id: str, frame_seq: int, captured_mono: float, topic: str,
+    def store(self, event_id: str, frame_seq: int, captured_mono: float,
               render: Callable[[int], bytes]) -> StoredEvent | None:
         """Append render(seq) to the outbox; None when it could not be stored (counted and logged as lost)."""
         while True:
             try:
-                stored = self._outbox.append(self.camera_id, event_id, topic, render, kind=self._kind)
+                stored = self._outbox.append(self.camera_id, event_id, render, kind=self._kind)
                 break
             except PayloadTooLargeError as exc:
                 # Larger than the whole outbox bound: it can never be stored. Loud, counted, never silent.

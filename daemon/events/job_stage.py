@@ -51,13 +51,12 @@ _Item = Look | Trigger | CameraStatus
 class JobStage(CameraStage):
     kind = "jobs"
 
-    def __init__(self, camera_id: str, rules: JobRules, model: ModelInfo, topic: str, outbox: Outbox,
+    def __init__(self, camera_id: str, rules: JobRules, model: ModelInfo, outbox: Outbox,
                  stop: threading.Event, metrics: Metrics, *, model_ready: Callable[[], bool] = lambda: True,
                  max_open: int = MAX_OPEN_JOBS) -> None:
         super().__init__(camera_id, stop)
         self.rules = rules
         self._model = model
-        self._topic = topic
         self._commit = Committer(camera_id, outbox, stop, metrics, kind=VERDICT)
         self._metrics = metrics
         self._model_ready = model_ready
@@ -205,5 +204,4 @@ class JobStage(CameraStage):
         def render(seq: int) -> bytes:
             return render_verdict(result, seq=seq, model=self._model, published_at=utc_now())
 
-        return self._commit.store(result.trigger.job_id, result.first_seq or -1, result.trigger.at_mono, self._topic,
-                                  render)
+        return self._commit.store(result.trigger.job_id, result.first_seq or -1, result.trigger.at_mono, render)

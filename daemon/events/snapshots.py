@@ -97,9 +97,8 @@ class SnapshotStage(CameraStage):
         with self.progress.busy():
             for view in self.views:
                 jpeg = self._encode(view, job)
-                topic = snapshot_topic(self._prefix, self.camera_id, job.snapshot_id, view)
-                try:
-                    self._outbox.append(self.camera_id, job.snapshot_id, topic, _constant(jpeg), kind=SNAPSHOT)
+                try:  # the view joins the id: MQTT makes the topic of both (publish/topics.py event_topic)
+                    self._outbox.append(self.camera_id, f"{job.snapshot_id}/{view}", _constant(jpeg), kind=SNAPSHOT)
                     self._counter.labels(self.camera_id, "stored").inc()
                 except (PayloadTooLargeError, OutboxRetryableError) as exc:
                     outcome = "too_large" if isinstance(exc, PayloadTooLargeError) else "disk_full"

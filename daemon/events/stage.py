@@ -33,7 +33,6 @@ from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox
-from daemon.publish.topics import defect_topic
 from daemon.settings_events import EventsSettings
 
 log = get_logger("linewatch.events")
@@ -49,7 +48,6 @@ class EventStage(CameraStage):
         self,
         camera_id: str,
         model: ModelInfo,
-        topic_prefix: str,
         results: Handoff[Inference],
         outbox: Outbox,
         stop: threading.Event,
@@ -64,7 +62,6 @@ class EventStage(CameraStage):
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
-        self._topic = defect_topic(topic_prefix, camera_id)
         self._results = results
         self._outbox = outbox
         self._metrics = metrics or Metrics()
@@ -154,7 +151,7 @@ class EventStage(CameraStage):
         def render(seq: int) -> bytes:
             return render_defect(event, seq, utc_now(), (time.monotonic() - event.captured_mono) * 1000.0)
 
-        stored = self._commit.store(event.event_id, frame.seq, frame.captured_mono, self._topic, render)
+        stored = self._commit.store(event.event_id, frame.seq, frame.captured_mono, render)
         if stored is not None:
             log.info("defect_event", seq=stored.seq, event_id=event.event_id, frame_seq=frame.seq,
                      detections=len(detections), labels=sorted({d.label for d in detections}))
@@ -175,7 +172,7 @@ class EventStage(CameraStage):
                                     width=width, height=height, seq=seq, published_at=utc_now(),
                                     total_ms=(time.monotonic() - since) * 1000.0, snapshot=snapshot)
 
-        stored = self._commit.store(event_id, best.frame_seq, since, self._topic, render)
+        stored = self._commit.store(event_id, best.frame_seq, since, render)
         if stored is not None:
             if job is not None and self._snapshots is not None:
                 self._snapshots.submit(job)

@@ -18,12 +18,14 @@ from daemon.outbox.types import DeadLetter, DropReason, DropReport
 DEAD = "dead_letter"  # the drop counters' kind for dead letters trimmed by their bound
 
 
-def bury(conn: sqlite3.Connection, rowid: int, *, output: str, code: int, reason: str, now: float) -> bool:
-    """Move one event to the dead letters (in the caller's transaction). False if it was gone already."""
+def bury(conn: sqlite3.Connection, rowid: int, *, output: str, code: int, reason: str, now: float,
+         address: str = "") -> bool:
+    """Move one event to the dead letters (in the caller's transaction), with the address the output refused it at.
+    False if it was gone already."""
     moved = conn.execute(
         "INSERT OR IGNORE INTO dead_letters (id, camera_id, kind, seq, event_id, topic, payload, created_at, dead_at,"
-        " output, code, reason) SELECT id, camera_id, kind, seq, event_id, topic, payload, created_at, ?, ?, ?, ?"
-        " FROM events WHERE id = ?", (now, output, code, reason, rowid)).rowcount
+        " output, code, reason) SELECT id, camera_id, kind, seq, event_id, ?, payload, created_at, ?, ?, ?, ?"
+        " FROM events WHERE id = ?", (address, now, output, code, reason, rowid)).rowcount
     _, free = unmark(conn, output, [rowid])
     if free:  # no other output waits for it: the dead letter is its only copy
         conn.execute("DELETE FROM events WHERE id = ?", (rowid,))
@@ -74,7 +76,7 @@ def requeue(conn: sqlite3.Connection, clock: float, outputs: tuple[OutputSpec, .
             " ORDER BY id").fetchall():
         rowid = conn.execute(
             "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, created_clock)"
-            " SELECT camera_id, kind, seq, event_id, topic, payload, created_at, ? FROM dead_letters WHERE id = ?",
+            " SELECT camera_id, kind, seq, event_id, '', payload, created_at, ? FROM dead_letters WHERE id = ?",
             (clock, old_id)).lastrowid
         assert rowid is not None
         if not mark(conn, rowid, (names[output],) if output in names else outputs, kind):

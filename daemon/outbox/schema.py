@@ -133,11 +133,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER events_after_delete_deliveries AFTER DELETE ON events BEGIN
             DELETE FROM deliveries WHERE id = OLD.id;
         END""",
+        # Rows hold a kind and a payload; each output maps kinds to its own addresses (MQTT: publish/topics.py), so
+        # `topic` is no longer written (SQLite before 3.35, a Jetson's, cannot drop a column). A picture's view was in
+        # its topic only: it joins its event id (`<snapshot id>/<view>`), from which the topic is made again.
+        """UPDATE events SET event_id = event_id || CASE WHEN topic LIKE '%/crop' THEN '/crop' ELSE '/frame' END
+            WHERE kind = 'snapshot' AND instr(event_id, '/') = 0""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-EVENT_COLUMNS = "id, camera_id, seq, event_id, topic, payload, created_at, kind"
+EVENT_COLUMNS = "id, camera_id, seq, event_id, payload, created_at, kind"
 
 DEFECT = "defect"  # the kind of a defect event; other kinds (snapshots) have their own bounds and seq
 EVERY_KIND = "*"  # an output that takes every kind (outputs.kinds)

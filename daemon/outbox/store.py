@@ -58,7 +58,7 @@ _SMALL_ACK = 8  # events deleted per transaction when the disk is full
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:
     """A StoredEvent from a row of EVENT_COLUMNS."""
-    return StoredEvent(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), row[6], row[7])
+    return StoredEvent(row[0], row[1], row[2], row[3], bytes(row[4]), row[5], row[6])
 
 
 class Outbox:
@@ -173,7 +173,7 @@ class Outbox:
         self._drop_log.flush()
 
     def append(
-        self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str = DEFECT
+        self, camera_id: str, event_id: str, render: Callable[[int], bytes], kind: str = DEFECT
     ) -> StoredEvent:
         """Assign the next seq for camera_id, store render(seq), enforce bounds: one transaction.
 
@@ -188,7 +188,7 @@ class Outbox:
         size = [0]  # the rendered payload's size, for the room a full disk must make
         while True:
             try:
-                stored = self._append_once(camera_id, event_id, topic, render, kind, size)
+                stored = self._append_once(camera_id, event_id, render, kind, size)
             except OutboxFullError:
                 attempt += 1
                 if not self._make_room(attempt, kind, size[0]):
@@ -223,7 +223,7 @@ class Outbox:
             if self._conn is not None:
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
-    def _append_once(self, camera_id: str, event_id: str, topic: str, render: Callable[[int], bytes], kind: str,
+    def _append_once(self, camera_id: str, event_id: str, render: Callable[[int], bytes], kind: str,
                      size: list[int]) -> StoredEvent:
         bound = self._limits.max_bytes if kind == DEFECT else self._limits.kind_max_bytes.get(kind)
         if bound is None:
@@ -249,7 +249,7 @@ class Outbox:
             cursor = conn.execute(
                 "INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, created_clock)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (camera_id, kind, seq, event_id, topic, payload, now, clock),
+                (camera_id, kind, seq, event_id, "", payload, now, clock),  # topic: unused since v4
             )
             rowid = cursor.lastrowid
             assert rowid is not None  # always set after a single-row INSERT
@@ -259,7 +259,7 @@ class Outbox:
         for listener in self._listeners:
             listener()
         self._report(drops)
-        return StoredEvent(rowid, camera_id, seq, event_id, topic, payload, now, kind)
+        return StoredEvent(rowid, camera_id, seq, event_id, payload, now, kind)
 
     def pending(self, limit: int, after_rowid: int = 0, output: str = MQTT) -> list[StoredEvent]:
         """Up to `limit` events with rowid > after_rowid that wait for `output`, oldest first."""
@@ -312,10 +312,12 @@ class Outbox:
                 done += settle(ids[start : start + _SMALL_ACK])
             return done
 
-    def dead_letter(self, rowid: int, *, output: str, code: int, reason: str) -> bool:
-        """Move an event an output refused for good to the dead letters (deadletter.py). False if it was gone."""
+    def dead_letter(self, rowid: int, *, output: str, code: int, reason: str, address: str = "") -> bool:
+        """Move an event an output refused for good to the dead letters (deadletter.py), with the address it was
+        refused at (MQTT: its topic). False if it was gone."""
         with self._tx("dead_letter") as conn:
-            moved = deadletter.bury(conn, rowid, output=output, code=code, reason=reason, now=self._clock())
+            moved = deadletter.bury(conn, rowid, output=output, code=code, reason=reason, now=self._clock(),
+                                    address=address)
             report = deadletter.trim(conn, self._limits.dead_letter_max_bytes)
         self._report([report] if report else [])
         return moved

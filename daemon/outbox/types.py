@@ -43,8 +43,7 @@ class StoredEvent:
     rowid: int
     camera_id: str
     seq: int
-    event_id: str
-    topic: str
+    event_id: str  # a snapshot's: `<snapshot id>/<view>`
     payload: bytes
     created_at: float  # unix time (wall clock) when appended
     kind: str = "defect"
@@ -100,7 +99,7 @@ class DeadLetter:
     kind: str
     seq: int
     event_id: str
-    topic: str
+    address: str  # where the output refused it (MQTT: the topic)
     payload_bytes: int
     created_at: float
     dead_at: float

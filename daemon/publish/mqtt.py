@@ -29,7 +29,7 @@ from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.refusals import Refusals, publish_size
 from daemon.publish.status import StatusPayloads
 from daemon.publish.tls import build_tls_context, tls_failure_hint
-from daemon.publish.topics import availability_topic, status_topic
+from daemon.publish.topics import availability_topic, event_topic, status_topic
 from daemon.publish.wakeup import Waker
 from daemon.settings_mqtt import MqttSettings, broker_address
 
@@ -68,7 +68,7 @@ class MqttPublisher(StageThread):
         self._payloads = StatusPayloads(client_id, tuple(camera_ids), model, dict(fingerprint or {}))
         self._outbox = outbox
         self._stop = stop
-        prefix = topic_prefix or settings.topic_prefix
+        self._prefix = prefix = topic_prefix or settings.topic_prefix
         self._status_topics = {camera_id: status_topic(prefix, camera_id) for camera_id in camera_ids}
         self._availability_topic = availability_topic(prefix, client_id)
         self._client_id = client_id
@@ -78,7 +78,7 @@ class MqttPublisher(StageThread):
         self._refusals = Refusals(outbox, self._metrics, Backoff(settings.reconnect_min_s, settings.reconnect_max_s))
         self._refusals.count_dead_letters()
         self._dead_letters = self._refusals.dead_letters  # as last published in the status
-        self._inflight: dict[int, tuple[int, str]] = {}  # paho mid → (outbox rowid, kind)
+        self._inflight: dict[int, tuple[int, str, str]] = {}  # paho mid → (outbox rowid, kind, topic)
         self._acked: list[int] = []  # rowids PUBACKed during this loop pass: settled in one transaction (one fsync)
         self._cursor = 0  # highest outbox rowid handed to paho; the outbox never reuses ids
         self._finish = threading.Event()  # set by stop(): leave once the outbox is empty or at the deadline
@@ -280,16 +280,17 @@ class MqttPublisher(StageThread):
         batch = self._refusals.due(room)  # refused for now, due again: before anything new
         batch += self._outbox.pending(room - len(batch), after_rowid=self._cursor)
         for stored in batch:
-            if self._max_packet and (size := publish_size(stored.topic, stored.payload)) > self._max_packet:
+            topic = event_topic(self._prefix, stored.kind, stored.camera_id, stored.event_id)
+            if self._max_packet and (size := publish_size(topic, stored.payload)) > self._max_packet:
                 self._refusals.refused(stored.rowid, stored.kind, 0x95, f"Packet too large: {size} bytes, the "
-                                       f"broker takes at most {self._max_packet} (its Maximum Packet Size)")
+                                       f"broker takes at most {self._max_packet} (its Maximum Packet Size)", topic)
                 self._refusals.sent(stored.rowid)
                 self._cursor = max(self._cursor, stored.rowid)
                 continue
-            info = self._client.publish(stored.topic, stored.payload, qos=self._settings.qos, retain=False)
+            info = self._client.publish(topic, stored.payload, qos=self._settings.qos, retain=False)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return  # connection dropped mid-fill; the cursor did not move past this one
-            self._inflight[info.mid] = (stored.rowid, stored.kind)
+            self._inflight[info.mid] = (stored.rowid, stored.kind, topic)
             self._refusals.sent(stored.rowid)
             self._cursor = max(self._cursor, stored.rowid)
 
@@ -388,9 +389,9 @@ class MqttPublisher(StageThread):
         row = self._inflight.pop(mid, None)
         if row is None:
             return  # a status or stats message
-        rowid, kind = row
+        rowid, kind, topic = row
         if reason.is_failure:  # never deleted: sent again later, or moved to the dead letters (refusals.py)
-            self._refusals.refused(rowid, kind, int(reason.value), str(reason))
+            self._refusals.refused(rowid, kind, int(reason.value), str(reason), topic)
             return
         self._refusals.accepted(rowid)
         if kind == "defect":  # the events counters count defect events; pictures have their own

@@ -55,14 +55,14 @@ class Refusals:
         self._retry: list[int] = []  # rowids refused for now
         self._refusals: dict[int, int] = {}  # rowid -> refusals in a row, for those refused for now
         self._due = 0.0  # monotonic time before which nothing is sent
-        self._dead: list[tuple[int, str, int, str]] = []  # (rowid, kind, code, reason) refused for good
+        self._dead: list[tuple[int, str, int, str, str]] = []  # (rowid, kind, code, reason, topic) refused for good
         self.dead_letters = 0  # in the outbox now: for the status
 
-    def refused(self, rowid: int, kind: str, code: int, reason: str) -> None:
+    def refused(self, rowid: int, kind: str, code: int, reason: str, topic: str = "") -> None:
         times = self._refusals.pop(rowid, 0) + 1
         if code in PERMANENT or times >= MAX_TRANSIENT_REFUSALS:
             self._dead.append((rowid, kind, code, reason if code in PERMANENT else
-                               f"{reason} ({times} times in a row)"))
+                               f"{reason} ({times} times in a row)", topic))
             return
         self._refusals[rowid] = times
         self._metrics.events_retried.labels(code_label(code)).inc()
@@ -112,9 +112,9 @@ class Refusals:
         """Move the events refused for good to the dead letters. True when there were any (the status changes)."""
         moved = False
         while self._dead:
-            rowid, kind, code, reason = self._dead[0]
+            rowid, kind, code, reason, topic = self._dead[0]
             try:
-                self._outbox.dead_letter(rowid, output=OUTPUT, code=code, reason=reason)
+                self._outbox.dead_letter(rowid, output=OUTPUT, code=code, reason=reason, address=topic)
             except OutboxRetryableError as exc:  # a full disk or a lock: the next pass tries again
                 log.warning("outbox_dead_letter_failed", error=str(exc), rowid=rowid)
                 return moved

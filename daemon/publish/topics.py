@@ -40,6 +40,18 @@ def snapshot_topic(prefix: str, camera_id: str, snapshot_id: str, view: str) -> 
     return f"{prefix}/{camera_id}/snapshots/{snapshot_id}/{view}"
 
 
+def event_topic(prefix: str, kind: str, camera_id: str, event_id: str) -> str:
+    """The topic of an outbox row: rows hold a kind and a payload, and this output (MQTT) maps kinds to topics."""
+    if kind == "defect":
+        return defect_topic(prefix, camera_id)
+    if kind == "verdict":
+        return verdict_topic(prefix, camera_id)
+    if kind == "snapshot":  # event id: <snapshot id>/<view>
+        snapshot_id, _, view = event_id.partition("/")
+        return snapshot_topic(prefix, camera_id, snapshot_id, view or "frame")
+    return f"{prefix}/{camera_id}/{kind}"
+
+
 def availability_topic(prefix: str, client_id: str) -> str:
     """One per daemon process (one MQTT connection has one last will); per-camera status stays retained."""
     return f"{prefix}/{DAEMON_LEVEL}/{client_id}/availability"

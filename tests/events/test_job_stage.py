@@ -31,7 +31,7 @@ class Harness:
         self.outbox = Outbox(tmp_path / "o.db", OutboxLimits(10_000_000, 1e9, kind_max_bytes={VERDICT: 10_000_000}),
                              synchronous="NORMAL")
         self.ready = True
-        self.stage = JobStage("cam", rules, MODEL, "lw/cam/verdicts", self.outbox, self.stop, Metrics(),
+        self.stage = JobStage("cam", rules, MODEL, self.outbox, self.stop, Metrics(),
                               model_ready=lambda: self.ready, **kwargs)  # type: ignore[arg-type]
         self.decided: queue.Queue[Decided] = queue.Queue()
         self.stage.listen(self.decided.put)

@@ -18,7 +18,7 @@ from daemon.frames import ModelInfo
 from daemon.outbox import Outbox, OutboxLimits
 from daemon.publish import mqtt as publisher_module
 from daemon.publish.mqtt import MqttPublisher
-from daemon.publish.topics import availability_topic, defect_topic
+from daemon.publish.topics import availability_topic
 from daemon.settings_mqtt import MqttSettings
 from tests.support.mosquitto import Mosquitto
 from tests.support.subscriber import Subscriber
@@ -46,7 +46,7 @@ def test_a_committed_event_is_published_at_once_not_at_the_next_poll(
                             timeout=20)
         for index in range(3):
             started = time.monotonic()
-            outbox.append("cam", f"event-{index}", defect_topic("wake", "cam"), lambda seq: b'{"n": %d}' % seq)
+            outbox.append("cam", f"event-{index}", lambda seq: b'{"n": %d}' % seq)
             subscriber.wait_for_count(index + 1, timeout=_DEADLINE_S, topic_suffix="/defects")
             assert time.monotonic() - started < _DEADLINE_S  # the wait above raised otherwise; stated for clarity
     finally:

@@ -35,7 +35,7 @@ def test_a_full_disk_drops_the_oldest_events_for_the_newest_and_recovers_when_sp
     with Outbox(small_disk / "outbox.sqlite3", limits, reserve_bytes=96 * 1024, on_drop=reports.append) as outbox:
         # When 3,000 events of 900 bytes (2.7 MB) meet what is left, with no broker to take them
         for index in range(3000):
-            stored = outbox.append("cam", f"e{index}", "t", lambda seq: b"x" * 900)
+            stored = outbox.append("cam", f"e{index}", lambda seq: b"x" * 900)
         # Then every append succeeded (the landed code stored a dozen and then failed every append)
         assert stored.seq == 3000
         assert outbox.stats().disk_full
@@ -49,13 +49,13 @@ def test_a_full_disk_drops_the_oldest_events_for_the_newest_and_recovers_when_sp
         filler.unlink()
         deadline = time.monotonic() + 20.0  # it looks again every few seconds, on an append
         while outbox.disk_full and time.monotonic() < deadline:
-            outbox.append("cam", "after", "t", lambda seq: b"x" * 900)
+            outbox.append("cam", "after", lambda seq: b"x" * 900)
             time.sleep(0.05)  # the pace of a camera's events; the deadline above is what bounds the wait
         assert not outbox.disk_full
         # Then the configured bounds alone apply again: nothing more is dropped for disk space
         dropped = sum(r.dropped for r in reports)
         for index in range(100):
-            outbox.append("cam", f"later{index}", "t", lambda seq: b"x" * 900)
+            outbox.append("cam", f"later{index}", lambda seq: b"x" * 900)
         assert sum(r.dropped for r in reports) == dropped
         assert outbox.integrity_check() == "ok"
 
@@ -83,14 +83,14 @@ def test_a_disk_filled_to_the_last_byte_keeps_as_many_newest_events_as_the_freed
         limits = OutboxLimits(max_bytes=256 * 1024 * 1024, max_age_s=3600)
         with Outbox(disk / "outbox.sqlite3", limits, reserve_bytes=reserve, on_drop=reports.append) as outbox:
             for index in range(200):
-                outbox.append("cam", f"before{index}", "t", lambda seq: b"x" * 1000)
+                outbox.append("cam", f"before{index}", lambda seq: b"x" * 1000)
             # Given another process fills the disk to the last byte while the broker is down
             fill_to_the_last_byte(disk / "someone-elses.log")
             assert os.statvfs(disk).f_bavail == 0
             # When 6,000 more events come
             started = time.monotonic()
             for index in range(6000):
-                outbox.append("cam", f"e{index}", "t", lambda seq: b"x" * 1000)
+                outbox.append("cam", f"e{index}", lambda seq: b"x" * 1000)
             took = time.monotonic() - started
             stats = outbox.stats()
             kept = [e.seq for e in outbox.pending(10_000)]

@@ -23,8 +23,8 @@ def test_snapshots_have_their_own_seq_and_bound_and_never_evict_defect_events(tm
     reports: list[DropReport] = []
     with Outbox(tmp_path / "o.db", limits(), on_drop=reports.append) as outbox:
         for index in range(20):
-            outbox.append("cam", f"d{index}", "t/defects", lambda s: b"{}" * 100)
-            outbox.append("cam", f"s{index}", "t/snapshots", lambda s: b"\xff" * 10_000, kind=SNAPSHOT)
+            outbox.append("cam", f"d{index}", lambda s: b"{}" * 100)
+            outbox.append("cam", f"s{index}", lambda s: b"\xff" * 10_000, kind=SNAPSHOT)
         # 200 KB of pictures against a 50 KB bound: only the oldest pictures went
         stats = outbox.stats()
         assert stats.pending_events == 20 and stats.other_kinds[SNAPSHOT] == (5, 50_000)
@@ -43,10 +43,10 @@ def test_a_full_disk_drops_every_picture_before_any_defect_event(tmp_path: Path)
                            kind_max_bytes={SNAPSHOT: 10_000_000})
     with Outbox(tmp_path / "o.db", ceiling, on_drop=reports.append) as outbox:
         for index in range(400):
-            outbox.append("cam", f"d{index}", "t/defects", lambda s: b"x" * 300)
+            outbox.append("cam", f"d{index}", lambda s: b"x" * 300)
             # a picture that finds no older picture to replace is refused, never a defect event dropped
             with contextlib.suppress(OutboxFullError):
-                outbox.append("cam", f"s{index}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
+                outbox.append("cam", f"s{index}", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
         disk = [r for r in reports if r.reason is DropReason.DISK_FULL]
         assert disk, "the ceiling was never reached"
         first_defect_drop = next((i for i, r in enumerate(disk) if r.kind == "defect"), len(disk))
@@ -79,7 +79,7 @@ def test_a_v1_outbox_is_migrated_keeping_its_events_ids_and_seq(tmp_path: Path) 
     with Outbox(path, limits()) as outbox:
         kept = outbox.pending(10)
         assert [(e.seq, e.kind) for e in kept] == [(s, "defect") for s in range(1, 5)]
-        new = outbox.append("cam", "e6", "t", lambda s: b"p")
+        new = outbox.append("cam", "e6", lambda s: b"p")
         # Then seq continues, and no id is reused (the acked row 5's id stays retired)
         assert new.seq == 6 and new.rowid == 6
         assert outbox.stats().pending_events == 5
@@ -97,22 +97,22 @@ def test_on_a_full_disk_a_picture_only_replaces_pictures_and_is_refused_rather_t
     with Outbox(tmp_path / "o.db", ceiling, on_drop=reports.append) as outbox:
         index = 0
         while not [r for r in reports if r.reason is DropReason.DISK_FULL]:  # fill the file with defect events
-            outbox.append("cam", f"d{index}", "t/defects", lambda s: b"x" * 2000)
+            outbox.append("cam", f"d{index}", lambda s: b"x" * 2000)
             index += 1
         stored = outbox.stats().pending_events
         before = len(reports)
         # When a picture larger than any room the file has comes, with no older picture to replace
         with pytest.raises(OutboxFullError):
-            outbox.append("cam", "big", "t/snapshots", lambda s: b"\xff" * 64 * 1024, kind=SNAPSHOT)
+            outbox.append("cam", "big", lambda s: b"\xff" * 64 * 1024, kind=SNAPSHOT)
         # Then it is refused, and no defect event gave way to it
         assert outbox.stats().pending_events == stored, "a picture evicted a defect event"
         assert len(reports) == before
         # When small pictures come, they take the room there is and then replace each other
         for picture in range(20):
-            outbox.append("cam", f"s{picture}", "t/snapshots", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
+            outbox.append("cam", f"s{picture}", lambda s: b"\xff" * 3000, kind=SNAPSHOT)
         assert outbox.stats().pending_events == stored, "a picture evicted a defect event"
         assert all(r.kind == SNAPSHOT for r in reports[before:]), "only pictures gave way to pictures"
         # And the refused picture did not lower the bound for events: each new defect event replaces about one
         for index in range(20):
-            outbox.append("cam", f"later{index}", "t/defects", lambda s: b"x" * 2000)
+            outbox.append("cam", f"later{index}", lambda s: b"x" * 2000)
         assert outbox.stats().pending_events >= stored - 3, (outbox.stats().pending_events, stored)

@@ -54,7 +54,7 @@ def open_outbox(path: Path, limits: OutboxLimits = ROOMY, **kwargs: object) -> O
 
 def test_seq_is_gapless_per_camera_and_independent_between_cameras(tmp_path: Path) -> None:
     with open_outbox(tmp_path / "outbox.db") as outbox:
-        seqs = [(cam, outbox.append(cam, "e", "t", lambda s: b"x").seq) for cam in ["a", "b", "a", "a", "b"]]
+        seqs = [(cam, outbox.append(cam, "e", lambda s: b"x").seq) for cam in ["a", "b", "a", "a", "b"]]
         assert seqs == [("a", 1), ("b", 1), ("a", 2), ("a", 3), ("b", 2)]
         assert (outbox.last_seq("a"), outbox.last_seq("b"), outbox.last_seq("never")) == (3, 2, 0)
 
@@ -63,13 +63,13 @@ def test_seq_continues_after_reopen_and_is_never_reused_after_ack_or_drop(tmp_pa
     path = tmp_path / "sub" / "dir" / "outbox.db"  # parents are created
     limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, max_events=2)
     with open_outbox(path, limits) as outbox:
-        events = [outbox.append("cam", f"e{i}", "t", lambda s: b"x") for i in range(4)]  # 2 dropped
+        events = [outbox.append("cam", f"e{i}", lambda s: b"x") for i in range(4)]  # 2 dropped
         for event in events:
             outbox.ack(event.rowid)
         assert outbox.stats().pending_events == 0
     with open_outbox(path, limits) as outbox:
         assert outbox.last_seq("cam") == 4
-        assert outbox.append("cam", "e4", "t", lambda s: b"x").seq == 5
+        assert outbox.append("cam", "e4", lambda s: b"x").seq == 5
 
 
 def test_render_receives_the_assigned_seq_and_a_failed_render_consumes_none(tmp_path: Path) -> None:
@@ -77,12 +77,12 @@ def test_render_receives_the_assigned_seq_and_a_failed_render_consumes_none(tmp_
         raise RuntimeError("render failed")
 
     with open_outbox(tmp_path / "outbox.db") as outbox:
-        first = outbox.append("cam", "e1", "t", payload_for("cam", "e1"))
+        first = outbox.append("cam", "e1", payload_for("cam", "e1"))
         with pytest.raises(RuntimeError):
-            outbox.append("cam", "e2", "t", boom)
+            outbox.append("cam", "e2", boom)
         with pytest.raises(TypeError):
-            outbox.append("cam", "e2", "t", lambda s: "not bytes")  # type: ignore[arg-type,return-value]
-        second = outbox.append("cam", "e3", "t", payload_for("cam", "e3"))
+            outbox.append("cam", "e2", lambda s: "not bytes")  # type: ignore[arg-type,return-value]
+        second = outbox.append("cam", "e3", payload_for("cam", "e3"))
         assert (first.seq, second.seq) == (1, 2)
         assert json.loads(second.payload)["seq"] == 2
         assert [e.event_id for e in outbox.pending(10)] == ["e1", "e3"]
@@ -96,7 +96,7 @@ outbox = Outbox(Path(sys.argv[1]), OutboxLimits(max_bytes=10**9, max_age_s=1e9))
 count = int(sys.argv[2])
 i = 0
 while count == 0 or i < count:
-    event = outbox.append("cam", f"e{i}", "line/cam", lambda seq: b"seq=%d" % seq)
+    event = outbox.append("cam", f"e{i}", lambda seq: b"seq=%d" % seq)
     print(event.seq, flush=True)  # printed only after the commit returned
     i += 1
 os._exit(0)  # no close(): WAL and shm files stay behind, as after a crash
@@ -117,7 +117,7 @@ def test_events_survive_a_process_that_exits_without_close(tmp_path: Path) -> No
     assert child.returncode == 0 and out.split() == [str(i) for i in range(1, 51)]
     with open_outbox(path) as outbox:
         assert [(e.seq, e.payload) for e in outbox.pending(100)] == [(i, b"seq=%d" % i) for i in range(1, 51)]
-        assert outbox.append("cam", "next", "t", lambda s: b"x").seq == 51
+        assert outbox.append("cam", "next", lambda s: b"x").seq == 51
 
 
 def test_sigkill_mid_stream_loses_no_committed_event_and_reuses_no_seq(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_sigkill_mid_stream_loses_no_committed_event_and_reuses_no_seq(tmp_path:
         assert seqs == list(range(1, len(seqs) + 1))
         assert len(printed) <= len(seqs) <= len(printed) + 1
         assert outbox.last_seq("cam") == len(seqs)
-        assert outbox.append("cam", "after", "t", lambda s: b"x").seq == len(seqs) + 1
+        assert outbox.append("cam", "after", lambda s: b"x").seq == len(seqs) + 1
 
 
 # -- pending / ack ---------------------------------------------------------------------------------------
@@ -143,22 +143,22 @@ def test_sigkill_mid_stream_loses_no_committed_event_and_reuses_no_seq(tmp_path:
 
 def test_ack_deletes_once_and_a_second_ack_returns_false(tmp_path: Path) -> None:
     with open_outbox(tmp_path / "outbox.db") as outbox:
-        event = outbox.append("cam", "e1", "t", lambda s: b"x")
+        event = outbox.append("cam", "e1", lambda s: b"x")
         assert outbox.ack(event.rowid) is True
         assert outbox.ack(event.rowid) is False
         assert outbox.pending(10) == []
-        rowids = [outbox.append("cam", f"e{i}", "t", lambda s: b"x").rowid for i in range(3)]
+        rowids = [outbox.append("cam", f"e{i}", lambda s: b"x").rowid for i in range(3)]
         assert outbox.ack_many([*rowids, 999_999]) == 3
         # when the table is empty again, a new event still gets a fresh rowid, so a late ack of an old
         # rowid cannot delete it and a publisher cursor at the old rowid cannot skip it
-        newer = outbox.append("cam", "e9", "t", lambda s: b"x")
+        newer = outbox.append("cam", "e9", lambda s: b"x")
         assert newer.rowid > rowids[-1]
         assert outbox.ack(rowids[-1]) is False and outbox.pending(10) == [newer]
 
 
 def test_pending_is_oldest_first_and_pages_with_after_rowid(tmp_path: Path) -> None:
     with open_outbox(tmp_path / "outbox.db") as outbox:
-        stored = [outbox.append(f"cam{i % 2}", f"e{i}", "t", lambda s: b"x") for i in range(7)]
+        stored = [outbox.append(f"cam{i % 2}", f"e{i}", lambda s: b"x") for i in range(7)]
         outbox.ack(stored[2].rowid)
         page1 = outbox.pending(3)
         page2 = outbox.pending(3, after_rowid=page1[-1].rowid)
@@ -169,7 +169,7 @@ def test_pending_is_oldest_first_and_pages_with_after_rowid(tmp_path: Path) -> N
 def test_reopen_returns_unacked_events_with_identical_fields(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     with open_outbox(path) as outbox:
-        stored = [outbox.append("cam", f"e{i}", f"line/cam/{i}", payload_for("cam", f"e{i}")) for i in range(5)]
+        stored = [outbox.append("cam", f"e{i}", payload_for("cam", f"e{i}")) for i in range(5)]
         outbox.ack(stored[1].rowid)
     with open_outbox(path) as outbox:
         assert outbox.pending(10) == [stored[0], *stored[2:]]
@@ -183,12 +183,12 @@ def test_max_bytes_drops_oldest_keeps_the_new_event_and_reports_it(tmp_path: Pat
     limits = OutboxLimits(max_bytes=1000, max_age_s=1e9)
     with open_outbox(tmp_path / "outbox.db", limits, on_drop=reports.append) as outbox:
         for i in range(4):
-            outbox.append("a" if i % 2 else "b", f"e{i}", "t", lambda s: b"x" * 300)  # 1200 > 1000
+            outbox.append("a" if i % 2 else "b", f"e{i}", lambda s: b"x" * 300)  # 1200 > 1000
         assert len(reports) == 1
         report = reports[0]
         assert (report.reason, report.dropped, report.dropped_bytes) == (DropReason.MAX_BYTES, 1, 300)
         assert [(r.camera_id, r.first_seq, r.last_seq, r.count) for r in report.cameras] == [("b", 1, 1, 1)]
-        big = outbox.append("a", "big", "t", lambda s: b"y" * 1000)  # needs everything else gone
+        big = outbox.append("a", "big", lambda s: b"y" * 1000)  # needs everything else gone
         assert [e.event_id for e in outbox.pending(10)] == ["big"]
         assert big.seq == 3
         stats = outbox.stats()
@@ -198,11 +198,11 @@ def test_max_bytes_drops_oldest_keeps_the_new_event_and_reports_it(tmp_path: Pat
 
 def test_a_payload_larger_than_max_bytes_is_refused_and_consumes_no_seq(tmp_path: Path) -> None:
     with open_outbox(tmp_path / "outbox.db", OutboxLimits(max_bytes=100, max_age_s=1e9)) as outbox:
-        kept = outbox.append("cam", "e1", "t", lambda s: b"x" * 100)
+        kept = outbox.append("cam", "e1", lambda s: b"x" * 100)
         with pytest.raises(PayloadTooLargeError, match="101 bytes"):
-            outbox.append("cam", "e2", "t", lambda s: b"x" * 101)
+            outbox.append("cam", "e2", lambda s: b"x" * 101)
         assert outbox.pending(10) == [kept]
-        assert outbox.append("cam", "e3", "t", lambda s: b"x").seq == 2
+        assert outbox.append("cam", "e3", lambda s: b"x").seq == 2
 
 
 def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
@@ -210,9 +210,9 @@ def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
     reports: list[DropReport] = []
     limits = OutboxLimits(max_bytes=100_000, max_age_s=60)
     with open_outbox(tmp_path / "outbox.db", limits, clock=clock, monotonic=clock, on_drop=reports.append) as outbox:
-        outbox.append("cam", "old", "t", lambda s: b"x")
+        outbox.append("cam", "old", lambda s: b"x")
         clock.now += 30
-        outbox.append("cam", "mid", "t", lambda s: b"x")
+        outbox.append("cam", "mid", lambda s: b"x")
         assert outbox.enforce_limits() == [] and outbox.stats().oldest_age_s == 30
         # when the first is 61 s old and the second 31 s
         clock.now += 31
@@ -222,7 +222,7 @@ def test_max_age_drops_events_older_than_the_bound(tmp_path: Path) -> None:
         assert [e.event_id for e in outbox.pending(10)] == ["mid"]
         # append applies the age bound too
         clock.now += 100
-        outbox.append("cam", "new", "t", lambda s: b"x")
+        outbox.append("cam", "new", lambda s: b"x")
         assert [e.event_id for e in outbox.pending(10)] == ["new"]
         assert outbox.stats().dropped_by_reason == {"max_age": 2}
 
@@ -239,7 +239,7 @@ def test_a_wall_clock_step_ages_nothing_out_while_running_or_across_a_restart(tm
 
     with reopen("boot-1", monotonic) as outbox:
         for index in range(5):
-            outbox.append("cam", f"e{index}", "t", lambda s: b"x")
+            outbox.append("cam", f"e{index}", lambda s: b"x")
         monotonic.now += 60
         assert outbox.enforce_limits() == []  # saved: the wall clock still in 1970
         wall.now = 1_790_000_000.0  # NTP: 56 years forward in one step
@@ -277,13 +277,13 @@ def test_an_acknowledged_event_stays_its_grace_and_is_sent_again_after_a_crash(t
     path = tmp_path / "outbox.db"
     limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, max_events=2)
     outbox = open_outbox(path, limits, monotonic=monotonic, ack_grace_s=2.0, on_drop=reports.append)
-    stored = [outbox.append("cam", f"e{i}", "t", lambda s: b"x" * 10) for i in range(2)]
+    stored = [outbox.append("cam", f"e{i}", lambda s: b"x" * 10) for i in range(2)]
     assert outbox.ack_many([stored[0].rowid, stored[1].rowid]) == 2
     # Then they are no longer waiting, and a bound that drops the oldest reports no loss for them
     assert (outbox.stats().pending_events, outbox.stats().pending_bytes) == (0, 0)
     assert [e.seq for e in outbox.pending(10)] == [1, 2]  # still stored: a restart would re-send them
     for index in range(3):
-        outbox.append("cam", f"n{index}", "t", lambda s: b"x" * 10)
+        outbox.append("cam", f"n{index}", lambda s: b"x" * 10)
     assert [(r.reason, r.dropped, r.cameras[0].first_seq, r.cameras[0].last_seq) for r in reports] == [
         (DropReason.MAX_EVENTS, 1, 3, 3)], "only the waiting event that went is a loss; the delivered ones are not"
     assert [e.seq for e in outbox.pending(10)] == [4, 5]
@@ -308,7 +308,7 @@ def test_the_outbox_stats_are_index_lookups_at_any_depth(tmp_path: Path) -> None
     """stats() runs under the outbox's lock on every /metrics scrape: it must not scan the rows (it ran
     min(created_at) over every row). SQLite's own plan for each of its queries says SEARCH, never SCAN."""
     with open_outbox(tmp_path / "outbox.db") as outbox:
-        outbox.append("cam", "e", "t", lambda s: b"x")
+        outbox.append("cam", "e", lambda s: b"x")
         outbox.stats()
     conn = sqlite3.connect(tmp_path / "outbox.db")
     queries = ["SELECT created_at, created_clock FROM events WHERE kind = 'defect' AND acked_clock IS NULL "
@@ -330,7 +330,7 @@ def test_max_events_drops_oldest_beyond_the_count(tmp_path: Path) -> None:
     limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, max_events=3)
     with open_outbox(tmp_path / "outbox.db", limits, on_drop=None) as outbox:
         for i in range(5):
-            outbox.append("cam", f"e{i}", "t", lambda s: b"x")
+            outbox.append("cam", f"e{i}", lambda s: b"x")
         assert [e.seq for e in outbox.pending(10)] == [3, 4, 5]
         assert outbox.stats().dropped_by_reason == {"max_events": 2}
 
@@ -340,10 +340,10 @@ def test_dropped_total_persists_across_reopen(tmp_path: Path) -> None:
     limits = OutboxLimits(max_bytes=10, max_age_s=1e9)
     with open_outbox(path, limits, on_drop=None) as outbox:
         for _ in range(5):
-            outbox.append("cam", "e", "t", lambda s: b"x" * 10)
+            outbox.append("cam", "e", lambda s: b"x" * 10)
     with open_outbox(path, limits, on_drop=None) as outbox:
         assert outbox.stats().dropped_total == 4
-        outbox.append("cam", "e", "t", lambda s: b"x" * 10)
+        outbox.append("cam", "e", lambda s: b"x" * 10)
         assert outbox.stats().dropped_total == 5
 
 
@@ -354,7 +354,7 @@ def test_integrity_and_totals_hold_after_heavy_churn(tmp_path: Path) -> None:
     with open_outbox(path, limits, on_drop=None) as outbox:
         live: list[int] = []
         for i in range(3000):
-            event = outbox.append(f"cam{i % 4}", f"e{i}", "t", lambda s: os.urandom(rng.randrange(1, 800)))
+            event = outbox.append(f"cam{i % 4}", f"e{i}", lambda s: os.urandom(rng.randrange(1, 800)))
             live.append(event.rowid)
             if rng.random() < 0.4:
                 outbox.ack(live.pop(rng.randrange(len(live))))
@@ -379,7 +379,7 @@ def test_concurrent_append_and_ack_lose_nothing_and_duplicate_no_seq(tmp_path: P
     def produce() -> None:
         try:
             for i in range(total):
-                outbox.append(f"cam{i % 3}", f"e{i}", "t", payload_for(f"cam{i % 3}", f"e{i}"))
+                outbox.append(f"cam{i % 3}", f"e{i}", payload_for(f"cam{i % 3}", f"e{i}"))
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -462,7 +462,7 @@ def test_a_full_file_drops_the_oldest_events_for_the_newest_and_reports_each_dro
     with Outbox(path, limits, on_drop=reports.append) as outbox:
         # When far more is appended than fits
         for i in range(300):
-            outbox.append("cam", f"e{i}", "t", lambda s: b"x" * 2000)
+            outbox.append("cam", f"e{i}", lambda s: b"x" * 2000)
         # Then every append succeeded, the oldest events gave way, and every drop was reported with its reason
         stats = outbox.stats()
         assert outbox.last_seq("cam") == 300
@@ -478,10 +478,10 @@ def test_a_full_file_with_nothing_left_to_drop_raises_outbox_full(tmp_path: Path
     limits = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, max_file_bytes=96 * 1024)
     with open_outbox(tmp_path / "outbox.db", limits) as outbox:
         with pytest.raises(OutboxFullError, match="full") as caught:
-            outbox.append("cam", "huge", "t", lambda s: b"x" * 200_000)  # larger than the whole file may be
+            outbox.append("cam", "huge", lambda s: b"x" * 200_000)  # larger than the whole file may be
         assert isinstance(caught.value, OutboxRetryableError)
         assert outbox.last_seq("cam") == 0  # the failed append consumed no seq
-        assert outbox.append("cam", "small", "t", lambda s: b"x" * 100).seq == 1
+        assert outbox.append("cam", "small", lambda s: b"x" * 100).seq == 1
 
 
 def test_a_closed_outbox_raises_outbox_error(tmp_path: Path) -> None:
@@ -519,8 +519,8 @@ def test_a_failing_on_drop_does_not_fail_the_committed_append(tmp_path: Path) ->
 
     limits = OutboxLimits(max_bytes=10, max_age_s=1e9)
     with open_outbox(tmp_path / "outbox.db", limits, on_drop=broken_sink) as outbox:
-        outbox.append("cam", "e1", "t", lambda s: b"x" * 10)
-        second = outbox.append("cam", "e2", "t", lambda s: b"x" * 10)  # drops e1, then the sink raises
+        outbox.append("cam", "e1", lambda s: b"x" * 10)
+        second = outbox.append("cam", "e2", lambda s: b"x" * 10)  # drops e1, then the sink raises
         assert outbox.pending(10) == [second]
         assert outbox.stats().dropped_total == 1
 
@@ -532,7 +532,7 @@ def test_a_dead_letter_is_kept_aside_bounded_counted_and_can_be_requeued(tmp_pat
     reports: list[DropReport] = []
     limits = OutboxLimits(max_bytes=100_000, max_age_s=1e9, dead_letter_max_bytes=250)
     with open_outbox(tmp_path / "outbox.db", limits, on_drop=reports.append) as outbox:
-        stored = [outbox.append("cam", f"e{i}", "t/defects", lambda s: b"x" * 100) for i in range(5)]
+        stored = [outbox.append("cam", f"e{i}", lambda s: b"x" * 100) for i in range(5)]
         # When an output refuses three of them for good
         for event in stored[:3]:
             assert outbox.dead_letter(event.rowid, output="mqtt", code=0x87, reason="Not authorized")

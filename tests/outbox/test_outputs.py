@@ -8,6 +8,7 @@ from pathlib import Path
 
 from daemon.outbox import MQTT, Outbox, OutboxLimits, OutputSpec
 from daemon.outbox.schema import APPLICATION_ID, MIGRATIONS
+from daemon.publish.topics import event_topic
 
 ROOMY = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, kind_max_bytes={"snapshot": 10_000_000,
                                                                           "verdict": 10_000_000})
@@ -19,7 +20,7 @@ def open_outbox(path: Path, outputs: tuple[OutputSpec, ...] = MQTT_AND_PLC, **kw
 
 
 def add(outbox: Outbox, kind: str, name: str) -> int:
-    return outbox.append("cam", name, "t", lambda seq: name.encode(), kind=kind).rowid
+    return outbox.append("cam", name, lambda seq: name.encode(), kind=kind).rowid
 
 
 def test_each_output_sees_the_rows_of_its_kinds_and_a_row_goes_when_every_taker_has_it(tmp_path: Path) -> None:
@@ -120,11 +121,26 @@ def test_a_v3_outbox_is_migrated_and_its_waiting_rows_wait_for_mqtt(tmp_path: Pa
         conn.execute("INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at, acked_clock)"
                      " VALUES ('cam', 'defect', ?, ?, 't', x'00', 1e9, ?)", (seq, f"e{seq}", 5.0 if seq == 1 else None))
     conn.execute("INSERT INTO seq_counters VALUES ('cam', 3)")
+    for view in ("frame", "crop"):  # a picture's view was in its topic only
+        conn.execute("INSERT INTO events (camera_id, kind, seq, event_id, topic, payload, created_at) VALUES "
+                     "('cam', 'snapshot', ?, 's1', ?, x'ff', 1e9)", (1 if view == "frame" else 2,
+                                                                    f"lw/cam/snapshots/s1/{view}"))
+    conn.execute("INSERT INTO seq_counters VALUES ('cam' || char(31) || 'snapshot', 2)")
     assert int(conn.execute("PRAGMA application_id").fetchone()[0]) == APPLICATION_ID
     conn.close()
     with open_outbox(path) as outbox:
+        pictures = [e for e in outbox.pending(10, output=MQTT) if e.kind == "snapshot"]
+        assert [e.event_id for e in pictures] == ["s1/frame", "s1/crop"], "the view joins the id"
+        assert [event_topic("lw", e.kind, e.camera_id, e.event_id) for e in pictures] == [
+            "lw/cam/snapshots/s1/frame", "lw/cam/snapshots/s1/crop"]
         # the acked row in its grace is sent again, as before the migration; the others wait for MQTT alone
-        assert [e.event_id for e in outbox.pending(10, output=MQTT)] == ["e1", "e2", "e3"]
+        assert [e.event_id for e in outbox.pending(10, output=MQTT) if e.kind == "defect"] == ["e1", "e2", "e3"]
         assert outbox.stats().pending_events == 2
         assert outbox.pending(10, output="plc") == []
         assert outbox.integrity_check() == "ok"
+
+
+def test_mqtt_maps_each_kind_to_its_topic() -> None:
+    assert event_topic("lw", "defect", "cam1", "e") == "lw/cam1/defects"
+    assert event_topic("lw", "verdict", "cam1", "j") == "lw/cam1/verdicts"
+    assert event_topic("lw", "snapshot", "cam1", "s9/crop") == "lw/cam1/snapshots/s9/crop"

@@ -42,7 +42,7 @@ class Line:
                              synchronous="NORMAL")
         self.metrics = Metrics()
         self.stages = [JobStage(camera, JobRules(frames=1, confirm_hits=1, timeout_ms=1000), MODEL,
-                                f"lw/{camera}/verdicts", self.outbox, self.stop, self.metrics) for camera in ("a", "b")]
+                                self.outbox, self.stop, self.metrics) for camera in ("a", "b")]
         self.port = free_port()
         self.server = ModbusServer("127.0.0.1", self.port, self.stages, self.metrics,
                                    fresh_s=server.get("fresh_s", 5.0), buffer=server.get("buffer", 8))

@@ -32,8 +32,8 @@ class Station:
         self.stop = threading.Event()
         self.outbox = Outbox(tmp_path / "o.db", OutboxLimits(10_000_000, 1e9, kind_max_bytes={VERDICT: 10_000_000}),
                              synchronous="NORMAL")
-        self.stage = JobStage("cam1", JobRules(frames=1, confirm_hits=1, timeout_ms=2000), MODEL, "lw/cam1/verdicts",
-                              self.outbox, self.stop, Metrics())
+        self.stage = JobStage("cam1", JobRules(frames=1, confirm_hits=1, timeout_ms=2000), MODEL, self.outbox,
+                              self.stop, Metrics())
         self.stage.start()
         self.url = f"opc.tcp://127.0.0.1:{free_port()}/linewatch/"
         settings = {"endpoint": self.url, "security": "none", "certificate": None, "private_key": None,
