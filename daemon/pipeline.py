@@ -67,11 +67,11 @@ class CameraPipeline:
         self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
         self.lane = Lane(camera_id, self.frames, self.results)
         prefix = settings.mqtt.topic_prefix
-        self.jobs = JobStage(camera_id, config.jobs.rules(), model, outbox, stop, metrics,
-                             max_open=config.jobs.max_open) if config.jobs.enabled else None
-        self._on_status = on_status
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
+        self.jobs = JobStage(camera_id, config.jobs.rules(), model, outbox, stop, metrics,
+                             max_open=config.jobs.max_open, snapshots=self.snapshots) if config.jobs.enabled else None
+        self._on_status = on_status
         self.events = EventStage(camera_id, model, self.results, outbox, stop, metrics,
                                  events=settings.events, snapshots=self.snapshots,
                                  rules=Rules(config.rules, model.classes, settings.model.confidence),

@@ -23,7 +23,7 @@ import enum
 import json
 from dataclasses import dataclass, field
 
-from daemon.frames import BBox, Detection
+from daemon.frames import BBox, Detection, Image
 
 
 class Verdict(str, enum.Enum):
@@ -116,6 +116,7 @@ class Look:
     width: int
     height: int
     detections: tuple[Detection, ...]  # after the rules; only the strong ones
+    image: Image | None = field(default=None, repr=False, compare=False)  # the frame, for an ng's snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,7 @@ class Finding:
     bbox: BBox
     frame_seq: int
     frames: int  # frames of the window it was seen in
+    image: Image | None = field(default=None, repr=False, compare=False)  # the best sighting's frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,7 @@ class Job:
                 best[detection.class_id] = detection
         for class_id, detection in best.items():
             self.sightings.setdefault(class_id, []).append(
-                Finding(detection.label, class_id, detection.confidence, detection.bbox, look.frame_seq, 1))
+                Finding(detection.label, class_id, detection.confidence, detection.bbox, look.frame_seq, 1, look.image))
 
     def _missed_before(self, look: Look, previous: tuple[int, float] | None) -> int:
         """Frames of the window before its first inspected one: from the photo-eye's frame on; or, after a PLC's
@@ -218,7 +220,8 @@ class Job:
         for seen in self.sightings.values():
             if len(seen) >= needs:
                 top = max(seen, key=lambda f: f.confidence)
-                found.append(Finding(top.label, top.class_id, top.confidence, top.bbox, top.frame_seq, len(seen)))
+                found.append(Finding(top.label, top.class_id, top.confidence, top.bbox, top.frame_seq, len(seen),
+                                     top.image))
         return tuple(sorted(found, key=lambda f: -f.confidence))
 
     def complete(self, now_mono: float) -> bool:

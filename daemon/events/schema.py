@@ -97,7 +97,8 @@ def render_defect(event: DefectEvent, seq: int, published_at: dt.datetime, total
 VERDICT_SCHEMA = "linewatch.verdict/1"
 
 
-def render_verdict(result: JobResult, *, seq: int, model: ModelInfo, published_at: dt.datetime) -> bytes:
+def render_verdict(result: JobResult, *, seq: int, model: ModelInfo, published_at: dt.datetime,
+                   snapshot: dict[str, Any] | None = None) -> bytes:
     """One inspection job's verdict (`linewatch.verdict/1`): pass, ng or unknown, why, and what was found."""
     trigger = result.trigger
     payload: dict[str, Any] = {
@@ -117,6 +118,7 @@ def render_verdict(result: JobResult, *, seq: int, model: ModelInfo, published_a
                    "first_seq": result.first_seq, "last_seq": result.last_seq},
         "defects": [{"label": f.label, "class_id": f.class_id, "confidence": f.confidence, "bbox": _box(f.bbox),
                      "frame_seq": f.frame_seq, "frames": f.frames} for f in result.findings],
+        "snapshot": snapshot,
         "model": {"name": model.name, "sha256": model.sha256},
         "published_at": rfc3339(published_at),
         "linewatch_version": __version__,

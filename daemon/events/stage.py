@@ -126,7 +126,7 @@ class EventStage(CameraStage):
         if self._jobs is not None:
             strong = kept if rules is None else tuple(d for d in kept if rules.strong(d))
             self._jobs.look(Look(frame.seq, frame.captured_mono, frame.captured_utc, time.monotonic(), frame.width,
-                                 frame.height, strong))
+                                 frame.height, strong, frame.image))
 
     def _strong(self, detection: Any) -> bool:
         assert self._rules is not None

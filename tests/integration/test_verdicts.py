@@ -46,10 +46,10 @@ def test_the_photo_eye_gets_one_documented_verdict_per_part_that_matches_the_gro
              for index, part in eye.items()}
     complete = {str(part) for index, part in eye.items() if index + 2 < FRAMES}  # its 3 frames are in the stream
     assert len(complete) >= 8 and 0 < sum(truth[p] for p in complete) < len(complete)
-    sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/+/verdicts"])
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/+/verdicts", "linewatch/+/snapshots/#"])
     # Generous freshness: frames of a stream read as fast as it goes wait for the model on a shared CPU
     env = daemon_env(LINE, mosquitto.url, LINEWATCH_CAMERA__ID="line", LINEWATCH_JOBS__MAX_FRAME_AGE_MS="30000",
-                     LINEWATCH_JOBS__TIMEOUT_MS="60000", **JOBS)
+                     LINEWATCH_JOBS__TIMEOUT_MS="60000", LINEWATCH_SNAPSHOTS__MODE="crop", **JOBS)
     daemon = daemon_factory(env)
     assert daemon.wait(timeout=300) == ExitCode.OK, daemon.describe()
     got = verdicts(sub.wait_for(lambda ms: len(verdicts(ms)) >= len(eye), 20))
@@ -69,6 +69,12 @@ def test_the_photo_eye_gets_one_documented_verdict_per_part_that_matches_the_gro
     # A part whose window the stream's end cut short is unknown (stopping), never pass
     for part in set(truth) - complete:
         assert by_part[part]["result"] == "unknown" and by_part[part]["reasons"] == ["stopping"], by_part[part]
+    # An ng verdict names the picture of its defect, which follows on its topic; the others name none
+    for verdict in got:
+        snapshot = verdict["snapshot"]
+        assert (snapshot is not None) == (verdict["result"] == "ng"), verdict
+    topics = {m.topic for m in sub.messages() if "/snapshots/" in m.topic}
+    assert {v["snapshot"]["crop"]["topic"] for v in got if v["snapshot"]} <= topics  # type: ignore[index]
     summary = daemon.wait_for_event("shutdown_complete", 1)
     assert summary["outbox_pending"] == 0
 
