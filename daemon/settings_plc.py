@@ -41,7 +41,8 @@ class OpcUaSettings(Section):
         "none", description="Security mode, policy Basic256Sha256; sign and sign_and_encrypt need a certificate")
     username: str | None = Field(None, max_length=128, description="The one user a PLC logs in as")
     password_file: Path | None = Field(None, description="File holding that user's password")
-    anonymous: bool | None = Field(None, description="Allow anonymous sessions; default: yes unless USERNAME is set")
+    anonymous: bool | None = Field(None, description="Allow anonymous sessions; default: only while neither USERNAME "
+                                   "nor CERTIFICATE_FILE is set")
 
     @field_validator("endpoint")
     @classmethod
@@ -75,10 +76,15 @@ class OpcUaSettings(Section):
     def _consistent(self) -> OpcUaSettings:
         if (self.username is None) != (self.password_file is None):
             raise ValueError("LINEWATCH_OPCUA__USERNAME and LINEWATCH_OPCUA__PASSWORD_FILE go together")
-        if self.anonymous is False and self.username is None:
-            raise ValueError("LINEWATCH_OPCUA__ANONYMOUS=false with no LINEWATCH_OPCUA__USERNAME: nobody could log in")
+        if not self.allows_anonymous and self.username is None:
+            raise ValueError("LINEWATCH_OPCUA__ANONYMOUS: anonymous sessions are off (they are once a certificate is "
+                             "set) and no LINEWATCH_OPCUA__USERNAME is set: nobody could log in; set a user, or "
+                             "ANONYMOUS=true")
         return self
 
     @property
     def allows_anonymous(self) -> bool:
-        return self.anonymous if self.anonymous is not None else self.username is None
+        """Anonymous sessions: as asked, else only while neither a user nor a certificate is configured."""
+        if self.anonymous is not None:
+            return self.anonymous
+        return self.username is None and self.certificate_file is None
