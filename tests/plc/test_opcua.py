@@ -154,3 +154,64 @@ def test_with_a_user_configured_anonymous_access_is_off_and_a_wrong_password_is_
         assert asyncio.run(attempts()) == [False, False, True]
     finally:
         station.close()
+
+
+def rsa_certificate(directory: Path, name: str, uri: str) -> tuple[Path, Path]:
+    """A self-signed RSA certificate (DER) and key (PEM) with the application URI OPC UA wants in its SAN."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=True,
+                                         data_encipherment=True, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / f"{name}.der", directory / f"{name}.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_sign_and_encrypt_takes_an_encrypted_session_with_a_user_and_refuses_a_plain_one(tmp_path: Path) -> None:
+    server_cert, server_key = rsa_certificate(tmp_path, "server", "urn:linewatch")
+    client_cert, client_key = rsa_certificate(tmp_path, "client", "urn:plc:client")
+    station = Station(tmp_path, security="sign_and_encrypt", certificate=server_cert, private_key=server_key,
+                      username="plc", password="pw", anonymous=False)
+    try:
+        async def sessions() -> tuple[bool, str]:
+            plain = Client(station.url)
+            plain.set_user("plc")
+            plain.set_password("pw")
+            try:
+                await plain.connect()
+                await plain.disconnect()
+                plain_ok = True
+            except Exception:
+                plain_ok = False
+            secure = Client(station.url)
+            secure.application_uri = "urn:plc:client"
+            await secure.set_security_string(f"Basic256Sha256,SignAndEncrypt,{client_cert},{client_key}")
+            secure.set_user("plc")
+            secure.set_password("pw")
+            async with secure:
+                mv, ns = await secure.get_namespace_index(MV_URI), await secure.get_namespace_index(NS_URI)
+                state = await (await secure.nodes.objects.get_child(
+                    [f"{ns}:cam1", f"{mv}:VisionStateMachine", "0:CurrentState"])).read_value()
+            return plain_ok, str(state.Text)
+
+        assert asyncio.run(sessions()) == (False, "Error")  # no plain session; the camera is not online yet
+    finally:
+        station.close()
