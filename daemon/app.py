@@ -39,7 +39,8 @@ from daemon.ops.health import Health
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.outbox import DropReport, Outbox, OutboxLimits
 from daemon.pipeline import CameraPipeline
-from daemon.plc.modbus import ModbusServer, PlcServerError
+from daemon.plc.loop import PlcServerError
+from daemon.plc.modbus import ModbusServer
 from daemon.plc.opcua import OpcUaOptions, OpcUaServer
 from daemon.publish.mqtt import MqttPublisher
 from daemon.publish.topics import trigger_topic

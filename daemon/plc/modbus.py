@@ -9,50 +9,34 @@ and never speaks, or many that do, cost a socket each and hold up nothing else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import threading
 from collections.abc import Sequence
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from daemon.events.job_stage import Decided, JobStage
+from daemon.events.job_stage import JobStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.plc.handshake import Handshake
+from daemon.plc.loop import LoopServer
 from daemon.plc.modbus_map import BLOCK_SIZE, CONTROL_WORDS, HEARTBEAT_S
 
 log = get_logger("linewatch.plc")
 
-START_TIMEOUT_S = 5.0
-STOP_TIMEOUT_S = 3.0
-
-
-class PlcServerError(Exception):
-    """The port cannot be served (in use, not permitted): exit code 3, naming the variable."""
-
-
-class ModbusServer:
+class ModbusServer(LoopServer):
     def __init__(self, host: str, port: int, jobs: Sequence[JobStage], metrics: Metrics, *, fresh_s: float,
-                 buffer: int, variable: str = "LINEWATCH_MODBUS__PORT") -> None:
-        self.name = "plc:modbus"
+                 buffer: int) -> None:
+        super().__init__("plc:modbus")
         self._address = (host, port)
-        self._variable = variable
-        self._loop = asyncio.new_event_loop()
-        self._closing = asyncio.Event()
-        self._listening = threading.Event()
-        self._error: str | None = None
         self._metrics = metrics
         self.cameras = [stage.camera_id for stage in jobs]
         self.blocks: list[Handshake] = []
         for stage in jobs:
             block = self._block(stage, buffer, fresh_s)
             self.blocks.append(block)
-            stage.listen(functools.partial(self._hand_over, block))
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._server: ModbusTcpServer | None = None
+            stage.listen(functools.partial(self.call, block.result))
 
     def _block(self, stage: JobStage, buffer: int, fresh_s: float) -> Handshake:
         lost = self._metrics.plc_results_lost
@@ -68,38 +52,13 @@ class ModbusServer:
 
     def start(self) -> None:
         """Serve; returns once listening. PlcServerError when the address cannot be served."""
-        self._thread.start()
-        if not self._listening.wait(START_TIMEOUT_S) or self._error is not None:
-            self.stop()
-            raise PlcServerError(f"cannot serve Modbus TCP on {self._address[0]}:{self._address[1]}: "
-                                 f"{self._error or 'no answer'}; set {self._variable} to a free port")
+        super().start()
         log.info("modbus_listening", address=f"{self._address[0]}:{self._address[1]}", cameras=self.cameras,
                  block_size=BLOCK_SIZE)
 
-    def stop(self, deadline: float | None = None) -> None:
-        if self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._closing.set)
-            self._thread.join(STOP_TIMEOUT_S)
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    # -- the loop's thread --------------------------------------------------------------------------------------------
-    def _hand_over(self, block: Handshake, decided: Decided) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: the daemon stops
-            self._loop.call_soon_threadsafe(block.result, decided)
-
-    def _run(self) -> None:
-        try:
-            self._loop.run_until_complete(self._serve())
-        except Exception as exc:
-            self._error = str(exc) or type(exc).__name__
-            log.exception("modbus_server_failed")
-        finally:
-            self._listening.set()
-            self._loop.close()
+    def _refusal(self, error: str) -> str:
+        return (f"cannot serve Modbus TCP on {self._address[0]}:{self._address[1]}: {error}; set "
+                "LINEWATCH_MODBUS__PORT to a free port")
 
     async def _serve(self) -> None:
         data: list[SimData] = []
@@ -110,7 +69,6 @@ class ModbusServer:
                                 datatype=DataType.REGISTERS, readonly=True))
         device = SimDevice(0, simdata=data, action=self._access)
         server = ModbusTcpServer(device, address=self._address, trace_connect=self._connection)
-        self._server = server
         await server.serve_forever(background=True)
         self._listening.set()
         beat = asyncio.create_task(self._heartbeat())

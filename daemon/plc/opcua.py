@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hmac
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from daemon.events.job_stage import Decided, JobStage
 from daemon.events.jobs import Why
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.plc.modbus import START_TIMEOUT_S, STOP_TIMEOUT_S, PlcServerError
+from daemon.plc.loop import LoopServer
 
 log = get_logger("linewatch.plc")
 
@@ -100,56 +99,32 @@ class _Camera:
     continuous: bool = False  # StartContinuous called (and no Stop since)
 
 
-class OpcUaServer:
+class OpcUaServer(LoopServer):
     def __init__(self, options: OpcUaOptions, jobs: Sequence[JobStage], metrics: Metrics) -> None:
-        self.name = "plc:opcua"
+        super().__init__("plc:opcua")
         self._options = options
         self._jobs = list(jobs)
         self._metrics = metrics
-        self._loop = asyncio.new_event_loop()
-        self._closing = asyncio.Event()
-        self._listening = threading.Event()
-        self._error: str | None = None
         self._stopping = False
         self._cameras: dict[str, _Camera] = {}
         for stage in self._jobs:
             stage.listen(self._hand_over)
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
-        if not self._listening.wait(START_TIMEOUT_S * 3) or self._error is not None:
-            self.stop()
-            raise PlcServerError(f"cannot serve OPC UA at {self._options.endpoint}: {self._error or 'no answer'}; "
-                                 "set LINEWATCH_OPCUA__ENDPOINT to a free port")
+        super().start()
         log.info("opcua_listening", endpoint=self._options.endpoint, security=self._options.security,
                  anonymous=self._options.anonymous, cameras=list(self._cameras))
 
+    def _refusal(self, error: str) -> str:
+        return f"cannot serve OPC UA at {self._options.endpoint}: {error}; set LINEWATCH_OPCUA__ENDPOINT to a free port"
+
     def stop(self, deadline: float | None = None) -> None:
         self._stopping = True
-        if self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._closing.set)
-            self._thread.join(STOP_TIMEOUT_S)
-
-    def join(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        super().stop(deadline)
 
     # -- the loop's thread --------------------------------------------------------------------------------------------
     def _hand_over(self, decided: Decided) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: the daemon stops
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._publish(decided)))
-
-    def _run(self) -> None:
-        try:
-            self._loop.run_until_complete(self._serve())
-        except Exception as exc:
-            self._error = str(exc) or type(exc).__name__
-            log.exception("opcua_server_failed")
-        finally:
-            self._listening.set()
-            self._loop.close()
+        self.call(lambda: self._loop.create_task(self._publish(decided)))
 
     async def _serve(self) -> None:
         options = self._options

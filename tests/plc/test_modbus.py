@@ -19,7 +19,8 @@ from daemon.events.jobs import JobRules, Look
 from daemon.frames import BBox, CameraState, CameraStatus, Detection, ModelInfo, utc_now
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxLimits
-from daemon.plc.modbus import ModbusServer, PlcServerError
+from daemon.plc.loop import PlcServerError
+from daemon.plc.modbus import ModbusServer
 from daemon.plc.modbus_map import describe
 from tests.support.net import free_port
 
