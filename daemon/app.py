@@ -25,7 +25,7 @@ from pathlib import Path
 
 from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage
-from daemon.events.job_stage import VERDICT, JobStage
+from daemon.events.job_stage import VERDICT, JobStage, TriggerRefused
 from daemon.events.jobs import part_id_from_message
 from daemon.events.snapshots import SNAPSHOT
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, deciding_camera_failures, exit_code_for
@@ -119,6 +119,8 @@ class App:
         self.detect = DetectStage(detector, [p.lane for p in self.pipelines], bell, stop,
                                   max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
                                   metrics=metrics)
+        for stage in self.jobs.values():  # a trigger is inspected only by a detector that runs
+            stage.watch_model(lambda: self.detect.alive and self.detect.failure is None)
         wedge_s = settings.pipeline.wedge_timeout_s
         health.watch_stage(self.publisher, wedge_s)
         health.watch_stage(self.detect, wedge_s)
@@ -139,7 +141,10 @@ class App:
             part_id = part_id_from_message(body)
         except ValueError as exc:
             return 400, {"error": str(exc)[:200]}
-        trigger = stage.trigger("http", part_id)
+        try:
+            trigger = stage.trigger("http", part_id)
+        except TriggerRefused as exc:
+            return 503, {"error": str(exc)}
         return 202, {"camera_id": camera_id, "job_id": trigger.job_id, "part_id": trigger.part_id,
                      "triggered_at": rfc3339(trigger.at_utc)}
 

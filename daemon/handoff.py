@@ -100,6 +100,23 @@ class Handoff(Generic[T]):
             self._bell.ring()
         return True
 
+    def offer(self, item: T) -> bool:
+        """Hand an item over without ever waiting, whatever the policy: False when full or closed (the caller says
+        what that refusal means). For producers that must not be held up: an event loop, a capture thread."""
+        with self._cond:
+            if self._closed or len(self._items) >= self.capacity:
+                return False
+            self._items.append(item)
+            self.put_total += 1
+            self._cond.notify_all()
+        if self._bell is not None:
+            self._bell.ring()
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def get(self, timeout: float) -> T | EndOfStream | None:
         """The next item; END_OF_STREAM once closed and drained; None if nothing came within `timeout`."""
         deadline = time.monotonic() + timeout

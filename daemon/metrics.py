@@ -104,6 +104,8 @@ class Metrics:
                                       ["camera", "source"], registry=registry)
         self.triggers_refused = Counter("linewatch_triggers_refused", "Trigger messages that were not one (bad part "
                                         "id, bad JSON): no job", ["camera", "source"], registry=registry)
+        self.job_frames_missed = Counter("linewatch_job_frames_missed", "Inspected frames the job stage could not "
+                                         "take (its inbox full): gaps in the jobs' windows", cam, registry=registry)
         self.verdicts = Counter("linewatch_verdicts", "Inspection verdicts (result: pass, ng, unknown)",
                                 ["camera", "result"], registry=registry)
         self.verdict_latency_seconds = Histogram(

@@ -9,12 +9,13 @@ failure is its own: its capture reports it on the camera's status topic and the 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
 from daemon.backoff import Backoff
 from daemon.detect.stage import Lane
-from daemon.events.job_stage import JobStage
+from daemon.events.job_stage import JobStage, TriggerRefused
 from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
 from daemon.events.snapshots import SnapshotStage
@@ -95,7 +96,8 @@ class CameraPipeline:
 
     def _photo_eye(self, part_id: str, frame_seq: int, captured_mono: float) -> None:
         if self.jobs is not None:
-            self.jobs.trigger("photo_eye", part_id, frame_seq=frame_seq, at_mono=captured_mono)
+            with contextlib.suppress(TriggerRefused):  # stopping, or the stage stuck: counted and logged there
+                self.jobs.trigger("photo_eye", part_id, frame_seq=frame_seq, at_mono=captured_mono)
 
     def _stream_end(self) -> str:
         return "end of stream" if self.capture.end_reason == "end of stream" else "shutdown"
@@ -103,8 +105,9 @@ class CameraPipeline:
     @property
     def consumers(self) -> tuple[StageThread, ...]:
         """The stages downstream of the detector, in start order."""
-        return (*((self.jobs,) if self.jobs is not None else ()),
-                *((self.snapshots,) if self.snapshots is not None else ()), self.events)
+        # The snapshot encoder outlives the job stage (an ng verdict's picture), which outlives the event stage.
+        return (*((self.snapshots,) if self.snapshots is not None else ()),
+                *((self.jobs,) if self.jobs is not None else ()), self.events)
 
     @property
     def usable(self) -> bool:

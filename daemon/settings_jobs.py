@@ -25,6 +25,21 @@ class JobsSettings(Section):
     max_open: int = Field(8, ge=1, le=64, description="Jobs open at once; a trigger beyond is answered UNKNOWN "
                           "(trigger_overrun)")
 
+    @field_validator("max_dropped_frames")
+    @classmethod
+    def _some_frame_inspected(cls, value: int, info: ValidationInfo) -> int:
+        frames = info.data.get("frames")
+        if frames and value >= frames:
+            raise ValueError(f"must be less than FRAMES ({frames}): a pass needs at least one inspected frame")
+        return value
+
+    @field_validator("timeout_ms")
+    @classmethod
+    def _longer_than_the_window(cls, value: float, info: ValidationInfo) -> float:
+        if value <= (info.data.get("window_ms") or 0):
+            raise ValueError("must be longer than WINDOW_MS: the window has to end before the deadline")
+        return value
+
     @field_validator("roi")
     @classmethod
     def _roi_in_frame(cls, value: str) -> str:

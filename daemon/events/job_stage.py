@@ -1,9 +1,11 @@
 """The job stage: one camera's inspection jobs on their own thread (jobs.py judges them).
 
 Everything the stage needs comes through one bounded inbox, in the order it happened: the event stage's inspected
-frames (`Look`), triggers (from the PLC servers, MQTT, HTTP, a photo-eye) and the camera's state. The inbox waits
-when full (nothing here may be dropped: a lost trigger is a part without an answer); the stage is cheap, so it
-never is in practice.
+frames (`Look`), triggers (from the PLC servers, MQTT, HTTP, a photo-eye) and the camera's state. Nobody waits on
+it: the producers are event loops and the camera's threads. A trigger it cannot take (the daemon stopping, or the
+stage stuck behind a failing disk) is refused to its sender at once (TriggerRefused: no TriggerAck on Modbus,
+Bad_InvalidState on OPC UA, 503 on HTTP), so that every trigger taken gets exactly one verdict; a frame it cannot
+take is counted and leaves a gap in its jobs' windows (frames dropped: unknown, never pass).
 
 Each verdict is committed to the outbox (kind `verdict`: MQTT gets it at least once, with a gapless seq per camera)
 and then handed to the live listeners (the PLC servers), which take it only while it is fresh.
@@ -36,6 +38,10 @@ VERDICT = "verdict"  # the outbox kind
 INBOX_CAPACITY = 1024
 MAX_OPEN_JOBS = 8  # jobs open at once per camera; a trigger beyond is answered at once: unknown, trigger_overrun
 _IDLE_S = 0.5
+
+
+class TriggerRefused(Exception):
+    """The job stage could not take a trigger (stopping, or its inbox full): no job, no verdict; tell the sender."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +110,11 @@ class JobStage(CameraStage):
         job_id = str(uuid.uuid4())
         trigger = Trigger(self.camera_id, job_id, part_id or f"{self.camera_id}-{next(self._counter)}", source,
                           time.monotonic() if at_mono is None else at_mono, utc_now(), frame_seq)
-        if not self.inbox.put(trigger):
-            log.warning("trigger_refused_stopping", job_id=job_id, part_id=trigger.part_id, source=source)
+        if not self.inbox.offer(trigger):
+            why = "stopping" if self.inbox.closed else "busy"
+            self._metrics.triggers_refused.labels(self.camera_id, source).inc()
+            log.warning("trigger_refused", reason=why, part_id=trigger.part_id, source=source)
+            raise TriggerRefused(f"camera {self.camera_id} takes no trigger now ({why})")
         return trigger
 
     def trigger_message(self, source: str, payload: bytes) -> Trigger | None:
@@ -116,13 +125,23 @@ class JobStage(CameraStage):
             self._metrics.triggers_refused.labels(self.camera_id, source).inc()
             log.warning("trigger_refused", source=source, error=str(exc)[:200], payload_bytes=len(payload))
             return None
-        return self.trigger(source, part_id)
+        try:
+            return self.trigger(source, part_id)
+        except TriggerRefused:
+            return None  # counted and logged by trigger()
 
     def camera_changed(self, status: CameraStatus) -> None:
-        self.inbox.put(status)
+        """From the capture thread: the state counts at once for new triggers; the open jobs hear it in order."""
+        self._camera = status.state
+        self.inbox.offer(status)  # refused: the open jobs end at their deadline instead (unknown either way)
 
     def look(self, look: Look) -> None:
-        self.inbox.put(look)
+        if not self.inbox.offer(look):
+            self._metrics.job_frames_missed.labels(self.camera_id).inc()  # a gap in the windows: never a pass
+
+    def watch_model(self, ready: Callable[[], bool]) -> None:
+        """Whether the model can inspect (the composition root's detector check), for triggers and the PLC."""
+        self._model_ready = ready
 
     # -- the thread -------------------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -139,7 +158,13 @@ class JobStage(CameraStage):
                     self._expire()
         finally:
             for job in list(self._open):  # the daemon stops: every open job gets its answer
-                self._decided(job, Why.STOPPING)
+                try:
+                    self._decided(job, Why.STOPPING)
+                except Exception:  # a broken outbox: the others are still answered (to the PLC, live)
+                    log.exception("verdict_lost_at_stop", job_id=job.trigger.job_id)
+                    self._open.remove(job)
+            if self._snapshots is not None:
+                self._snapshots.jobs.close()  # after the last ng's picture: the encoder drains and ends
 
     def stop(self, deadline: float | None = None) -> None:
         super().stop(deadline)
@@ -153,15 +178,15 @@ class JobStage(CameraStage):
         if isinstance(item, Trigger):
             self._start(item)
         elif isinstance(item, CameraStatus):
-            self._camera = item.state
-            if item.state is not CameraState.ONLINE:
+            # A camera that reconnects or stalls fails its open jobs now; one that went offline (its stream ended,
+            # the daemon stops) leaves them to the frames still on their way and to the stop.
+            if item.state in (CameraState.RECONNECTING, CameraState.STALLED):
                 for job in list(self._open):
                     self._decided(job, Why.CAMERA_RECONNECTING)
         else:
-            for job in list(self._open):
-                if job.covers(item):
-                    job.see(item, self._previous)
-                    self._decided(job)
+            for job in list(self._open):  # every job sees every frame: before, in or past its window
+                job.observe(item, self._previous)
+                self._decided(job)
             self._previous = (item.frame_seq, item.captured_mono)
 
     def _start(self, trigger: Trigger) -> None:
@@ -187,12 +212,12 @@ class JobStage(CameraStage):
         result = job.decide(time.monotonic(), utc_now(), final=final)
         if result is None:
             return
-        self._open.remove(job)
         snapshot, picture = None, None
         top = result.findings[0] if result.findings else None
         if top is not None and top.image is not None and self._snapshots is not None:
             snapshot, picture = self._snapshots.plan(top.image, top.bbox, f"{top.label} {top.confidence:.2f}")
         stored = self._store(result, snapshot)
+        self._open.remove(job)  # only now: a store that raised leaves it open, to be answered at the stop
         if stored is not None and picture is not None and self._snapshots is not None:
             self._snapshots.submit(picture)  # the pictures follow their verdict, never come without one
         decided = Decided(result, None if stored is None else stored.seq)

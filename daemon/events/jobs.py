@@ -90,8 +90,6 @@ class JobRules:
     max_dropped_frames: int = 0  # frames of the window the detector may skip before the verdict is unknown
     roi: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # x1, y1, x2, y2 as fractions of the frame
 
-    def needs(self) -> int:
-        return max(1, min(self.confirm_hits, self.frames)) if self.frames else max(1, self.confirm_hits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,41 +148,63 @@ class JobResult:
 
 @dataclass
 class Job:
+    """One job's window and what was seen in it. `observe` takes every inspected frame of the camera (in order); the
+    window starts at the photo-eye's frame, or at the first frame captured after a PLC's trigger, and is over at its
+    last frame or at the first inspected frame past it. Frames of the window the detector skipped are counted, at its
+    head, inside it and at its tail."""
+
     trigger: Trigger
     rules: JobRules
     reasons: set[Why] = field(default_factory=set)
-    first_seq: int | None = None
-    last_seq: int | None = None
+    first_seq: int | None = None  # the window's first frame (inspected or not)
+    last_seq: int | None = None  # the last inspected frame of the window
     inspected: int = 0
     dropped: int = 0
+    over: bool = False  # the whole window has been seen (or counted as skipped)
     sightings: dict[int, list[Finding]] = field(default_factory=dict)  # class id -> one per frame
 
     @property
     def deadline(self) -> float:
         return self.trigger.at_mono + self.rules.timeout_ms / 1000.0
 
-    def covers(self, look: Look) -> bool:
-        """Is this frame in the job's window?"""
-        if self.trigger.frame_seq is not None:
-            if look.frame_seq < self.trigger.frame_seq:
-                return False
-        elif look.captured_mono < self.trigger.at_mono:
-            return False
-        if self.rules.frames:
-            start = next((seq for seq in (self.trigger.frame_seq, self.first_seq) if seq is not None), look.frame_seq)
-            return look.frame_seq < start + self.rules.frames
-        return look.captured_mono <= self.trigger.at_mono + self.rules.window_ms / 1000.0
+    @property
+    def _window_end_mono(self) -> float:
+        return self.trigger.at_mono + self.rules.window_ms / 1000.0
 
-    def see(self, look: Look, previous: tuple[int, float] | None) -> None:
-        """Take one inspected frame of the window. `previous`: the (seq, capture time) of the inspected frame before
-        it, for the frames in between that the detector skipped (were they in the window?)."""
+    def observe(self, look: Look, previous: tuple[int, float] | None) -> None:
+        """An inspected frame of the camera, any: before the window (ignored), in it (seen), past it (the window is
+        over). `previous`: the (seq, capture time) of the inspected frame before it, to place the frames the detector
+        skipped in between."""
+        if self.over:
+            return
         if self.first_seq is None:
-            self.first_seq = look.frame_seq
-            missed = self._missed_before(look, previous)
-            self.first_seq -= missed
-            self.dropped += missed
-        elif self.last_seq is not None and look.frame_seq > self.last_seq + 1:
-            self.dropped += look.frame_seq - self.last_seq - 1  # frames the detector never saw
+            if self.trigger.frame_seq is not None:
+                if look.frame_seq < self.trigger.frame_seq:
+                    return
+                self.first_seq = self.trigger.frame_seq
+            else:
+                if look.captured_mono < self.trigger.at_mono:
+                    return  # captured before the trigger: not this part's
+                self.first_seq = look.frame_seq - self._skipped(look, previous, self.trigger.at_mono, float("inf"))
+        if self.rules.frames:
+            end = self.first_seq + self.rules.frames - 1
+            if look.frame_seq <= end:
+                self._see(look)
+            if look.frame_seq >= end:
+                self.over = True
+                self.dropped = self.rules.frames - self.inspected  # every frame of the window not inspected
+        elif look.captured_mono <= self._window_end_mono:
+            if self.last_seq is None:
+                self.dropped += look.frame_seq - self.first_seq
+            else:
+                self.dropped += look.frame_seq - self.last_seq - 1
+            self._see(look)
+        else:  # past a time window: the frames skipped before this one that were still inside it
+            low = self.last_seq if self.last_seq is not None else self.first_seq - 1
+            self.dropped += self._skipped(look, previous, self.trigger.at_mono, self._window_end_mono, low)
+            self.over = True
+
+    def _see(self, look: Look) -> None:
         self.last_seq = look.frame_seq
         self.inspected += 1
         if (look.inspected_mono - look.captured_mono) * 1000.0 > self.rules.max_frame_age_ms:
@@ -198,24 +218,32 @@ class Job:
             self.sightings.setdefault(class_id, []).append(
                 Finding(detection.label, class_id, detection.confidence, detection.bbox, look.frame_seq, 1, look.image))
 
-    def _missed_before(self, look: Look, previous: tuple[int, float] | None) -> int:
-        """Frames of the window before its first inspected one: from the photo-eye's frame on; or, after a PLC's
-        trigger, the skipped frames whose capture time (between the two inspected frames' own) is after it."""
-        if self.trigger.frame_seq is not None:
-            return max(0, look.frame_seq - self.trigger.frame_seq)
-        if previous is None or look.frame_seq - previous[0] < 2:
-            return 0
+    @staticmethod
+    def _skipped(look: Look, previous: tuple[int, float] | None, after: float, until: float,
+                 low: int | None = None) -> int:
+        """Frames between `previous` (or `low`) and `look` that the detector skipped and whose capture time, placed
+        between the two inspected frames' own, falls within [after, until]."""
+        if previous is None:
+            return 0 if low is None else max(0, look.frame_seq - low - 1)  # nothing to place them by: count all
         prev_seq, prev_mono = previous
+        if look.frame_seq - prev_seq < 2:
+            return 0
         step = (look.captured_mono - prev_mono) / (look.frame_seq - prev_seq)
-        return sum(1 for k in range(1, look.frame_seq - prev_seq) if prev_mono + k * step >= self.trigger.at_mono)
+        return sum(1 for k in range(1, look.frame_seq - prev_seq) if after <= prev_mono + k * step <= until)
 
     def _inside(self, box: BBox, width: int, height: int) -> bool:
         x1, y1, x2, y2 = self.rules.roi
         cx, cy = (box.x1 + box.x2) / 2 / max(1, width), (box.y1 + box.y2) / 2 / max(1, height)
         return x1 <= cx <= x2 and y1 <= cy <= y2
 
+    def _needs(self) -> int:
+        """Frames a class must be seen in: CONFIRM_HITS, at most the window's frames (a time window's are known once
+        it is over)."""
+        window = self.rules.frames or (self.inspected + self.dropped if self.over else self.rules.confirm_hits)
+        return max(1, min(self.rules.confirm_hits, window))
+
     def findings(self) -> tuple[Finding, ...]:
-        needs = self.rules.needs()
+        needs = self._needs()
         found = []
         for seen in self.sightings.values():
             if len(seen) >= needs:
@@ -224,13 +252,6 @@ class Job:
                                      top.image))
         return tuple(sorted(found, key=lambda f: -f.confidence))
 
-    def complete(self, now_mono: float) -> bool:
-        """Has the window been seen to its end (by frame count, or by the time window having passed)?"""
-        if self.rules.frames:
-            return self.first_seq is not None and self.last_seq is not None and (
-                self.last_seq >= self.first_seq + self.rules.frames - 1)
-        return now_mono > self.trigger.at_mono + self.rules.window_ms / 1000.0 and self.inspected > 0
-
     def decide(self, now_mono: float, now_utc: dt.datetime, *, final: Why | None = None) -> JobResult | None:
         """The result, once it is known: NG as soon as a defect is confirmed; else when the window is complete; else
         (final given, a deadline or a failure) unknown with that reason. None while still open."""
@@ -238,13 +259,17 @@ class Job:
         reasons = set(self.reasons)
         if self.dropped > self.rules.max_dropped_frames:
             reasons.add(Why.FRAMES_DROPPED)
+        if self.dropped and any(len(seen) + self.dropped >= self._needs() for seen in self.sightings.values()):
+            reasons.add(Why.FRAMES_DROPPED)  # a sighting the skipped frames might have confirmed: not a pass
+        if self.over and self.inspected == 0:
+            reasons.add(Why.FRAMES_DROPPED)  # nothing of the window was inspected, whatever the tolerance
         if findings:
             verdict = Verdict.NG
             reasons = set()  # a reject stands whatever else went wrong: it is the safe side
         elif final is not None:
             verdict = Verdict.UNKNOWN
             reasons.add(final)
-        elif self.complete(now_mono):
+        elif self.over:
             verdict = Verdict.UNKNOWN if reasons else Verdict.PASS
         else:
             return None

@@ -94,10 +94,10 @@ class EventStage(CameraStage):
                 for defect in self._tracker.close(self._stream_end()):
                     self._commit_defect(defect, None)
         finally:
-            if self._snapshots is not None:
-                self._snapshots.jobs.close()  # the encoder drains what it holds, then ends
             if self._jobs is not None:
-                self._jobs.close_inbox()  # the open jobs get their answer, then the stage ends
+                self._jobs.close_inbox()  # the open jobs get their answer; the job stage then closes the snapshots
+            elif self._snapshots is not None:
+                self._snapshots.jobs.close()  # the encoder drains what it holds, then ends
 
     def _handle(self, result: Inference) -> None:
         frame = result.frame
@@ -126,7 +126,7 @@ class EventStage(CameraStage):
         if self._jobs is not None:
             strong = kept if rules is None else tuple(d for d in kept if rules.strong(d))
             self._jobs.look(Look(frame.seq, frame.captured_mono, frame.captured_utc, time.monotonic(), frame.width,
-                                 frame.height, strong, frame.image))
+                                 frame.height, strong, frame.image if strong else None))  # a picture only for an ng
 
     def _strong(self, detection: Any) -> bool:
         assert self._rules is not None

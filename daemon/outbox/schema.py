@@ -138,6 +138,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # its topic only: it joins its event id (`<snapshot id>/<view>`), from which the topic is made again.
         """UPDATE events SET event_id = event_id || CASE WHEN topic LIKE '%/crop' THEN '/crop' ELSE '/frame' END
             WHERE kind = 'snapshot' AND instr(event_id, '/') = 0""",
+        """UPDATE dead_letters SET event_id = event_id || CASE WHEN topic LIKE '%/crop' THEN '/crop' ELSE '/frame' END
+            WHERE kind = 'snapshot' AND instr(event_id, '/') = 0""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

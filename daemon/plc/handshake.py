@@ -19,7 +19,7 @@ import collections
 import time
 from collections.abc import Callable, Sequence
 
-from daemon.events.job_stage import Decided
+from daemon.events.job_stage import Decided, TriggerRefused
 from daemon.plc.modbus_map import (
     BLOCK_SIZE,
     CONTROL,
@@ -54,8 +54,8 @@ def _bit(word: int, bit: int) -> bool:
 
 
 def part_number(part_id: str) -> int:
-    """A part id as the 32-bit number the map carries (0 when it is not one)."""
-    return int(part_id) if part_id.isdigit() and int(part_id) < 2**32 else 0
+    """A part id as the 32-bit number the map carries (0 when it is not one: '²' is a digit to Python, not to int)."""
+    return int(part_id) if part_id.isascii() and part_id.isdecimal() and int(part_id) < 2**32 else 0
 
 
 class Handshake:
@@ -103,7 +103,11 @@ class Handshake:
             return
         number = self.registers[PART_ID_HI] << 16 | self.registers[PART_ID_LO]
         ready = self._ready()
-        self._trigger(str(number) if number else "")
+        try:
+            self._trigger(str(number) if number else "")
+        except TriggerRefused:  # no job: no TriggerAck, so the PLC knows this part has no verdict coming
+            self.registers[ERROR] = ErrorCode.TRIGGER_REFUSED
+            return
         self.registers[ERROR] = ErrorCode.NONE if ready else ErrorCode.CAMERA_NOT_READY
         self._set(StatusBit.TRIGGER_ACK, True)
 

@@ -66,6 +66,7 @@ class ErrorCode(enum.IntEnum):
     CAMERA_NOT_READY = 2  # taken, but the camera or the model is not ready: the verdict will be unknown
     OVERRUN = 3  # a result was lost to a full buffer
     EXPIRED = 4  # a result went stale before it could be presented
+    TRIGGER_REFUSED = 5  # the daemon took no job (it is stopping, or its job stage is stuck): no TriggerAck
 
 
 RESULT_CODES = {"pass": 1, "ng": 2, "unknown": 3}

@@ -35,8 +35,8 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from daemon.events.job_stage import Decided, JobStage
-from daemon.events.jobs import Why
+from daemon.events.job_stage import Decided, JobStage, TriggerRefused
+from daemon.events.jobs import PART_ID_MAX, Why, clean_part_id
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.plc.loop import LoopServer
@@ -106,6 +106,7 @@ class OpcUaServer(LoopServer):
         self._jobs = list(jobs)
         self._metrics = metrics
         self._stopping = False
+        self._verdicts: asyncio.Queue[Decided] = asyncio.Queue()  # the job stages' verdicts, for the loop
         self._cameras: dict[str, _Camera] = {}
         for stage in self._jobs:
             stage.listen(self._hand_over)
@@ -124,7 +125,7 @@ class OpcUaServer(LoopServer):
 
     # -- the loop's thread --------------------------------------------------------------------------------------------
     def _hand_over(self, decided: Decided) -> None:
-        self.call(lambda: self._loop.create_task(self._publish(decided)))
+        self.call(self._verdicts.put_nowait, decided)  # one consumer publishes them, in order
 
     async def _serve(self) -> None:
         options = self._options
@@ -150,6 +151,7 @@ class OpcUaServer(LoopServer):
             self._cameras[stage.camera_id] = await self._camera(server, stage, mv, ns)
         async with server:
             self._listening.set()
+            consumer = asyncio.create_task(self._consume())
             ticks = 0
             while not self._closing.is_set():
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
@@ -160,6 +162,15 @@ class OpcUaServer(LoopServer):
                     if ticks % round(1 / _STATE_EVERY_S) == 0:
                         beat = await camera.heartbeat.read_value()
                         await camera.heartbeat.write_value(ua.Variant((beat + 1) % 2**32, ua.VariantType.UInt32))
+            consumer.cancel()
+
+    async def _consume(self) -> None:
+        while True:
+            decided = await self._verdicts.get()
+            try:
+                await self._publish(decided)
+            except Exception:  # one verdict's event failed; the next ones still go (MQTT has them all)
+                log.exception("opcua_publish_failed", job_id=decided.result.trigger.job_id)
 
     async def _camera(self, server: Server, stage: JobStage, mv: int, ns: int) -> _Camera:
         objects = server.nodes.objects
@@ -193,7 +204,10 @@ class OpcUaServer(LoopServer):
             if not stage.ready:
                 raise UaStatusCodeError(BAD_INVALID_STATE)  # type: ignore[no-untyped-call]
             part = getattr(args[1].Value, "Id", None) if len(args) > 1 else None
-            trigger = stage.trigger("plc_opcua", str(part or "")[:64])
+            try:
+                trigger = stage.trigger("plc_opcua", clean_part_id(str(part or "")[:PART_ID_MAX]))
+            except (TriggerRefused, ValueError):
+                raise UaStatusCodeError(BAD_INVALID_STATE) from None  # type: ignore[no-untyped-call]
             return [ua.Variant(ua.JobIdDataType(Id=trigger.job_id))]  # type: ignore[attr-defined]
         return start_single_job
 

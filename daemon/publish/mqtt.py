@@ -47,6 +47,9 @@ _R = TypeVar("_R")
 
 
 
+MAX_COMMAND_BYTES = 1024  # a trigger: {"part_id": "..."}
+
+
 class MqttPublisher(StageThread):
     def __init__(
         self,
@@ -373,7 +376,10 @@ class MqttPublisher(StageThread):
 
     def _on_message(self, client: paho.Client, _: Any, message: paho.MQTTMessage) -> None:
         handler = self._commands.get(message.topic)
-        if handler is None:
+        if handler is None or message.retain:  # a retained command would fire again at every reconnect
+            return
+        if len(message.payload) > MAX_COMMAND_BYTES:
+            log.warning("mqtt_command_too_large", topic=message.topic, payload_bytes=len(message.payload))
             return
         try:
             handler(bytes(message.payload))

@@ -22,10 +22,10 @@ def look(seq: int, *detections: Detection, late_ms: float = 30.0, start: float =
 
 
 def run(job: Job, looks: list[Look]) -> Verdict | None:
+    """Feed the camera's inspected frames as the job stage does (every frame to every job); the first verdict."""
     previous = (99, 10.0 - INTERVAL + 0.01)
     for item in looks:
-        if job.covers(item):
-            job.see(item, previous)
+        job.observe(item, previous)
         previous = (item.frame_seq, item.captured_mono)
         result = job.decide(item.inspected_mono, utc_now())
         if result is not None:
@@ -38,7 +38,7 @@ def test_every_frame_of_the_window_inspected_on_time_and_nothing_found_is_a_pass
     assert run(job, [look(100), look(101)]) is None, "no verdict before the window is complete"
     result = job.decide(10.5, utc_now())
     assert result is None
-    job.see(look(102), (101, 0.0))
+    job.observe(look(102), (101, 0.0))
     result = job.decide(10.5, utc_now())
     assert result is not None and result.verdict is Verdict.PASS and result.reasons == ()
     assert (result.frames_inspected, result.first_seq, result.last_seq) == (3, 100, 102)
@@ -104,14 +104,42 @@ def test_a_final_reason_gives_unknown_unless_a_defect_was_confirmed() -> None:
     assert abs(result.latency_ms - 2100.0) < 1e-6
 
 
-def test_a_time_window_covers_the_frames_captured_within_it() -> None:
+def test_a_time_window_is_decided_at_the_first_frame_past_it_counting_what_was_skipped() -> None:
     rules = JobRules(frames=0, window_ms=150, confirm_hits=2, roi=RULES.roi)
+    # frames captured at +10, +77, +143 ms are the window; the one at +210 ends it
+    assert run(Job(trigger(), rules), [look(s) for s in (100, 101, 102)]) is None, "not before a frame past it"
+    assert run(Job(trigger(), rules), [look(s) for s in (100, 101, 102, 103)]) is Verdict.PASS
+    # the detector skipped the window's last frame (+143): the frame past the window shows it, at once
     job = Job(trigger(), rules)
-    looks = [look(s) for s in (100, 101, 102, 103)]  # captured at +10, +77, +143, +210 ms
-    for item in looks:
-        if job.covers(item):
-            job.see(item, None)
-    assert job.inspected == 3
-    assert job.decide(10.1, utc_now()) is None, "not before the window has passed"
-    result = job.decide(10.2, utc_now())
-    assert result is not None and result.verdict is Verdict.PASS
+    assert run(job, [look(100), look(101), look(103)]) is Verdict.UNKNOWN
+    result = job.decide(10.3, utc_now())
+    assert result is not None and result.frames_dropped == 1 and result.reasons == (Why.FRAMES_DROPPED,)
+
+
+def test_a_window_of_one_frame_confirms_with_one_sighting() -> None:
+    rules = JobRules(frames=0, window_ms=40, confirm_hits=2, roi=RULES.roi)  # only the frame at +10 ms is in it
+    assert run(Job(trigger(), rules), [look(100, SCRATCH_IN), look(101)]) is Verdict.NG
+
+
+def test_a_skipped_last_frame_is_known_at_the_next_frame_not_at_the_timeout() -> None:
+    job = Job(trigger(), RULES)
+    assert run(job, [look(100), look(101), look(103)]) is Verdict.UNKNOWN  # 102 skipped; 103 is past the window
+    result = job.decide(10.3, utc_now())
+    assert result is not None and result.reasons == (Why.FRAMES_DROPPED,) and result.frames_dropped == 1
+
+
+def test_a_window_the_detector_skipped_entirely_is_never_a_pass_whatever_the_tolerance() -> None:
+    tolerant = JobRules(frames=3, confirm_hits=2, max_dropped_frames=3, roi=RULES.roi)
+    # The PLC's trigger at 10.0; frames 100..102 all skipped; 103 (captured +210 ms) is the first inspected
+    job = Job(trigger(), tolerant)
+    assert run(job, [look(103, SCRATCH_IN)]) is Verdict.UNKNOWN, "a frame past the window is not the part's"
+    result = job.decide(11.0, utc_now())
+    assert result is not None and result.first_seq == 100 and result.frames_inspected == 0
+
+
+def test_a_sighting_that_skipped_frames_might_have_confirmed_is_unknown_not_a_pass() -> None:
+    rules = JobRules(frames=3, confirm_hits=3, max_dropped_frames=1, roi=RULES.roi)
+    job = Job(trigger(), rules)
+    assert run(job, [look(100, SCRATCH_IN), look(102, SCRATCH_IN)]) is Verdict.UNKNOWN
+    result = job.decide(11.0, utc_now())
+    assert result is not None and result.reasons == (Why.FRAMES_DROPPED,)
