@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.events.job_stage import VERDICT, Decided, JobStage
+from daemon.events.job_stage import VERDICT, Decided, JobStage, TriggerRefused
 from daemon.events.jobs import JobRules, Look, Verdict, Why
 from daemon.frames import BBox, CameraState, CameraStatus, Detection, ModelInfo, utc_now
 from daemon.metrics import Metrics
@@ -135,4 +135,17 @@ def test_the_stop_answers_every_open_job(tmp_path: Path) -> None:
     assert {(d.result.trigger.part_id, d.result.reasons) for d in answers} == {("x", (Why.STOPPING,)),
                                                                                 ("y", (Why.STOPPING,))}
     assert [m["seq"] for m in h.stored()] == [1, 2]
+    h.outbox.close()
+
+
+def test_a_trigger_the_stage_cannot_take_is_refused_to_its_sender_not_left_without_a_verdict(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.stage.start()
+    h.online()
+    h.stage.stop()  # the daemon stops: the inbox closes
+    assert h.stage.join(5)
+    with pytest.raises(TriggerRefused, match="stopping"):
+        h.stage.trigger("plc_modbus", "late")
+    assert h.stage.trigger_message("mqtt", b"late") is None
+    assert h.decided.empty()
     h.outbox.close()

@@ -195,3 +195,19 @@ def test_a_port_in_use_is_a_clear_error(line: Line, tmp_path: Path) -> None:
     other = ModbusServer("127.0.0.1", line.port, line.stages, Metrics(), fresh_s=1, buffer=1)
     with pytest.raises(PlcServerError, match="LINEWATCH_MODBUS__PORT"):
         other.start()
+
+
+def test_a_trigger_the_daemon_cannot_take_gets_no_trigger_ack_and_says_why(line: Line) -> None:
+    enable = 1 << BIT["TRIGGER_ENABLE"]
+    line.write(REG["CONTROL"], [enable])
+    line.stages[0].stop()  # the daemon stops: the camera's job stage takes no more triggers
+    assert line.stages[0].join(5)
+    line.write(REG["CONTROL"], [enable | 1 << BIT["TRIGGER"], 0, 42])
+    words = line.until(lambda w: w[REG["ERROR"]] != 0)
+    assert words[REG["ERROR"]] == BIT["TRIGGER_REFUSED"] and not line.status(words, "TRIGGER_ACK")
+
+
+def test_a_part_id_that_is_not_an_ascii_number_is_carried_as_zero() -> None:
+    from daemon.plc.handshake import part_number
+
+    assert [part_number(p) for p in ("123", "²", "P-7", "", str(2**32))] == [123, 0, 0, 0, 0]
