@@ -15,6 +15,9 @@ class JobsSettings(Section):
     frames: int = Field(3, ge=0, le=1000, description="Frames a job covers from its trigger on (0: use WINDOW_MS)")
     confirm_hits: int = Field(2, ge=1, le=1000, description="Frames of the window a defect class must be seen in "
                               "for NG (capped at FRAMES)")
+    min_confidence: float = Field(0.4, gt=0, le=1, description="A sighting counts for a job from this confidence "
+                                  "(the same class in CONFIRM_HITS frames confirms it; LINEWATCH_RULES__* thresholds "
+                                  "are the defect events')")
     timeout_ms: float = Field(2000.0, ge=10, le=600_000, description="Trigger to verdict at most; then UNKNOWN")
     max_frame_age_ms: float = Field(1000.0, gt=0, le=600_000, description="Capture to inspection at most for a "
                                     "frame to count as on time")
@@ -55,6 +58,7 @@ class JobsSettings(Section):
 
     def rules(self) -> JobRules:
         return JobRules(frames=self.frames, window_ms=self.window_ms, confirm_hits=self.confirm_hits,
+                        min_confidence=self.min_confidence,
                         timeout_ms=self.timeout_ms, max_frame_age_ms=self.max_frame_age_ms,
                         max_dropped_frames=self.max_dropped_frames, roi=parse_roi(self.roi))
 

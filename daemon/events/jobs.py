@@ -4,8 +4,8 @@ A job starts from a trigger (the PLC, an MQTT command, an HTTP POST, or a photo-
 covers the camera's next `frames` frames from the trigger on, or every frame captured within `window_ms` of it.
 Its verdict:
 
-- **ng** when a defect class was seen, strong and inside the inspection region, in at least `confirm_hits` frames of
-  the window (at once: a reject needs no more evidence, and rejecting is the safe side);
+- **ng** when a defect class was seen, at `min_confidence` or above and inside the inspection region, in at least
+  `confirm_hits` frames of the window (at once: a reject needs no more evidence, and rejecting is the safe side);
 - **pass** only when every frame of the window was inspected, on time (`max_frame_age_ms` from capture to the
   verdict's evidence), by a ready model, and nothing was confirmed;
 - **unknown** otherwise, with the reasons: the camera stale (no frame by the deadline) or reconnecting, the model
@@ -85,6 +85,7 @@ class JobRules:
     frames: int = 3  # frames from the trigger on (0: use window_ms)
     window_ms: float = 0.0  # or: every frame captured within this time of the trigger
     confirm_hits: int = 2  # frames of the window a class must be seen in (capped at the window's frames)
+    min_confidence: float = 0.4  # a sighting counts from this confidence (the same class in several frames confirms)
     timeout_ms: float = 2000.0  # trigger to verdict, at most: then unknown
     max_frame_age_ms: float = 1000.0  # capture to inspection, at most, for a frame to count as on time
     max_dropped_frames: int = 0  # frames of the window the detector may skip before the verdict is unknown
@@ -113,7 +114,7 @@ class Look:
     inspected_mono: float
     width: int
     height: int
-    detections: tuple[Detection, ...]  # after the rules; only the strong ones
+    detections: tuple[Detection, ...]  # after the rules' class, area and region filters; every confidence
     image: Image | None = field(default=None, repr=False, compare=False)  # the frame, for an ng's snapshot
 
 
@@ -211,6 +212,8 @@ class Job:
             self.reasons.add(Why.FRAME_LATE)
         best: dict[int, Detection] = {}
         for detection in look.detections:
+            if detection.confidence < self.rules.min_confidence:
+                continue
             if self._inside(detection.bbox, look.width, look.height) and (
                     detection.class_id not in best or detection.confidence > best[detection.class_id].confidence):
                 best[detection.class_id] = detection

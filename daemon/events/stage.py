@@ -123,10 +123,9 @@ class EventStage(CameraStage):
                 self._tracks_open.set(self._tracker.open_tracks)
         # Capture to commit: by now whatever this frame makes is in the outbox (or nothing was to be made).
         self._age_ms.append((time.monotonic() - frame.captured_mono) * 1000.0)
-        if self._jobs is not None:
-            strong = kept if rules is None else tuple(d for d in kept if rules.strong(d))
+        if self._jobs is not None:  # the jobs weigh confidences themselves (LINEWATCH_JOBS__MIN_CONFIDENCE)
             self._jobs.look(Look(frame.seq, frame.captured_mono, frame.captured_utc, time.monotonic(), frame.width,
-                                 frame.height, strong, frame.image if strong else None))  # a picture only for an ng
+                                 frame.height, kept, frame.image if kept else None))  # a picture only for an ng
 
     def _strong(self, detection: Any) -> bool:
         assert self._rules is not None
