@@ -88,7 +88,7 @@ def test_a_killed_camera_answers_every_trigger_unknown_never_pass_and_each_trigg
     sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/cam1/verdicts"])
     env = daemon_env(camera.url, mosquitto.url, LINEWATCH_CAMERA__ID="cam1", LINEWATCH_CAMERA__READ_TIMEOUT_S="2",
                      LINEWATCH_CAMERA__BACKOFF_MAX_S="1", LINEWATCH_HTTP__TRIGGERS="true",
-                     LINEWATCH_JOBS__TIMEOUT_MS="1500", LINEWATCH_JOBS__MAX_DROPPED_FRAMES="3", **JOBS)
+                     LINEWATCH_JOBS__TIMEOUT_MS="1500", LINEWATCH_JOBS__MAX_DROPPED_FRAMES="2", **JOBS)
     daemon = daemon_factory(env)
     daemon.wait_for_event("daemon_ready", BOOT_S)
     daemon.wait_for_event("camera_state", 30, state="online")
