@@ -37,8 +37,9 @@ def _bench(tmp_path: Path, *args: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _written(tmp_path: Path, name: str) -> dict[str, Any]:
-    assert tmp_path.joinpath(f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def _written(tmp_path: Path, name: str, *, plot: bool = True) -> dict[str, Any]:
+    if plot:
+        assert tmp_path.joinpath(f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert tmp_path.joinpath(f"{name}.md").read_text().startswith("# ")
     return dict(json.loads(tmp_path.joinpath(f"{name}.json").read_text()))
 
@@ -107,5 +108,5 @@ def test_the_plc_latency_benchmark_runs_each_client_and_every_verdict_comes_once
 
 def test_the_verdict_accuracy_benchmark_judges_parts_against_the_ground_truth(tmp_path: Path) -> None:
     _bench(tmp_path, "bench/verdict_accuracy.py", "--parts", "6")
-    report = _written(tmp_path, "verdict_accuracy")
+    report = _written(tmp_path, "verdict_accuracy", plot=False)  # a table says it all: counts and the wrong parts
     assert report["parts"] == 6 and report["defective"] + report["good"] == 6
