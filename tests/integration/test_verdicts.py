@@ -145,3 +145,21 @@ def post(port: int, path: str, body: bytes) -> tuple[int, dict[str, object]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_a_retained_trigger_starts_no_job_and_a_live_one_does(
+    mosquitto: Mosquitto, subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory,
+) -> None:
+    """A retained trigger would start a job at every reconnect, for a part long gone: ignored."""
+    publish(mosquitto.host, mosquitto.port, "linewatch/cam1/trigger", json.dumps({"part_id": "stale"}), retain=True)
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/cam1/verdicts"])
+    env = daemon_env("synthetic://line?fps=15&seed=5", mosquitto.url, LINEWATCH_CAMERA__ID="cam1", **JOBS)
+    daemon = daemon_factory(env)
+    daemon.wait_for_event("camera_state", BOOT_S, state="online")
+    daemon.wait_for_event("mqtt_connected", 30)
+    publish(mosquitto.host, mosquitto.port, "linewatch/cam1/trigger", json.dumps({"part_id": "live"}))
+    got = verdicts(sub.wait_for(lambda ms: len(verdicts(ms)) >= 1, 30))
+    daemon.send_signal(15)
+    assert daemon.wait(30) == ExitCode.OK
+    assert [v["part_id"] for v in verdicts(sub.messages())] == ["live"], got
