@@ -93,11 +93,8 @@ class Handoff(Generic[T]):
                 self.dropped_total += 1
                 if self._on_drop is not None:
                     self._on_drop()
-            self._items.append(item)
-            self.put_total += 1
-            self._cond.notify_all()
-        if self._bell is not None:
-            self._bell.ring()
+            self._append(item)
+        self._ring()
         return True
 
     def offer(self, item: T) -> bool:
@@ -106,12 +103,19 @@ class Handoff(Generic[T]):
         with self._cond:
             if self._closed or len(self._items) >= self.capacity:
                 return False
-            self._items.append(item)
-            self.put_total += 1
-            self._cond.notify_all()
+            self._append(item)
+        self._ring()
+        return True
+
+    def _append(self, item: T) -> None:
+        """With the lock held."""
+        self._items.append(item)
+        self.put_total += 1
+        self._cond.notify_all()
+
+    def _ring(self) -> None:
         if self._bell is not None:
             self._bell.ring()
-        return True
 
     @property
     def closed(self) -> bool:
@@ -137,8 +141,7 @@ class Handoff(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._bell is not None:
-            self._bell.ring()
+        self._ring()
 
     def __len__(self) -> int:
         with self._cond:

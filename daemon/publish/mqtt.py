@@ -26,6 +26,7 @@ from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
+from daemon.publish.commands import Commands
 from daemon.publish.refusals import Refusals, publish_size
 from daemon.publish.status import StatusPayloads
 from daemon.publish.tls import build_tls_context, tls_failure_hint
@@ -45,9 +46,6 @@ _OUTBOX_RETRY_S = 1.0  # after a retryable outbox error
 _R = TypeVar("_R")
 
 
-
-
-MAX_COMMAND_BYTES = 1024  # a trigger: {"part_id": "..."}
 
 
 class MqttPublisher(StageThread):
@@ -99,9 +97,7 @@ class MqttPublisher(StageThread):
         # (an hour-old fps figure replayed after an outage would mislead whoever reads it)
         self._stats = list(stats)
         self._next_stats = [time.monotonic() + interval for _, interval, _ in self._stats]
-        # topic -> handler: commands to this daemon (job triggers), subscribed at QoS 0 on each connect: a trigger is
-        # live, and one queued by the broker while we were away would start a job for a part long gone
-        self._commands = dict(commands or {})
+        self._commands = Commands(commands)  # job triggers (commands.py)
         self.connected = False
         self.last_error: str | None = None
         self._client = self._build_client(client_id)
@@ -362,8 +358,8 @@ class MqttPublisher(StageThread):
                              qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
             self._status_dirty.update(self._camera_status)  # re-assert every camera's retained status
-        if self._commands:
-            self._client.subscribe([(topic, 0) for topic in self._commands])
+        if subscriptions := self._commands.subscriptions():
+            self._client.subscribe(subscriptions)
         log.info("mqtt_connected", broker=f"{self._host}:{self._port}", client_id=self._client_id, tls=self._tls,
                  protocol=self._settings.protocol, resending=len(self._inflight))
 
@@ -375,16 +371,7 @@ class MqttPublisher(StageThread):
             self._socket_error = message
 
     def _on_message(self, client: paho.Client, _: Any, message: paho.MQTTMessage) -> None:
-        handler = self._commands.get(message.topic)
-        if handler is None or message.retain:  # a retained command would fire again at every reconnect
-            return
-        if len(message.payload) > MAX_COMMAND_BYTES:
-            log.warning("mqtt_command_too_large", topic=message.topic, payload_bytes=len(message.payload))
-            return
-        try:
-            handler(bytes(message.payload))
-        except Exception:  # a command's failure is its own (logged there); the link and the queue go on
-            log.exception("mqtt_command_failed", topic=message.topic)
+        self._commands.dispatch(message.topic, bytes(message.payload), bool(message.retain))
 
     def _on_disconnect(self, client: paho.Client, _: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         if self.connected and not self._finish.is_set():
