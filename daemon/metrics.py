@@ -69,6 +69,9 @@ class Metrics:
             cam, registry=registry)
         self.camera_reconnects = Counter("linewatch_camera_reconnects",
                                          "Failed camera opens or reads that led to a retry", cam, registry=registry)
+        self.camera_frames_lost = Counter("linewatch_camera_frames_lost",
+                                          "Frames the camera sent incomplete (GenICam: lost packets); each leaves a "
+                                          "gap in the frame numbers", cam, registry=registry)
         self.camera_state = Enum("linewatch_camera_state", "Current camera state (1 for the current one)", cam,
                                  states=[state.value for state in CameraState], registry=registry)
         self.inference_seconds = Histogram(

@@ -10,6 +10,7 @@ failure is its own: its capture reports it on the camera's status topic and the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable
 
@@ -42,9 +43,11 @@ StatsFeed = tuple[str, float, Callable[[], bytes]]  # (topic, interval, render):
 
 
 def frame_policy(camera: CameraSettings) -> DropPolicy:
+    """auto: a free-running live camera keeps the newest frame; files and triggered cameras (every frame is a part's)
+    lose none."""
     if camera.handoff != "auto":
         return DropPolicy(camera.handoff)
-    return DropPolicy.LATEST if camera.is_live else DropPolicy.WAIT
+    return DropPolicy.LATEST if camera.is_live and not camera.triggered else DropPolicy.WAIT
 
 
 def stall_timeout_s(camera: CameraSettings) -> float:
@@ -70,7 +73,10 @@ class CameraPipeline:
         prefix = settings.mqtt.topic_prefix
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
-        self.jobs = JobStage(camera_id, config.jobs.rules(), model, outbox, stop, metrics,
+        job_rules = config.jobs.rules()
+        if camera.trigger == "hardware":  # its frames are matched to the jobs by time
+            job_rules = dataclasses.replace(job_rules, match_ms=camera.trigger_match_ms)
+        self.jobs = JobStage(camera_id, job_rules, model, outbox, stop, metrics,
                              max_open=config.jobs.max_open, snapshots=self.snapshots) if config.jobs.enabled else None
         self._on_status = on_status
         self.events = EventStage(camera_id, model, self.results, outbox, stop, metrics,
@@ -78,11 +84,16 @@ class CameraPipeline:
                                  rules=Rules(config.rules, model.classes, settings.model.confidence),
                                  stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs)
         stall_s = stall_timeout_s(camera)
+        source = build_source(camera.source, camera.source_options())
+        fire = getattr(source, "fire", None)
+        if self.jobs is not None and camera.trigger == "software" and fire is not None:
+            self.jobs.fire_with(fire)
         self.capture = CaptureStage(
-            camera_id, build_source(camera.source, camera.source_options()), self.frames, stop,
+            camera_id, source, self.frames, stop,
             backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s), stall_timeout_s=stall_s,
             on_status=self._report, metrics=metrics, prepare=prepare,
-            on_trigger=None if self.jobs is None else self._photo_eye)
+            on_trigger=None if self.jobs is None else self._photo_eye,
+            on_fired=None if self.jobs is None else self.jobs.bind)
         self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
         interval = settings.events.stats_interval_s
         self.stats_feed: StatsFeed | None = (

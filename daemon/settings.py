@@ -137,6 +137,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{seen[folded]} and {config.env} have the same camera id "
                                  f"{config.camera_id!r}; set a distinct {config.env}__ID")
             seen[folded] = config.env
+            if config.camera.trigger == "software" and not config.jobs.enabled:
+                raise ValueError(f"{config.env}__TRIGGER=software: the camera is fired once per inspection job, and "
+                                 "this camera has none; set LINEWATCH_JOBS__ENABLED=true")
         for name, output in (("MODBUS", self.modbus), ("OPCUA", self.opcua)):
             if output.enabled and not any(config.jobs.enabled for config in self.camera_configs):
                 raise ValueError(f"LINEWATCH_{name}__ENABLED: the PLC gets verdicts, and no camera has inspection "

@@ -24,7 +24,7 @@ TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 class CameraSettings(Section):
     url: str = Field(
         description="rtsp://…, /dev/videoN or v4l2:///dev/videoN, file:///path.mp4 or a path, "
-        "synthetic://line?…, gst://<pipeline ending in appsink>"
+        "synthetic://line?…, gst://<pipeline ending in appsink>, genicam://[serial]"
     )
     id: str | None = Field(None, max_length=128,
                            description="Stable camera id used in topics; derived from the URL if unset")
@@ -39,10 +39,24 @@ class CameraSettings(Section):
     loop: bool = Field(False, description="Video files: start again at the end instead of stopping")
     pace: Literal["realtime", "max"] = Field("realtime", description="Video files: at their fps, or max")
     fourcc: str | None = Field(None, description="V4L2 pixel format, e.g. MJPG or YUYV")
-    width: int | None = Field(None, gt=0, le=16384, description="V4L2 requested width")
-    height: int | None = Field(None, gt=0, le=16384, description="V4L2 requested height")
-    fps: float | None = Field(None, gt=0, le=1000, description="V4L2 requested frame rate")
-    exposure: float | None = Field(None, ge=-1e6, le=1e6, description="V4L2 manual exposure, in the driver's units")
+    width: int | None = Field(None, gt=0, le=16384, description="V4L2 requested width; GenICam region width")
+    height: int | None = Field(None, gt=0, le=16384, description="V4L2 requested height; GenICam region height")
+    fps: float | None = Field(None, gt=0, le=1000, description="V4L2 requested frame rate; GenICam free-run rate")
+    exposure: float | None = Field(None, ge=-1e6, le=1e6, description="V4L2 manual exposure, in the driver's units; "
+                                   "GenICam exposure time in µs (auto exposure off)")
+    trigger: Literal["free_run", "software", "hardware"] = Field(
+        "free_run", description="GenICam: free_run (the camera's frame rate); software (linewatch fires one exposure "
+        "per frame of each inspection job); hardware (the camera's line input; frames matched to jobs)")
+    trigger_source: str = Field("Line0", max_length=64, pattern=r"^[A-Za-z0-9_]+$",
+                                description="GenICam hardware trigger: the camera's input line")
+    trigger_match_ms: float = Field(
+        100.0, gt=0, le=10_000, description="GenICam hardware trigger: a frame belongs to the job whose trigger is "
+        "within this time of its exposure; a job with no such frame is unknown (frame_missing)")
+    pixel_format: str | None = Field(None, description="GenICam pixel format (Mono8, BayerRG8, RGB8, …); default: the "
+                                     "camera's own if linewatch reads it, else the best colour one it offers")
+    gain: float | None = Field(None, ge=0, le=100, description="GenICam gain in dB (auto gain off)")
+    packet_size: int | None = Field(None, ge=576, le=16384, description="GigE Vision stream packet size in bytes "
+                                    "(jumbo frames: 8192 or 9000); default: negotiated with the camera")
     wait_for_device: bool = Field(False, description="V4L2: retry a missing device instead of exiting 4")
     stall_timeout_s: float | None = Field(
         None, gt=0, le=600, description="Reopen after this long without a frame; default max(5 s, 10 frame intervals)"
@@ -71,6 +85,23 @@ class CameraSettings(Section):
             read_small_file(Path(value))
             if urlsplit(url).password is not None:
                 raise ValueError("the camera URL holds a password already: take it out of the URL")
+        return value
+
+    @field_validator("trigger", "pixel_format", "gain", "packet_size")
+    @classmethod
+    def _genicam_only(cls, value: object, info: ValidationInfo) -> object:
+        url = info.data.get("url")
+        if url is None or value in (None, "free_run") or parse_camera_url(url).kind is SourceKind.GENICAM:
+            return value
+        raise ValueError("only a genicam:// camera takes this setting")
+
+    @field_validator("pixel_format")
+    @classmethod
+    def _pixel_format_known(cls, value: str | None) -> str | None:
+        from daemon.sources.genicam_pixels import BY_NAME
+
+        if value is not None and value not in BY_NAME:
+            raise ValueError(f"{value!r} is not a pixel format linewatch reads; accepted: {', '.join(BY_NAME)}")
         return value
 
     @field_validator("id")
@@ -104,7 +135,14 @@ class CameraSettings(Section):
             rtsp_transport=self.rtsp_transport, open_timeout_s=self.open_timeout_s,
             read_timeout_s=self.read_timeout_s, loop=self.loop, realtime=self.pace == "realtime",
             fourcc=self.fourcc, width=self.width, height=self.height, fps=self.fps, exposure=self.exposure,
-            wait_for_device=self.wait_for_device, username=self.username, password_file=self.password_file)
+            wait_for_device=self.wait_for_device, username=self.username, password_file=self.password_file,
+            trigger=self.trigger, trigger_source=self.trigger_source, pixel_format=self.pixel_format, gain=self.gain,
+            packet_size=self.packet_size)
+
+    @property
+    def triggered(self) -> bool:
+        """A camera that exposes only when triggered: every frame it sends belongs to a part."""
+        return self.trigger != "free_run"
 
 
 def check_camera_id(value: str) -> None:

@@ -7,12 +7,18 @@ stage stuck behind a failing disk) is refused to its sender at once (TriggerRefu
 Bad_InvalidState on OPC UA, 503 on HTTP), so that every trigger taken gets exactly one verdict; a frame it cannot
 take is counted and leaves a gap in its jobs' windows (frames dropped: unknown, never pass).
 
+A software-triggered camera is fired from here, once per frame of each job taken (`fire_with`); the capture thread
+answers with the frame the camera exposed first for it (`bind`), ahead of the frame itself, so the window is exact.
+A hardware-triggered camera's frames may be inspected before the PLC's trigger arrives: the last few are kept and
+matched to a new job by time (`JobRules.match_ms`), each frame to one job only.
+
 Each verdict is committed to the outbox (kind `verdict`: MQTT gets it at least once, with a gapless seq per camera)
 and then handed to the live listeners (the PLC servers), which take it only while it is fresh.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import time
@@ -52,8 +58,18 @@ class Decided:
     seq: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A software-triggered camera exposed job `job_id`'s first frame as `frame_seq`."""
+
+    job_id: str
+    frame_seq: int
+
+
 Listener = Callable[[Decided], None]
-_Item = Look | Trigger | CameraStatus
+Fire = Callable[[str, int], bool]  # (job id, frames): expose them; False when the camera cannot take them
+_Item = Look | Trigger | CameraStatus | Bound
+RECENT_LOOKS = 64  # inspected frames kept for hardware-triggered jobs whose trigger comes after the frame
 
 
 class JobStage(CameraStage):
@@ -75,6 +91,9 @@ class JobStage(CameraStage):
         self._open: list[Job] = []
         self._camera = CameraState.CONNECTING
         self._previous: tuple[int, float] | None = None  # the last inspected frame's (seq, capture time)
+        self._fire: Fire | None = None
+        # Hardware trigger: recent frames as [look, the frame before it, taken by a job's window]
+        self._recent: collections.deque[list[Any]] = collections.deque(maxlen=RECENT_LOOKS)
         self._counter = itertools.count(1)
         self.last: Decided | None = None  # the latest verdict
         # Free-run: the camera's own triggers (a photo-eye, a hardware line) start jobs. On unless a PLC stopped it
@@ -139,6 +158,14 @@ class JobStage(CameraStage):
         if not self.inbox.offer(look):
             self._metrics.job_frames_missed.labels(self.camera_id).inc()  # a gap in the windows: never a pass
 
+    def fire_with(self, fire: Fire) -> None:
+        """A software-triggered camera: each job taken fires it `frames` times; jobs wait for `bind`."""
+        self._fire = fire
+
+    def bind(self, job_id: str, frame_seq: int) -> None:
+        """From the capture thread, before it hands the frame on: job `job_id`'s window starts at `frame_seq`."""
+        self.inbox.offer(Bound(job_id, frame_seq))  # refused: the job ends unknown at its deadline
+
     def watch_model(self, ready: Callable[[], bool]) -> None:
         """Whether the model can inspect (the composition root's detector check), for triggers and the PLC."""
         self._model_ready = ready
@@ -183,29 +210,50 @@ class JobStage(CameraStage):
             if item.state in (CameraState.RECONNECTING, CameraState.STALLED):
                 for job in list(self._open):
                     self._decided(job, Why.CAMERA_RECONNECTING)
+        elif isinstance(item, Bound):
+            for job in self._open:
+                if job.trigger.job_id == item.job_id:
+                    job.bind(item.frame_seq)
         else:
+            taken = False
             for job in list(self._open):  # every job sees every frame: before, in or past its window
-                job.observe(item, self._previous)
-                self._decided(job)
+                taken = self._observe(job, item, self._previous, taken)
+            if self.rules.match_ms:
+                self._recent.append([item, self._previous, taken])
             self._previous = (item.frame_seq, item.captured_mono)
+
+    def _observe(self, job: Job, look: Look, previous: tuple[int, float] | None, taken: bool) -> bool:
+        """One job sees one frame (then decides if it can); returns whether an earlier or this job's window has it."""
+        in_window = job.observe(look, previous, taken)
+        self._decided(job)
+        return taken or (bool(job.rules.match_ms) and in_window)
 
     def _start(self, trigger: Trigger) -> None:
         if trigger.source == "photo_eye" and not self.free_run:
             self._metrics.triggers_refused.labels(self.camera_id, trigger.source).inc()
             return  # free-run is off: the PLC starts the jobs
-        job = Job(trigger, self.rules)
+        job = Job(trigger, self.rules, bind_only=self._fire is not None)
         self._metrics.jobs_triggered.labels(self.camera_id, trigger.source).inc()
         refusal = (Why.CAMERA_RECONNECTING if self._camera is not CameraState.ONLINE else
                    Why.MODEL_NOT_READY if not self._model_ready() else
                    Why.TRIGGER_OVERRUN if len(self._open) >= self._max_open else None)
+        if refusal is None and self._fire is not None and not self._fire(trigger.job_id, max(1, self.rules.frames)):
+            refusal = Why.TRIGGER_OVERRUN  # the camera has more exposures waiting than it can take
         self._open.append(job)
         self._decided(job, refusal)
+        if refusal is None and self.rules.match_ms:
+            for entry in self._recent:  # frames inspected before the trigger came, oldest first
+                if job not in self._open or job.over:
+                    break
+                look, previous, taken = entry
+                entry[2] = self._observe(job, look, previous, taken)
 
     def _expire(self) -> None:
         now = time.monotonic()
         for job in list(self._open):
             if now >= job.deadline:
-                self._decided(job, Why.CAMERA_STALE if job.inspected == 0 else Why.TIMEOUT)
+                self._decided(job, Why.FRAME_MISSING if job.waiting_for_match else
+                              Why.CAMERA_STALE if job.inspected == 0 else Why.TIMEOUT)
 
     def _decided(self, job: Job, final: Why | None = None) -> None:
         """Commit and hand on the job's verdict if it has one now (always, when `final` is given)."""

@@ -10,7 +10,12 @@ Its verdict:
   verdict's evidence), by a ready model, and nothing was confirmed;
 - **unknown** otherwise, with the reasons: the camera stale (no frame by the deadline) or reconnecting, the model
   not ready, frames dropped (a gap in the camera's frame numbers beyond `max_dropped_frames`), a frame late, the job
-  timed out, too many jobs open at once (trigger overrun), the daemon stopping. Never pass by default.
+  timed out, too many jobs open at once (trigger overrun), the daemon stopping, a hardware-triggered camera's frame
+  missing. Never pass by default.
+
+Where the window starts: at a photo-eye's own frame; at the frame a software-triggered camera says it exposed for the
+job (`bind`: exact); for a hardware-triggered camera (`match_ms`), at the first frame exposed within `match_ms` of the
+trigger that no earlier job took (matched by time and count); else at the first frame captured after the trigger.
 
 The words follow OPC 40001-101 (Machinery Result, `ResultEvaluation`): pass = OK, ng = NotOK, unknown = NotDecidable.
 This module is pure (no threads, no clock of its own): job_stage.py feeds it.
@@ -48,6 +53,7 @@ class Why(str, enum.Enum):
     TIMEOUT = "timeout"
     TRIGGER_OVERRUN = "trigger_overrun"
     STOPPING = "stopping"
+    FRAME_MISSING = "frame_missing"
 
 
 PART_ID_MAX = 64  # characters; Modbus carries a number, OPC UA a string
@@ -90,6 +96,7 @@ class JobRules:
     max_frame_age_ms: float = 1000.0  # capture to inspection, at most, for a frame to count as on time
     max_dropped_frames: int = 0  # frames of the window the detector may skip before the verdict is unknown
     roi: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # x1, y1, x2, y2 as fractions of the frame
+    match_ms: float = 0.0  # hardware trigger: the window's first frame is exposed within this time of the trigger
 
 
 
@@ -156,6 +163,8 @@ class Job:
 
     trigger: Trigger
     rules: JobRules
+    bind_only: bool = False  # software trigger: the window starts at the frame the camera names (bind), only there
+    start_seq: int | None = None  # the window's first frame, where known before it is seen
     reasons: set[Why] = field(default_factory=set)
     first_seq: int | None = None  # the window's first frame (inspected or not)
     last_seq: int | None = None  # the last inspected frame of the window
@@ -163,6 +172,20 @@ class Job:
     dropped: int = 0
     over: bool = False  # the whole window has been seen (or counted as skipped)
     sightings: dict[int, list[Finding]] = field(default_factory=dict)  # class id -> one per frame
+
+    def __post_init__(self) -> None:
+        if self.start_seq is None:
+            self.start_seq = self.trigger.frame_seq
+
+    def bind(self, frame_seq: int) -> None:
+        """The camera exposed the window's first frame as `frame_seq` (software trigger)."""
+        if self.first_seq is None:
+            self.start_seq = frame_seq
+
+    @property
+    def waiting_for_match(self) -> bool:
+        """A hardware-triggered job whose frame has not been matched yet."""
+        return bool(self.rules.match_ms) and self.first_seq is None and self.start_seq is None
 
     @property
     def deadline(self) -> float:
@@ -172,38 +195,60 @@ class Job:
     def _window_end_mono(self) -> float:
         return self.trigger.at_mono + self.rules.window_ms / 1000.0
 
-    def observe(self, look: Look, previous: tuple[int, float] | None) -> None:
+    def observe(self, look: Look, previous: tuple[int, float] | None, taken: bool = False) -> bool:
         """An inspected frame of the camera, any: before the window (ignored), in it (seen), past it (the window is
         over). `previous`: the (seq, capture time) of the inspected frame before it, to place the frames the detector
-        skipped in between."""
-        if self.over:
-            return
-        if self.first_seq is None:
-            if self.trigger.frame_seq is not None:
-                if look.frame_seq < self.trigger.frame_seq:
-                    return
-                self.first_seq = self.trigger.frame_seq
-            else:
-                if look.captured_mono < self.trigger.at_mono:
-                    return  # captured before the trigger: not this part's
-                self.first_seq = look.frame_seq - self._skipped(look, previous, self.trigger.at_mono, float("inf"))
+        skipped in between. `taken`: an earlier job's window holds this frame (a hardware-triggered job does not
+        start on it). True when the frame is in this job's window."""
+        if self.over or not self._starts(look, previous, taken):
+            return False
+        assert self.first_seq is not None
         if self.rules.frames:
             end = self.first_seq + self.rules.frames - 1
-            if look.frame_seq <= end:
+            seen = look.frame_seq <= end
+            if seen:
                 self._see(look)
             if look.frame_seq >= end:
                 self.over = True
                 self.dropped = self.rules.frames - self.inspected  # every frame of the window not inspected
-        elif look.captured_mono <= self._window_end_mono:
+            return seen
+        if look.captured_mono <= self._window_end_mono:
             if self.last_seq is None:
                 self.dropped += look.frame_seq - self.first_seq
             else:
                 self.dropped += look.frame_seq - self.last_seq - 1
             self._see(look)
-        else:  # past a time window: the frames skipped before this one that were still inside it
-            low = self.last_seq if self.last_seq is not None else self.first_seq - 1
-            self.dropped += self._skipped(look, previous, self.trigger.at_mono, self._window_end_mono, low)
-            self.over = True
+            return True
+        # past a time window: the frames skipped before this one that were still inside it
+        low = self.last_seq if self.last_seq is not None else self.first_seq - 1
+        self.dropped += self._skipped(look, previous, self.trigger.at_mono, self._window_end_mono, low)
+        self.over = True
+        return False
+
+    def _starts(self, look: Look, previous: tuple[int, float] | None, taken: bool) -> bool:
+        """Whether the window has begun by this frame (setting first_seq where it begins now)."""
+        if self.first_seq is not None:
+            return True
+        if self.start_seq is not None:
+            if look.frame_seq < self.start_seq:
+                return False
+            self.first_seq = self.start_seq
+        elif self.bind_only:
+            return False  # the camera has not exposed this job's frame yet
+        elif self.rules.match_ms:
+            match_s = self.rules.match_ms / 1000.0
+            if taken or look.captured_mono < self.trigger.at_mono - match_s:
+                return False  # another part's frame
+            if look.captured_mono > self.trigger.at_mono + match_s:
+                self.over = True  # the next frame is already past: this part's never came
+                self.reasons.add(Why.FRAME_MISSING)
+                return False
+            self.first_seq = look.frame_seq
+        else:
+            if look.captured_mono < self.trigger.at_mono:
+                return False  # captured before the trigger: not this part's
+            self.first_seq = look.frame_seq - self._skipped(look, previous, self.trigger.at_mono, float("inf"))
+        return True
 
     def _see(self, look: Look) -> None:
         self.last_seq = look.frame_seq
@@ -264,7 +309,7 @@ class Job:
             reasons.add(Why.FRAMES_DROPPED)
         if self.dropped and any(len(seen) + self.dropped >= self._needs() for seen in self.sightings.values()):
             reasons.add(Why.FRAMES_DROPPED)  # a sighting the skipped frames might have confirmed: not a pass
-        if self.over and self.inspected == 0:
+        if self.over and self.inspected == 0 and Why.FRAME_MISSING not in reasons:
             reasons.add(Why.FRAMES_DROPPED)  # nothing of the window was inspected, whatever the tolerance
         if findings:
             verdict = Verdict.NG

@@ -26,6 +26,7 @@ from daemon.exitcodes import ExitCode
 from daemon.redact import redact
 from daemon.settings import Settings, broker_address
 from daemon.settings_cameras import CameraSettings
+from daemon.sources.base import IDLE
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,15 @@ def _camera_check(camera: CameraSettings, name: str) -> Check:
         # capture from another thread while it reads can crash the process.
         try:
             source.open()
+            fire = getattr(source, "fire", None)
+            if camera.trigger == "software" and fire is not None:
+                fire("doctor", 1)  # one exposure, as a job would ask
             image = source.read()
+            if image is IDLE:  # a hardware-triggered camera answered and waits for its line: no frame to take
+                return "no frame (it waits for its hardware trigger); the camera answers"
             if image is None:
                 raise RuntimeError("the source ended before its first frame")
-            return f"{image.shape[1]}x{image.shape[0]}"
+            return f"one {image.shape[1]}x{image.shape[0]} frame"
         finally:
             source.close()
 
@@ -157,8 +163,23 @@ def _camera_check(camera: CameraSettings, name: str) -> Check:
         size = _deadline(grab, deadline)
     except Exception as exc:
         return Check(name, False, f"{source.description}: {exc}", required=True)
-    return Check(name, True, f"{source.description}: one {size} frame in {time.monotonic() - started:.2f} s",
+    return Check(name, True, f"{source.description}: {size} in {time.monotonic() - started:.2f} s",
                  required=True)
+
+
+def _genicam_check() -> Check:
+    """The GenICam cameras Aravis can see (GigE Vision on every interface, USB3 Vision), for the record."""
+    from daemon.sources.base import SourceFatal
+    from daemon.sources.genicam_lib import discover, library_version
+
+    try:
+        version = library_version()
+    except SourceFatal as exc:
+        return Check("genicam", True, f"not installed ({exc})")
+    cameras = discover()
+    found = "; ".join(f"{c.vendor} {c.model} serial {c.serial} at {c.address} ({c.protocol}) genicam://{c.serial}"
+                      for c in cameras)
+    return Check("genicam", True, f"Aravis {version}: {len(cameras)} camera(s){': ' + found if found else ''}")
 
 
 def _broker_check(settings: Settings, timeout_s: float = 10.0) -> Check:
@@ -221,7 +242,7 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
     for probe in (_torch_checks,):
         checks += probe()
-    checks += [_opencv_check(), _onnx_check()]
+    checks += [_opencv_check(), _onnx_check(), _genicam_check()]
     checks += [_model_check(settings), *_camera_checks(settings), _broker_check(settings), _outbox_check(settings)]
     return checks
 

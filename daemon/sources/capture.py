@@ -23,7 +23,7 @@ from daemon.handoff import Handoff
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
-from daemon.sources.base import FrameSource, SourceFatal, SourceUnavailable
+from daemon.sources.base import IDLE, FiredSource, FrameSource, SourceFatal, SourceUnavailable
 
 log = get_logger("linewatch.capture")
 _T = TypeVar("_T")
@@ -45,6 +45,7 @@ class CaptureStage(CameraStage):
         metrics: Metrics | None = None,
         prepare: Callable[[Image], Prepared | None] | None = None,
         on_trigger: Callable[[str, int, float], None] | None = None,
+        on_fired: Callable[[str, int], None] | None = None,
     ) -> None:
         super().__init__(camera_id, stop)
         self._source = source
@@ -56,12 +57,17 @@ class CaptureStage(CameraStage):
         take = getattr(source, "take_trigger", None)
         self._take_trigger: Callable[[], str | None] | None = take if on_trigger is not None else None
         self._on_trigger = on_trigger
+        # A software-triggered camera: each job's first frame binds the job's window (job id, first frame seq);
+        # frames the camera lost leave their gap in the numbers.
+        self._fired: FiredSource | None = source if hasattr(source, "take_fired") else None  # type: ignore[assignment]
+        self._on_fired = on_fired
         self._backoff = backoff
         self.stall_timeout_s = stall_timeout_s
         self._on_status = on_status
         self._metrics = metrics or Metrics()
         self._frames_read = self._metrics.frames_read.labels(camera_id)
         self._reconnects = self._metrics.camera_reconnects.labels(camera_id)
+        self._frames_lost = self._metrics.camera_frames_lost.labels(camera_id)
         self._state_metric = self._metrics.camera_state.labels(camera_id)
         self.status = CameraStatus(camera_id, CameraState.CONNECTING, "starting", utc_now())
         self._state_metric.state(CameraState.CONNECTING.value)
@@ -157,6 +163,9 @@ class CaptureStage(CameraStage):
             now = time.monotonic()
             if image is None:
                 return True
+            if image is IDLE:  # a triggered camera between parts: it answered, it is not stalled
+                last_frame = self.last_frame_mono = now
+                continue
             if now - last_frame > self.stall_timeout_s:
                 # The read did return, but far too late: treat the link as bad and rebuild it.
                 self._source.close()
@@ -165,7 +174,10 @@ class CaptureStage(CameraStage):
             last_frame = self.last_frame_mono = now
             image.setflags(write=False)
             prepared = self._prepare(image) if self._prepare else None
-            frame = Frame(self.camera_id, self.frames_read, image, now, utc_now(), prepared)
+            if self._fired is not None:
+                self._bind(now)
+            captured = getattr(self._source, "captured_mono", None) or now  # the camera's own time, where it has one
+            frame = Frame(self.camera_id, self.frames_read, image, min(captured, now), utc_now(), prepared)
             if self._take_trigger is not None and self._on_trigger is not None:
                 part_id = self._take_trigger()
                 if part_id is not None:
@@ -178,6 +190,18 @@ class CaptureStage(CameraStage):
                 next_due = max(next_due + interval, now - interval)  # don't burst to catch up after a stall
                 self._stop.wait(max(0.0, next_due - time.monotonic()))
         return False
+
+    def _bind(self, now: float) -> None:
+        """Before numbering the frame: skip the numbers of the frames the camera lost; tell the job stage where the
+        job this frame was fired for begins (before the frame is handed on, so the bind comes first)."""
+        assert self._fired is not None
+        lost = self._fired.take_lost()
+        if lost:
+            self.frames_read += lost
+            self._frames_lost.inc(lost)
+        fired = self._fired.take_fired()
+        if fired is not None and self._on_fired is not None:
+            self._on_fired(fired.job_id, self.frames_read - fired.index)
 
 
 def blank_frame(camera_id: str, width: int, height: int) -> Frame:

@@ -26,6 +26,11 @@ class SourceOptions:
     wait_for_device: bool = False
     username: str | None = None  # RTSP: instead of the URL's user
     password_file: Path | None = None  # RTSP: the password, read at each open (a rotated secret is picked up)
+    trigger: str = "free_run"  # GenICam: free_run | software | hardware
+    trigger_source: str = "Line0"
+    pixel_format: str | None = None
+    gain: float | None = None
+    packet_size: int | None = None
 
 
 def build_source(url: CameraUrl, options: SourceOptions) -> FrameSource:
@@ -44,6 +49,13 @@ def build_source(url: CameraUrl, options: SourceOptions) -> FrameSource:
         from daemon.sources.file import FileSource
 
         return FileSource(url.target, loop=options.loop, realtime=options.realtime)
+    if url.kind is SourceKind.GENICAM:
+        from daemon.sources.genicam import GenicamOptions, GenicamSource, TriggerMode
+
+        return GenicamSource(url.target, GenicamOptions(
+            TriggerMode(options.trigger), options.trigger_source, options.pixel_format, options.exposure, options.gain,
+            options.packet_size, options.fps, options.width, options.height, options.open_timeout_s,
+            options.read_timeout_s))
     if url.kind is SourceKind.GSTREAMER:
         from daemon.sources.gst import GstSource
 

@@ -6,6 +6,7 @@ Accepted forms:
   file:///path/video.mp4  or a bare path (video file)
   synthetic://line?param=value&…         (generated conveyor scene; see daemon/sources/synthetic_line.py)
   gst://<GStreamer pipeline ending in appsink>
+  genicam://[serial | device id | address]  (GigE Vision / USB3 Vision through Aravis; empty: the first camera)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from daemon.redact import redact_url
 
 ACCEPTED = (
     "rtsp://host[:port]/path, /dev/videoN or v4l2:///dev/videoN, file:///path/video.mp4 or a path, "
-    "synthetic://line?…, gst://<pipeline ending in appsink>"
+    "synthetic://line?…, gst://<pipeline ending in appsink>, genicam://[serial]"
 )
 
 
@@ -31,13 +32,15 @@ class SourceKind(enum.Enum):
     FILE = "file"
     SYNTHETIC = "synthetic"
     GSTREAMER = "gst"
+    GENICAM = "genicam"
 
 
 @dataclass(frozen=True)
 class CameraUrl:
     kind: SourceKind
     raw: str
-    target: str  # the URL for FFmpeg, the device path, the file path, the synthetic URL, or the pipeline
+    target: str  # the URL for FFmpeg, the device path, the file path, the synthetic URL, the pipeline, or the
+    # GenICam camera's serial number, device id or address ('' for the first camera found)
     realtime: bool = True  # synthetic://line: its own `realtime` parameter, as the line itself parsed it
 
     @property
@@ -52,6 +55,8 @@ class CameraUrl:
             base = Path(self.target).stem
         elif self.kind is SourceKind.SYNTHETIC:
             base = "synthetic-" + (urlsplit(self.target).netloc or "scene")
+        elif self.kind is SourceKind.GENICAM:
+            base = "genicam" + ("-" + self.target if self.target else "")
         else:
             base = "gst"
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or self.kind.value
@@ -90,6 +95,12 @@ def parse_camera_url(url: str) -> CameraUrl:
         if "appsink" not in pipeline:
             raise ValueError("a gst:// pipeline must end in an appsink (… ! videoconvert ! appsink)")
         return CameraUrl(SourceKind.GSTREAMER, url, pipeline)
+    if scheme == "genicam":
+        selector = unquote(text[len("genicam://"):]).strip("/")
+        if len(selector) > 128 or not selector.isprintable() or "?" in selector or "/" in selector:
+            raise ValueError("a genicam:// camera is named by its serial number, device id or address "
+                             "(genicam://<serial>), or not at all for the first camera found")
+        return CameraUrl(SourceKind.GENICAM, url, selector)
     if scheme == "file" or not scheme:
         path = Path(unquote(urlsplit(text).path) if scheme else text)
         if not is_regular_file(path):

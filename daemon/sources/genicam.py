@@ -1,0 +1,291 @@
+"""genicam://[serial|device id|address] : a GigE Vision or USB3 Vision camera through Aravis.
+
+Trigger modes (LINEWATCH_CAMERA__TRIGGER):
+  free_run   the camera streams at its frame rate (LINEWATCH_CAMERA__FPS, else its own);
+  software   linewatch fires the camera once per frame of an inspection job (`fire`), so every frame it returns
+             belongs to a known job: `take_fired` says which, and the job's window is exact;
+  hardware   the camera exposes on its line input (LINEWATCH_CAMERA__TRIGGER_SOURCE, default Line0); linewatch
+             waits for the frames and the job stage matches them to jobs by time and count.
+
+A triggered camera is silent between parts. `read` then returns IDLE every quarter second, after checking that the
+camera still answers (a register read, at most once a second), so a camera that dies between parts is noticed as
+soon as one that dies mid-stream. A frame the camera sent incomplete (lost packets) is dropped and counted
+(`take_lost`): the capture stage leaves a gap in the frame numbers, and the job that needed it is never a pass.
+Only the capture thread calls open/read/close; `fire` is thread-safe.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import importlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.frames import Image
+from daemon.logs import get_logger
+from daemon.sources.base import IDLE, Fired, Idle, SourceFatal, SourceUnavailable
+from daemon.sources.genicam_lib import GenicamCamera, discover, load_aravis
+from daemon.sources.genicam_pixels import BY_NAME, PIXEL_FORMATS, PREFERRED, to_bgr
+
+log = get_logger("linewatch.genicam")
+
+IDLE_WAIT_S = 0.25  # a triggered camera's read returns IDLE this often while no frame is due
+LINK_CHECK_S = 1.0  # and asks the camera for a register at most this often while it is silent
+MAX_SHOTS = 256  # software triggers waiting to be fired (8 open jobs of up to 32 frames)
+DISCOVERY_RETRY_S = 0.5
+
+
+class TriggerMode(str, enum.Enum):
+    FREE_RUN = "free_run"
+    SOFTWARE = "software"
+    HARDWARE = "hardware"
+
+
+@dataclass(frozen=True)
+class GenicamOptions:
+    trigger: TriggerMode = TriggerMode.FREE_RUN
+    trigger_source: str = "Line0"  # hardware: the camera's input line
+    pixel_format: str | None = None  # None: the camera's own, if supported, else the first of PREFERRED it has
+    exposure_us: float | None = None  # None: the camera's own setting (auto exposure left as it is)
+    gain_db: float | None = None
+    packet_size: int | None = None  # GigE Vision: None negotiates the largest the path carries
+    fps: float | None = None  # free run
+    width: int | None = None
+    height: int | None = None
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 5.0  # a frame due (free run, or fired) must come within this
+    buffers: int = 8
+
+
+class GenicamSource:
+    def __init__(self, selector: str, options: GenicamOptions) -> None:
+        self.selector = selector
+        self.options = options
+        self.description = f"genicam {selector or '(first camera)'} trigger={options.trigger.value}"
+        self.info: GenicamCamera | None = None  # the camera opened last
+        self._camera: Any = None
+        self._stream: Any = None
+        self._arv: Any = None
+        self._glib_error: type[Exception] = Exception
+        self._shots: collections.deque[Fired] = collections.deque()
+        self._shots_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._outstanding: tuple[Fired, float] | None = None  # fired, not yet come: (shot, fired at)
+        self._fired: Fired | None = None
+        self._lost = 0
+        self._last_link_check = 0.0
+        self.captured_mono: float | None = None  # when the frame just read arrived (its first packet)
+
+    @property
+    def pace_fps(self) -> float | None:
+        return None
+
+    # -- from any thread ----------------------------------------------------------------------------------------
+    def fire(self, job_id: str, count: int) -> bool:
+        """Software trigger: expose `count` frames for this job, after the shots already waiting. False (nothing
+        queued) when the camera is not software-triggered or too many shots wait."""
+        if self.options.trigger is not TriggerMode.SOFTWARE:
+            return False
+        with self._shots_lock:
+            if len(self._shots) + count > MAX_SHOTS:
+                return False
+            self._shots.extend(Fired(job_id, i) for i in range(max(1, count)))
+        self._wake.set()
+        return True
+
+    # -- the capture thread ---------------------------------------------------------------------------------------
+    def take_fired(self) -> Fired | None:
+        fired, self._fired = self._fired, None
+        return fired
+
+    def take_lost(self) -> int:
+        lost, self._lost = self._lost, 0
+        return lost
+
+    def open(self) -> None:
+        self._arv = arv = load_aravis()
+        self._glib_error = importlib.import_module("gi.repository.GLib").Error
+        deadline = time.monotonic() + self.options.open_timeout_s
+        while True:
+            seen = discover()
+            found = [c for c in seen if c.matches(self.selector)]
+            if found or time.monotonic() >= deadline:
+                break
+            time.sleep(DISCOVERY_RETRY_S)
+        if not found:
+            serials = ", ".join(c.serial or c.device_id for c in seen) or "none"
+            raise SourceUnavailable(f"no GenICam camera {self.selector or '(any)'} found (cameras seen: {serials})")
+        self.info = found[0]
+        try:
+            self._camera = arv.Camera.new(self.info.device_id)
+            self._configure()
+            self._start_stream()
+        except self._glib_error as exc:
+            self.close()
+            raise SourceUnavailable(f"camera {self.info.serial}: {exc}") from None
+        except SourceFatal:
+            self.close()
+            raise
+        log.info("genicam_open", vendor=self.info.vendor, model=self.info.model, serial=self.info.serial,
+                 address=self.info.address, pixel_format=self._camera.get_pixel_format_as_string(),
+                 trigger=self.options.trigger.value)
+
+    def _configure(self) -> None:
+        cam, opts = self._camera, self.options
+        available = list(cam.dup_available_pixel_formats_as_strings() or [])
+        wanted = opts.pixel_format
+        if wanted is None:
+            current = cam.get_pixel_format_as_string()
+            if current not in BY_NAME:
+                wanted = next((name for name in PREFERRED if name in available), None)
+                if wanted is None:
+                    raise SourceFatal(f"camera offers no pixel format linewatch reads ({', '.join(available)}); "
+                                      f"supported: {', '.join(BY_NAME)}")
+        if wanted is not None:
+            if wanted not in available:
+                raise SourceFatal(f"LINEWATCH_CAMERA__PIXEL_FORMAT={wanted!r}: this camera offers "
+                                  f"{', '.join(available)}")
+            cam.set_pixel_format_from_string(wanted)
+        if opts.width or opts.height:
+            x, y, width, height = cam.get_region()
+            cam.set_region(x, y, opts.width or width, opts.height or height)
+        if opts.exposure_us is not None:
+            self._bounded("exposure (µs)", opts.exposure_us, cam.get_exposure_time_bounds())
+            if cam.is_exposure_auto_available():
+                cam.set_exposure_time_auto(self._arv.Auto.OFF)
+            cam.set_exposure_time(opts.exposure_us)
+        if opts.gain_db is not None:
+            self._bounded("gain (dB)", opts.gain_db, cam.get_gain_bounds())
+            if cam.is_gain_auto_available():
+                cam.set_gain_auto(self._arv.Auto.OFF)
+            cam.set_gain(opts.gain_db)
+        if opts.trigger is TriggerMode.FREE_RUN:
+            cam.clear_triggers()
+            if opts.fps:
+                cam.set_frame_rate(opts.fps)
+        elif opts.trigger is TriggerMode.SOFTWARE:
+            cam.set_trigger("Software")
+        else:
+            sources = list(cam.dup_available_trigger_sources() or [])
+            if opts.trigger_source not in sources:
+                raise SourceFatal(f"LINEWATCH_CAMERA__TRIGGER_SOURCE={opts.trigger_source!r}: this camera's trigger "
+                                  f"sources are {', '.join(sources)}")
+            cam.set_trigger(opts.trigger_source)
+        if cam.is_gv_device():
+            if opts.packet_size:
+                cam.gv_set_packet_size(opts.packet_size)
+            else:
+                cam.gv_auto_packet_size()
+
+    @staticmethod
+    def _bounded(what: str, value: float, bounds: tuple[float, float]) -> None:
+        low, high = bounds
+        if not low <= value <= high:
+            raise SourceFatal(f"{what} {value} is outside this camera's range {low}..{high}")
+
+    def _start_stream(self) -> None:
+        arv, cam = self._arv, self._camera
+        self._stream = cam.create_stream(None, None)
+        if self._stream is None:
+            raise SourceUnavailable("the camera gave no stream")
+        payload = cam.get_payload()
+        for _ in range(self.options.buffers):
+            self._stream.push_buffer(arv.Buffer.new_allocate(payload))
+        cam.set_acquisition_mode(arv.AcquisitionMode.CONTINUOUS)
+        cam.start_acquisition()
+        self._last_link_check = time.monotonic()
+
+    def read(self) -> Image | Idle | None:
+        if self._camera is None or self._stream is None:
+            raise SourceUnavailable("camera not open")
+        try:
+            return self._read()
+        except self._glib_error as exc:
+            raise SourceUnavailable(f"camera {self.info.serial if self.info else ''}: {exc}") from None
+
+    def _read(self) -> Image | Idle:
+        mode, timeout = self.options.trigger, self.options.read_timeout_s
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if mode is TriggerMode.SOFTWARE and self._outstanding is None:
+                shot = self._next_shot()
+                if shot is None:
+                    if not self._wake.wait(IDLE_WAIT_S):
+                        self._check_link()
+                        return IDLE
+                    continue
+                self._drain()
+                self._camera.software_trigger()
+                self._outstanding = (shot, time.monotonic())
+                continue
+            wait = IDLE_WAIT_S if mode is TriggerMode.HARDWARE else max(0.001, min(IDLE_WAIT_S, timeout))
+            buffer = self._stream.timeout_pop_buffer(int(wait * 1e6))
+            if buffer is None:
+                now = time.monotonic()
+                if self._outstanding is not None and now - self._outstanding[1] > timeout:
+                    raise SourceUnavailable(f"no frame within {timeout:g} s of the software trigger")
+                if mode is TriggerMode.FREE_RUN and now - started > timeout:
+                    raise SourceUnavailable(f"no frame for {timeout:g} s")
+                self._check_link()
+                if mode is TriggerMode.HARDWARE:
+                    return IDLE
+                continue
+            image = self._take(buffer)
+            shot = self._outstanding[0] if self._outstanding is not None else None
+            self._outstanding = None
+            if image is None:  # incomplete: this frame is lost (a gap in the numbers), the shot used up
+                self._lost += 1
+                continue
+            self._fired = shot
+            self._last_link_check = time.monotonic()  # a frame proves the link
+            return image
+
+    def _take(self, buffer: Any) -> Image | None:
+        try:
+            if buffer.get_status() != self._arv.BufferStatus.SUCCESS:
+                log.debug("genicam_frame_incomplete", status=str(buffer.get_status()))
+                return None
+            code = buffer.get_image_pixel_format()
+            if code not in PIXEL_FORMATS:
+                raise SourceFatal(f"the camera sends pixel format 0x{code:08x}, which linewatch does not read")
+            stamp_ns = buffer.get_system_timestamp()
+            self.captured_mono = time.monotonic() - max(0.0, time.time() - stamp_ns / 1e9) if stamp_ns else None
+            return to_bgr(buffer.get_data(), buffer.get_image_width(), buffer.get_image_height(), code)
+        except ValueError as exc:
+            log.warning("genicam_frame_unreadable", error=str(exc))
+            return None
+        finally:
+            self._stream.push_buffer(buffer)
+
+    def _next_shot(self) -> Fired | None:
+        with self._shots_lock:
+            self._wake.clear()
+            return self._shots.popleft() if self._shots else None
+
+    def _drain(self) -> None:
+        """Frames nobody fired for (left from before a reconnect): back to the stream, uncounted."""
+        while (buffer := self._stream.try_pop_buffer()) is not None:
+            self._stream.push_buffer(buffer)
+
+    def _check_link(self) -> None:
+        now = time.monotonic()
+        if now - self._last_link_check < LINK_CHECK_S:
+            return
+        self._last_link_check = now
+        self._camera.get_integer("Width")  # raises GLib.Error when the camera no longer answers
+
+    def close(self) -> None:
+        camera, self._camera, stream, self._stream = self._camera, None, self._stream, None
+        with self._shots_lock:
+            self._shots.clear()  # their jobs hear the camera reconnecting: unknown
+        self._outstanding, self._fired = None, None
+        if camera is not None:
+            try:
+                camera.stop_acquisition()
+            except self._glib_error as exc:
+                log.debug("genicam_stop_failed", error=str(exc))
+        del stream, camera  # dropping the last reference releases the camera's control channel
