@@ -149,6 +149,31 @@ def test_load_settings_raises_config_error_not_validation_error(monkeypatch: pyt
     assert any(p.startswith("LINEWATCH_CAMERA__URL:") for p in caught.value.problems)
 
 
+GENICAM_MISTAKES = {
+    "trigger on an RTSP camera": ({"URL": "rtsp://cam/x", "TRIGGER": "software"}, "LINEWATCH_CAMERA__TRIGGER",
+                                  "only a genicam:// camera"),
+    "software trigger without jobs": ({"URL": "genicam://A1", "TRIGGER": "software"}, "",
+                                      "LINEWATCH_CAMERA__TRIGGER=software: the camera is fired once per inspection job"),
+    "pixel format unknown": ({"URL": "genicam://A1", "PIXEL_FORMAT": "Mono9"}, "LINEWATCH_CAMERA__PIXEL_FORMAT",
+                             "accepted: Mono8"),
+    "trigger line not a word": ({"URL": "genicam://A1", "TRIGGER_SOURCE": "Line0; rm"},
+                                "LINEWATCH_CAMERA__TRIGGER_SOURCE", "should match pattern"),
+    "packet size below Ethernet's minimum": ({"URL": "genicam://A1", "PACKET_SIZE": "100"},
+                                             "LINEWATCH_CAMERA__PACKET_SIZE", "greater than or equal to 576"),
+    "selector with a path": ({"URL": "genicam://A1/x"}, "LINEWATCH_CAMERA__URL", "named by its serial number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GENICAM_MISTAKES))
+def test_a_genicam_setting_that_cannot_work_is_named(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    camera, variable, hint = GENICAM_MISTAKES[case]
+    for key, value in camera.items():
+        monkeypatch.setenv(f"LINEWATCH_CAMERA__{key}", value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert any(p.startswith(variable) and hint in p for p in caught.value.problems), caught.value.problems
+
+
 @pytest.mark.parametrize(
     ("url", "kind", "camera_id"),
     [
@@ -157,6 +182,9 @@ def test_load_settings_raises_config_error_not_validation_error(monkeypatch: pyt
         ("v4l2:///dev/video2", SourceKind.V4L2, "video2"),
         ("synthetic://line?seed=3", SourceKind.SYNTHETIC, "synthetic-line"),
         ("gst://videotestsrc ! videoconvert ! appsink", SourceKind.GSTREAMER, "gst"),
+        ("genicam://", SourceKind.GENICAM, "genicam"),
+        ("genicam://22179934", SourceKind.GENICAM, "genicam-22179934"),
+        ("genicam://192.168.10.21", SourceKind.GENICAM, "genicam-192.168.10.21"),
     ],
 )
 def test_camera_urls_are_classified_with_a_stable_credential_free_id(url: str, kind: SourceKind,

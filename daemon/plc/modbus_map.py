@@ -71,7 +71,7 @@ class ErrorCode(enum.IntEnum):
 
 RESULT_CODES = {"pass": 1, "ng": 2, "unknown": 3}
 REASON_BITS = {"camera_stale": 0, "camera_reconnecting": 1, "model_not_ready": 2, "frames_dropped": 3,
-               "frame_late": 4, "timeout": 5, "trigger_overrun": 6, "stopping": 7}
+               "frame_late": 4, "timeout": 5, "trigger_overrun": 6, "stopping": 7, "frame_missing": 8}
 
 
 def describe() -> dict[str, object]:

@@ -115,10 +115,12 @@ class CaptureStage(CameraStage):
         self._set_state(CameraState.ONLINE, "streaming")
         return True
 
-    def _retry_later(self, reason: str) -> None:
+    def _retry_later(self, reason: str, *, close: bool = False) -> None:
         delay = self._backoff.failed(reason)
         self._reconnects.inc()
-        self._set_state(CameraState.RECONNECTING, reason)
+        self._set_state(CameraState.RECONNECTING, reason)  # first: closing a dead camera may take seconds
+        if close:
+            self._native(self._source.close)
         log.debug("camera_retry", delay_s=round(delay, 2), attempts=self._backoff.attempts, reason=reason)
         self._stop.wait(delay)
 
@@ -157,8 +159,7 @@ class CaptureStage(CameraStage):
             try:
                 image = self._native(self._source.read)
             except SourceUnavailable as exc:
-                self._source.close()
-                self._retry_later(str(exc))
+                self._retry_later(str(exc), close=True)
                 return False
             now = time.monotonic()
             if image is None:
@@ -168,8 +169,7 @@ class CaptureStage(CameraStage):
                 continue
             if now - last_frame > self.stall_timeout_s:
                 # The read did return, but far too late: treat the link as bad and rebuild it.
-                self._source.close()
-                self._retry_later(f"no frame for {now - last_frame:.1f} s (stall timeout)")
+                self._retry_later(f"no frame for {now - last_frame:.1f} s (stall timeout)", close=True)
                 return False
             last_frame = self.last_frame_mono = now
             image.setflags(write=False)

@@ -77,6 +77,7 @@ class GenicamSource:
         self._fired: Fired | None = None
         self._lost = 0
         self._last_link_check = 0.0
+        self._gone = False  # the camera stopped answering: don't talk to it on the way out (2.5 s per command)
         self.captured_mono: float | None = None  # when the frame just read arrived (its first packet)
 
     @property
@@ -119,6 +120,7 @@ class GenicamSource:
             serials = ", ".join(c.serial or c.device_id for c in seen) or "none"
             raise SourceUnavailable(f"no GenICam camera {self.selector or '(any)'} found (cameras seen: {serials})")
         self.info = found[0]
+        self._gone = False
         try:
             self._camera = arv.Camera.new(self.info.device_id)
             self._configure()
@@ -130,8 +132,21 @@ class GenicamSource:
             self.close()
             raise
         log.info("genicam_open", vendor=self.info.vendor, model=self.info.model, serial=self.info.serial,
-                 address=self.info.address, pixel_format=self._camera.get_pixel_format_as_string(),
-                 trigger=self.options.trigger.value)
+                 address=self.info.address, **self.camera_settings())
+
+    def camera_settings(self) -> dict[str, object]:
+        """What the open camera reports now (read back from it, not what was asked)."""
+        cam = self._camera
+        if cam is None:
+            return {}
+        device = cam.get_device()
+        trigger = {"trigger_mode": device.get_string_feature_value("TriggerMode")} \
+            if cam.is_feature_available("TriggerMode") else {}
+        if trigger.get("trigger_mode") == "On":
+            trigger["trigger_source"] = cam.get_trigger_source()
+        return {"pixel_format": cam.get_pixel_format_as_string(), "exposure_us": cam.get_exposure_time(),
+                "gain_db": cam.get_gain(), "region": list(cam.get_region()),
+                "packet_size": cam.gv_get_packet_size() if cam.is_gv_device() else None, **trigger}
 
     def _configure(self) -> None:
         cam, opts = self._camera, self.options
@@ -184,7 +199,7 @@ class GenicamSource:
     def _bounded(what: str, value: float, bounds: tuple[float, float]) -> None:
         low, high = bounds
         if not low <= value <= high:
-            raise SourceFatal(f"{what} {value} is outside this camera's range {low}..{high}")
+            raise SourceFatal(f"{what} {value:g} is outside this camera's range {low:g}..{high:g}")
 
     def _start_stream(self) -> None:
         arv, cam = self._arv, self._camera
@@ -204,6 +219,7 @@ class GenicamSource:
         try:
             return self._read()
         except self._glib_error as exc:
+            self._gone = True
             raise SourceUnavailable(f"camera {self.info.serial if self.info else ''}: {exc}") from None
 
     def _read(self) -> Image | Idle:
@@ -227,8 +243,10 @@ class GenicamSource:
             if buffer is None:
                 now = time.monotonic()
                 if self._outstanding is not None and now - self._outstanding[1] > timeout:
+                    self._gone = True
                     raise SourceUnavailable(f"no frame within {timeout:g} s of the software trigger")
                 if mode is TriggerMode.FREE_RUN and now - started > timeout:
+                    self._gone = True
                     raise SourceUnavailable(f"no frame for {timeout:g} s")
                 self._check_link()
                 if mode is TriggerMode.HARDWARE:
@@ -283,7 +301,7 @@ class GenicamSource:
         with self._shots_lock:
             self._shots.clear()  # their jobs hear the camera reconnecting: unknown
         self._outstanding, self._fired = None, None
-        if camera is not None:
+        if camera is not None and not self._gone:
             try:
                 camera.stop_acquisition()
             except self._glib_error as exc:

@@ -8,6 +8,8 @@ tried first. Nothing here is imported unless a genicam:// camera is configured o
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -43,8 +45,18 @@ def load_aravis() -> ModuleType:
 
 
 def library_version() -> str:
-    arv = load_aravis()
-    return f"{arv.get_major_version()}.{arv.get_minor_version()}.{arv.get_micro_version()}"
+    """The loaded libaravis' own version (Aravis 0.8 has no call for it): from the shared object's file name."""
+    load_aravis().get_n_devices()  # the library is loaded on first use
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if "libaravis" in line}
+    except OSError:
+        paths = set()
+    for path in sorted(paths):
+        match = re.search(r"libaravis-[\d.]+\.so\.[\d.]*?(\d+\.\d+\.\d+)$", os.path.realpath(path))
+        if match:
+            return match.group(1)
+    return "0.8"
 
 
 @dataclass(frozen=True)

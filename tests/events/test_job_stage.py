@@ -40,9 +40,9 @@ class Harness:
     def online(self, state: CameraState = CameraState.ONLINE) -> None:
         self.stage.camera_changed(CameraStatus("cam", state, "test", utc_now()))
 
-    def frame(self, *detections: Detection) -> None:
+    def frame(self, *detections: Detection, captured: float | None = None) -> None:
         now = time.monotonic()
-        self.stage.look(Look(self.seq, now, utc_now(), now, 640, 480, detections))
+        self.stage.look(Look(self.seq, now if captured is None else captured, utc_now(), now, 640, 480, detections))
         self.seq += 1
 
     def next(self) -> Decided:
@@ -148,4 +148,75 @@ def test_a_trigger_the_stage_cannot_take_is_refused_to_its_sender_not_left_witho
         h.stage.trigger("plc_modbus", "late")
     assert h.stage.trigger_message("mqtt", b"late") is None
     assert h.decided.empty()
+    h.outbox.close()
+
+
+def test_a_software_triggered_camera_is_fired_per_job_and_each_window_is_the_frames_exposed_for_it(
+        tmp_path: Path) -> None:
+    """Two jobs open at once: each gets exactly the frames the camera says it exposed for it (bind), not the frames
+    that merely came after its trigger; a frame nobody fired for belongs to no job."""
+    h = Harness(tmp_path)
+    fired: list[tuple[str, int]] = []
+    h.stage.fire_with(lambda job_id, count: fired.append((job_id, count)) is None)
+    h.stage.start()
+    h.online()
+    a = h.stage.trigger("plc_modbus", "A")
+    b = h.stage.trigger("plc_modbus", "B")
+    h.frame(SCRATCH)  # seq 0: exposed for nobody (left from before): ignored by both
+    h.stage.bind(a.job_id, 1)
+    h.frame()
+    h.frame()
+    h.stage.bind(b.job_id, 3)
+    h.frame(SCRATCH)
+    h.frame(SCRATCH)
+    answers = {d.result.trigger.part_id: d.result for d in (h.next(), h.next())}
+    assert fired == [(a.job_id, 2), (b.job_id, 2)], "fired once per frame of each job, in order"
+    assert (answers["A"].verdict, answers["A"].first_seq, answers["A"].last_seq) == (Verdict.PASS, 1, 2)
+    assert (answers["B"].verdict, answers["B"].first_seq, answers["B"].last_seq) == (Verdict.NG, 3, 4)
+    h.stage.stop()
+    h.stage.join(5)
+    h.outbox.close()
+
+
+def test_a_software_trigger_the_camera_cannot_take_or_never_answers_is_unknown(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    calls = iter([False, True])  # the camera's queue is full once, then takes the exposures
+    h.stage.fire_with(lambda job_id, count: next(calls))
+    h.stage.start()
+    h.online()
+    h.stage.trigger("mqtt", "refused")
+    assert h.next().result.reasons == (Why.TRIGGER_OVERRUN,)
+    h.stage.trigger("mqtt", "silent")  # taken, but the camera never sends its frames
+    h.frame()  # a frame without a bind is not its
+    decided = h.next().result
+    assert (decided.verdict, decided.reasons, decided.frames_inspected) == (Verdict.UNKNOWN, (Why.CAMERA_STALE,), 0)
+    h.stage.stop()
+    h.stage.join(5)
+    h.outbox.close()
+
+
+def test_a_hardware_triggered_camera_frame_is_matched_to_its_job_by_time_even_when_it_comes_first(
+        tmp_path: Path) -> None:
+    """The line fires the camera and the PLC at once; the frame may be inspected before the PLC's trigger arrives.
+    Each frame goes to one job; a job whose frame never came is unknown (frame_missing), never pass."""
+    h = Harness(tmp_path, rules=JobRules(frames=1, confirm_hits=1, timeout_ms=2000, max_frame_age_ms=5000,
+                                         match_ms=100))
+    h.stage.start()
+    h.online()
+    t0 = time.monotonic()
+    h.frame(SCRATCH, captured=t0)  # exposed on the line's pulse...
+    early = h.stage.trigger("plc_modbus", "early", at_mono=t0 + 0.05)  # ...the PLC's trigger comes after
+    first = h.next().result
+    assert (first.trigger.job_id, first.verdict, first.first_seq) == (early.job_id, Verdict.NG, 0)
+    h.stage.trigger("plc_modbus", "twin", at_mono=t0 + 0.06)  # no pulse of its own: frame 0 is taken
+    h.frame(captured=t0 + 0.5)  # the next part's frame, far past: this job's frame is missing
+    twin = h.next().result
+    assert (twin.trigger.part_id, twin.verdict, twin.reasons) == ("twin", Verdict.UNKNOWN, (Why.FRAME_MISSING,))
+    late = h.stage.trigger("plc_modbus", "late", at_mono=t0 + 0.45)  # this trigger's frame came 50 ms after it
+    third = h.next().result
+    assert (third.trigger.job_id, third.verdict, third.first_seq) == (late.job_id, Verdict.PASS, 1)
+    h.stage.trigger("plc_modbus", "silent")  # and with no frame at all, unknown at the deadline
+    assert h.next().result.reasons == (Why.FRAME_MISSING,)
+    h.stage.stop()
+    h.stage.join(5)
     h.outbox.close()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.genicam import FakeCamera, fake_camera_missing
 from tests.support.hostile import BlackHole, GarbageServer
 from tests.support.mosquitto import Mosquitto, mosquitto_missing
 from tests.support.procs import DaemonProcess
@@ -87,6 +88,16 @@ def rtsp_factory() -> Iterator[Callable[..., RtspServer]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def fake_camera() -> Iterator[FakeCamera]:
+    """Aravis' fake GigE Vision camera on loopback, serial LW01, started."""
+    reason = fake_camera_missing()
+    if reason:
+        pytest.skip(reason)
+    with FakeCamera() as camera:
+        yield camera
 
 
 @pytest.fixture

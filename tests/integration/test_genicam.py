@@ -1,0 +1,182 @@
+"""GenICam cameras against Aravis' own fake GigE Vision camera on loopback (the real GVCP/GVSP protocol): pixel
+formats, exposure, gain and packet size read back from the camera; software trigger fired per job; hardware trigger
+set on the camera's line; a camera killed mid-job and brought back (the job unknown, the status reconnecting then
+online, jobs resumed); `doctor` listing the camera.
+
+The fake camera serves a test pattern, so detection quality is measured on the synthetic line, not here; and it has
+no line input (it cannot be pulsed here), so the hardware trigger's matching of frames to jobs is tested on the job
+stage (tests/events/test_job_stage.py), and here only that the camera is set to wait for its line.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from daemon.exitcodes import ExitCode
+from daemon.sources.base import IDLE, Fired, SourceFatal, SourceUnavailable
+from daemon.sources.genicam import GenicamOptions, GenicamSource, TriggerMode
+from tests.integration.camera_helpers import status_states
+from tests.integration.test_verdicts import post
+from tests.support.genicam import FakeCamera
+from tests.support.mosquitto import Mosquitto
+from tests.support.procs import DaemonProcess
+from tests.support.subscriber import Subscriber
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("gi", reason="PyGObject (linewatch[genicam]) is not installed")
+
+EnvFactory = Callable[..., dict[str, str]]
+BOOT_S = 120.0
+
+
+def opened(camera: FakeCamera, **options: object) -> GenicamSource:
+    source = GenicamSource(camera.serial, GenicamOptions(**options))  # type: ignore[arg-type]
+    source.open()
+    return source
+
+
+def frame(source: GenicamSource, within_s: float = 5.0) -> object:
+    """The next read that is not IDLE."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        image = source.read()
+        if image is not IDLE:
+            return image
+    raise AssertionError("no frame")
+
+
+@pytest.mark.parametrize("pixel_format", ["Mono8", "BayerRG8", "RGB8", "Mono16"])
+def test_free_run_frames_arrive_as_bgr_in_each_pixel_format_the_camera_offers(
+        fake_camera: FakeCamera, pixel_format: str) -> None:
+    source = opened(fake_camera, pixel_format=pixel_format, read_timeout_s=3.0)
+    try:
+        images = [frame(source) for _ in range(3)]
+        arrived = source.captured_mono
+        assert source.camera_settings()["pixel_format"] == pixel_format
+    finally:
+        source.close()
+    for image in images:
+        assert image.shape == (512, 512, 3) and image.dtype.name == "uint8"  # type: ignore[attr-defined]
+        assert image.std() > 1, "the camera's test pattern, not a blank"  # type: ignore[attr-defined]
+    assert arrived is not None and 0 <= time.monotonic() - arrived < 5, "the frame's own arrival time"
+    assert source.info is not None and (source.info.serial, source.info.address) == ("LW01", "127.0.0.1")
+
+
+def test_software_trigger_exposes_only_when_fired_and_tags_each_frame_with_its_job(fake_camera: FakeCamera) -> None:
+    source = opened(fake_camera, trigger=TriggerMode.SOFTWARE, exposure_us=5000.0, gain_db=2.0, packet_size=1400)
+    try:
+        assert source.camera_settings() | {"region": None} == {
+            "pixel_format": "Mono8", "exposure_us": 5000.0, "gain_db": 2.0, "region": None, "packet_size": 1400,
+            "trigger_mode": "On", "trigger_source": "Software"}, "what was asked, read back from the camera"
+        assert source.read() is IDLE, "no exposure without a trigger"
+        assert source.fire("job-a", 2) and source.fire("job-b", 1)
+        tags: list[Fired | None] = []
+        for _ in range(3):
+            frame(source)
+            tags.append(source.take_fired())
+        assert tags == [Fired("job-a", 0), Fired("job-a", 1), Fired("job-b", 0)]
+        assert source.read() is IDLE and source.take_lost() == 0, "three shots, three frames, no more"
+    finally:
+        source.close()
+
+
+def test_settings_the_camera_cannot_take_are_fatal_and_name_what_it_can(fake_camera: FakeCamera) -> None:
+    with pytest.raises(SourceFatal, match=r"exposure \(µs\) 5e\+07 is outside this camera's range 10..1e\+07"):
+        opened(fake_camera, exposure_us=5e7)
+    with pytest.raises(SourceFatal, match="TRIGGER_SOURCE='Line7': this camera's trigger sources are Line0, Software"):
+        opened(fake_camera, trigger=TriggerMode.HARDWARE, trigger_source="Line7")
+    with pytest.raises(SourceFatal, match="PIXEL_FORMAT='YUV422_8': this camera offers BayerBG8, .*Mono8"):
+        opened(fake_camera, pixel_format="YUV422_8")
+
+
+def test_hardware_trigger_sets_the_camera_to_wait_for_its_line_and_reads_idle_meanwhile(
+        fake_camera: FakeCamera) -> None:
+    source = opened(fake_camera, trigger=TriggerMode.HARDWARE)
+    try:
+        settings = source.camera_settings()
+        assert (settings["trigger_mode"], settings["trigger_source"]) == ("On", "Line0")
+        assert not source.fire("job", 1), "a hardware-triggered camera is not fired by linewatch"
+        assert all(source.read() is IDLE for _ in range(4)), "no pulse on the line, no frame"
+    finally:
+        source.close()
+
+
+def test_a_killed_camera_is_noticed_while_streaming_and_while_waiting_for_a_trigger(fake_camera: FakeCamera) -> None:
+    for trigger in (TriggerMode.FREE_RUN, TriggerMode.SOFTWARE):
+        source = opened(fake_camera, trigger=trigger, read_timeout_s=2.0, open_timeout_s=1.0)
+        try:
+            if trigger is TriggerMode.FREE_RUN:
+                frame(source)
+            fake_camera.kill()
+            killed = time.monotonic()
+            with pytest.raises(SourceUnavailable):
+                for _ in range(100):
+                    source.read()
+            assert time.monotonic() - killed < 10, "noticed within the read deadline and a register read's retries"
+        finally:
+            source.close()
+        with pytest.raises(SourceUnavailable, match="no GenICam camera LW01 found"):
+            source.open()
+        fake_camera.start()
+        source.open()  # back
+        source.close()
+
+
+def test_the_daemon_fires_the_camera_per_job_survives_its_death_mid_job_and_resumes(
+    fake_camera: FakeCamera, mosquitto: Mosquitto, subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory,
+) -> None:
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/gige/verdicts", "linewatch/gige/status"])
+    env = daemon_env(fake_camera.url, mosquitto.url, LINEWATCH_CAMERA__ID="gige", LINEWATCH_CAMERA__TRIGGER="software",
+                     LINEWATCH_CAMERA__READ_TIMEOUT_S="1", LINEWATCH_CAMERA__OPEN_TIMEOUT_S="2",
+                     LINEWATCH_CAMERA__BACKOFF_MAX_S="1", LINEWATCH_HTTP__TRIGGERS="true",
+                     LINEWATCH_JOBS__ENABLED="true", LINEWATCH_JOBS__FRAMES="5", LINEWATCH_JOBS__TIMEOUT_MS="10000",
+                     LINEWATCH_JOBS__MAX_FRAME_AGE_MS="10000")
+    daemon = daemon_factory(env)
+    daemon.wait_for_event("daemon_ready", BOOT_S)
+    daemon.wait_for_event("camera_state", 30, state="online")
+    port = int(env["LINEWATCH_HTTP__PORT"])
+
+    def verdicts() -> list[dict[str, object]]:
+        return [m.json() for m in sub.messages() if m.topic.endswith("/verdicts")]
+
+    def judge(part: str) -> dict[str, object]:
+        assert post(port, "/cameras/gige/trigger", json.dumps({"part_id": part}).encode())[0] == 202
+        sub.wait_for(lambda ms: any(v["part_id"] == part for v in verdicts()), 30)
+        return next(v for v in verdicts() if v["part_id"] == part)
+
+    before = judge("before")
+    assert before["result"] in ("pass", "ng") and before["frames"]["inspected"] == 5, before  # type: ignore[index]
+    mark = daemon.mark()
+    assert post(port, "/cameras/gige/trigger", b'{"part_id": "mid-job"}')[0] == 202
+    fake_camera.kill()  # five exposures of 40 ms each: the job is under way
+    daemon.wait_for_event("camera_state", 15, since=mark, state="reconnecting")
+    sub.wait_for(lambda ms: any(v["part_id"] == "mid-job" for v in verdicts()), 30)
+    mid = next(v for v in verdicts() if v["part_id"] == "mid-job")
+    assert mid["result"] == "unknown" and mid["reasons"] == ["camera_reconnecting"], daemon.describe(80)
+    fake_camera.start()
+    daemon.wait_for_event("camera_state", 30, since=mark, state="online")
+    after = judge("after")
+    assert after["result"] in ("pass", "ng") and after["frames"]["inspected"] == 5, after  # type: ignore[index]
+    assert status_states(sub.messages())[-3:] == ["online", "reconnecting", "online"]
+    daemon.send_signal(15)
+    assert daemon.wait(30) == ExitCode.OK
+
+
+def test_doctor_lists_the_genicam_cameras_it_sees_and_grabs_a_triggered_frame(
+        fake_camera: FakeCamera, mosquitto: Mosquitto, daemon_env: EnvFactory) -> None:
+    env = daemon_env(fake_camera.url, mosquitto.url, LINEWATCH_CAMERA__TRIGGER="software",
+                     LINEWATCH_JOBS__ENABLED="true")
+    done = subprocess.run([sys.executable, "-m", "daemon", "doctor", "--json"], env=env, capture_output=True,
+                          text=True, timeout=180)
+    report = json.loads(done.stdout)
+    assert done.returncode == ExitCode.OK, report
+    checks = {c["name"]: c for c in report["checks"]}
+    assert "1 camera(s): Aravis Fake serial LW01 at 127.0.0.1 (GigEVision) genicam://LW01" in checks["genicam"]["detail"]
+    assert "one 512x512 frame" in checks["camera"]["detail"]

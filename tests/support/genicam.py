@@ -1,0 +1,75 @@
+"""Aravis' own fake GigE Vision camera (`arv-fake-gv-camera-0.8`, Debian aravis-tools) on loopback: the real GVCP
+control and GVSP stream protocols, software-triggered or free-running, killable and restartable like a camera whose
+cable is pulled. GigE Vision's control port is fixed (3956), so one runs at a time."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from types import TracebackType
+
+BINARY = "arv-fake-gv-camera-0.8"
+GVCP_PORT = 3956
+DISCOVERY = bytes([0x42, 0x11, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01])  # GVCP DISCOVERY_CMD, ack required, req id 1
+
+
+def fake_camera_missing() -> str | None:
+    return None if shutil.which(BINARY) else f"{BINARY} not found (apt install aravis-tools)"
+
+
+def answers(host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    """Whether a GigE Vision device answers discovery on host:3956."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(DISCOVERY, (host, GVCP_PORT))
+            reply, _ = sock.recvfrom(1024)
+        except OSError:
+            return False
+    return len(reply) >= 8 and reply[2:4] == b"\x00\x03"  # DISCOVERY_ACK
+
+
+class FakeCamera:
+    def __init__(self, serial: str = "LW01", host: str = "127.0.0.1") -> None:
+        self.serial = serial
+        self.host = host
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"genicam://{self.serial}"
+
+    def start(self, timeout: float = 10.0) -> FakeCamera:
+        if answers(self.host):
+            raise RuntimeError(f"another GigE Vision device already answers on {self.host}:{GVCP_PORT}")
+        self._proc = subprocess.Popen([BINARY, "-i", self.host, "-s", self.serial], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not answers(self.host):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{BINARY} did not answer discovery (exit {self._proc.poll()})")
+        return self
+
+    def kill(self) -> None:
+        """The camera loses power: no goodbye on the wire."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+
+    def restart(self) -> FakeCamera:
+        self.kill()
+        return self.start()
+
+    def close(self) -> None:
+        self.kill()
+
+    def __enter__(self) -> FakeCamera:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
