@@ -1,7 +1,7 @@
 """Trigger-to-verdict latency, as a PLC sees it: a real pymodbus client, a real asyncua client and a real MQTT client
 each trigger jobs on a live synthetic camera and time the answer on their side.
 
-    .venv/bin/python bench/plc_latency.py [--jobs 100] [--fps 15] [--frames 1]
+    .venv/bin/python bench/plc_latency.py [--jobs 100] [--fps 15] [--frames 1] [--no-genicam]
 
 One daemon serves all three (Modbus TCP, OPC UA, MQTT triggers); the clients take turns, each triggering --jobs
 jobs at a PLC's pace (one every 200 ms, the next only after the answer):
@@ -9,7 +9,10 @@ jobs at a PLC's pace (one every 200 ms, the next only after the answer):
   cycle, the result read, ResultAck given (the handshake of docs/plc.md);
 - opcua: StartSingleJob(PartId) and its ResultReadyEvent (a subscription at a 10 ms publishing interval);
 - mqtt: `{"part_id": ...}` on {prefix}/{camera}/trigger and the verdict on {prefix}/{camera}/verdicts.
-Each client must see every verdict of its own jobs, in order, none twice; the bench fails otherwise.
+Each client must see every verdict of its own jobs, in order, none twice; the bench fails otherwise. Then the same
+three against a GenICam camera, Aravis' fake GigE Vision camera on loopback, software-triggered by linewatch once
+per frame of each job (skipped where aravis-tools is not installed, or with --no-genicam); its trigger-to-frame
+latency is timed by linewatch's source first.
 
 The strongest baseline is what no daemon can beat: the job needs the camera's next --frames frames after the trigger
 (on average half a frame interval, then whole intervals) and the raw model's inference of the last one (Ultralytics
@@ -32,6 +35,8 @@ from typing import Any
 
 from harness import broker, daemon_env, free_port, mqtt_client, percentile, running_daemon, save, wait_ready
 from machine import describe
+
+from tests.support.genicam import FakeCamera, fake_camera_missing
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 PACE_S = 0.2
@@ -160,61 +165,103 @@ def mqtt_jobs(url: str, jobs: int) -> tuple[list[float], list[int], list[float]]
     return latencies, seen, inside
 
 
+def run_clients(env: dict[str, str], ports: tuple[int, int, int], mqtt_url: str, jobs: int,
+                label: str = "") -> dict[str, dict[str, Any]]:
+    """One daemon with `env`; each client triggers `jobs` jobs in turn. Results by client name (label prefixed)."""
+    modbus_port, opcua_port, http_port = ports
+    opcua_url = f"opc.tcp://127.0.0.1:{opcua_port}/linewatch/"
+    results: dict[str, dict[str, Any]] = {}
+    with running_daemon(env) as daemon:
+        wait_ready(http_port, daemon)
+        time.sleep(2.0)  # the camera's first frames: the detector's steady pace
+        for name, run in (("modbus", lambda: modbus_client(modbus_port, jobs)),
+                          ("opcua", lambda: opcua_client(opcua_url, jobs)),
+                          ("mqtt", lambda: mqtt_jobs(mqtt_url, jobs))):
+            outcome = run()
+            latencies, seen = outcome[0], outcome[1]
+            in_order = seen == list(range(1, jobs + 1))
+            figures: dict[str, Any] = {"jobs": jobs, "p50_ms": percentile(latencies, 50),
+                                       "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
+                                       "every_verdict_once_in_order": in_order, "latencies_ms": latencies}
+            if name == "mqtt":
+                figures["daemon_latency_p50_ms"] = percentile(outcome[2], 50)  # type: ignore[misc]
+                figures["daemon_latency_p99_ms"] = percentile(outcome[2], 99)  # type: ignore[misc]
+            if not in_order:
+                print(f"{label}{name}: verdicts missing, repeated or out of order: {seen[:20]}...", file=sys.stderr)
+            results[label + name] = figures
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--frames", type=int, default=1, help="frames a job covers (LINEWATCH_JOBS__FRAMES)")
+    parser.add_argument("--no-genicam", action="store_true", help="skip the fake GigE Vision camera's run")
     args = parser.parse_args()
     floor_ms = model_floor_ms()
     interval_ms = 1000 / args.fps
     baseline_ms = interval_ms / 2 + (args.frames - 1) * interval_ms + floor_ms
-    modbus_port, opcua_port, http_port = free_port(), free_port(), free_port()
-    opcua_url = f"opc.tcp://127.0.0.1:{opcua_port}/linewatch/"
-    results: dict[str, dict[str, Any]] = {}
+    ports = (free_port(), free_port(), free_port())
+    plc = {"LINEWATCH_JOBS__ENABLED": "true", "LINEWATCH_JOBS__FRAMES": str(args.frames),
+           "LINEWATCH_JOBS__CONFIRM_HITS": "1", "LINEWATCH_MODBUS__ENABLED": "true",
+           "LINEWATCH_MODBUS__HOST": "127.0.0.1", "LINEWATCH_MODBUS__PORT": str(ports[0]),
+           "LINEWATCH_OPCUA__ENABLED": "true", "LINEWATCH_OPCUA__ENDPOINT": f"opc.tcp://127.0.0.1:{ports[1]}/linewatch/"}
+    genicam: dict[str, Any] | None = None
     with broker() as mqtt, tempfile.TemporaryDirectory() as state:
-        env = daemon_env(f"synthetic://line?fps={args.fps}&seed=77&defect_rate=0.3", mqtt.url, Path(state), http_port,
-                         LINEWATCH_CAMERA__ID=CAM, LINEWATCH_JOBS__ENABLED="true",
-                         LINEWATCH_JOBS__FRAMES=str(args.frames), LINEWATCH_JOBS__CONFIRM_HITS="1",
-                         LINEWATCH_MODBUS__ENABLED="true", LINEWATCH_MODBUS__HOST="127.0.0.1",
-                         LINEWATCH_MODBUS__PORT=str(modbus_port), LINEWATCH_OPCUA__ENABLED="true",
-                         LINEWATCH_OPCUA__ENDPOINT=opcua_url)
-        with running_daemon(env) as daemon:
-            wait_ready(http_port, daemon)
-            time.sleep(2.0)  # the camera's first frames: the detector's steady pace
-            for name, run in (("modbus", lambda: modbus_client(modbus_port, args.jobs)),
-                              ("opcua", lambda: opcua_client(opcua_url, args.jobs)),
-                              ("mqtt", lambda: mqtt_jobs(mqtt.url, args.jobs))):
-                outcome = run()
-                latencies, seen = outcome[0], outcome[1]
-                in_order = seen == list(range(1, args.jobs + 1))
-                results[name] = {"jobs": args.jobs, "p50_ms": percentile(latencies, 50),
-                                 "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
-                                 "every_verdict_once_in_order": in_order, "latencies_ms": latencies}
-                if name == "mqtt":
-                    results[name]["daemon_latency_p50_ms"] = percentile(outcome[2], 50)  # type: ignore[misc]
-                    results[name]["daemon_latency_p99_ms"] = percentile(outcome[2], 99)  # type: ignore[misc]
-                if not in_order:
-                    print(f"{name}: verdicts missing, repeated or out of order: {seen[:20]}...", file=sys.stderr)
+        env = daemon_env(f"synthetic://line?fps={args.fps}&seed=77&defect_rate=0.3", mqtt.url, Path(state), ports[2],
+                         LINEWATCH_CAMERA__ID=CAM, **plc)
+        results = run_clients(env, ports, mqtt.url, args.jobs)
+        if not args.no_genicam and fake_camera_missing() is None:
+            genicam = genicam_run(args, mqtt.url, Path(state) / "genicam", plc, floor_ms)
+            results.update(genicam.pop("clients"))
     report = {"machine": describe(), "fps": args.fps, "frames_per_job": args.frames, "pace_s": PACE_S,
-              "model_p50_ms": floor_ms, "baseline_ms": baseline_ms, "clients": results}
-    rows = ["| client | jobs | p50 ms | p99 ms | max ms | p50 / floor | every verdict once, in order |",
-            "|---|---|---|---|---|---|---|"]
+              "model_p50_ms": floor_ms, "baseline_ms": baseline_ms, "clients": results, "genicam": genicam}
+    rows = ["| camera | client | jobs | p50 ms | p99 ms | max ms | p50 / floor | every verdict once, in order |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, figures in results.items():
-        rows.append(f"| {name} | {figures['jobs']} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} | "
-                    f"{figures['max_ms']:.1f} | {figures['p50_ms'] / baseline_ms:.2f}x | "
+        camera, client = name.split(" ", 1) if " " in name else ("synthetic", name)
+        floor = genicam["baseline_ms"] if genicam and camera == "genicam" else baseline_ms
+        rows.append(f"| {camera} | {client} | {figures['jobs']} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} | "
+                    f"{figures['max_ms']:.1f} | {figures['p50_ms'] / floor:.2f}x | "
                     f"{'yes' if figures['every_verdict_once_in_order'] else 'NO'} |")
     inside = results["mqtt"].get("daemon_latency_p50_ms")
     table = ("# PLC trigger-to-verdict latency\n\n"
-             f"Trigger to verdict as each PLC client sees it; one live synthetic camera at {args.fps} fps, "
-             f"{args.frames} frame(s) per job, a job every {PACE_S * 1000:.0f} ms after the answer. Floor (the "
-             f"strongest baseline): half a frame interval + the raw model's p50 inference ({floor_ms:.1f} ms) = "
-             f"{baseline_ms:.1f} ms. The daemon's own trigger-to-verdict p50 (MQTT payloads' latency_ms): "
-             f"{inside:.1f} ms. Machine: {report['machine']['cpu_model']}, {report['machine']['cpus']} CPUs.\n\n"
-             + "\n".join(rows) + "\n")
+             f"Trigger to verdict as each PLC client sees it, {args.frames} frame(s) per job, a job every "
+             f"{PACE_S * 1000:.0f} ms after the answer. Synthetic camera: live at {args.fps} fps; floor (the strongest "
+             f"baseline): half a frame interval + the raw model's p50 inference ({floor_ms:.1f} ms) = "
+             f"{baseline_ms:.1f} ms; the daemon's own trigger-to-verdict p50 (MQTT payloads' latency_ms): "
+             f"{inside:.1f} ms.")
+    if genicam:
+        table += (f" GenICam camera: Aravis' fake GigE Vision camera, software-triggered by linewatch once per frame "
+                  f"of each job; its trigger-to-frame p50 {genicam['trigger_to_frame_p50_ms']:.1f} ms / p99 "
+                  f"{genicam['trigger_to_frame_p99_ms']:.1f} ms (it looks for triggers on a 40 ms grid); floor: that "
+                  f"p50 + the raw model = {genicam['baseline_ms']:.1f} ms.")
+    table += (f" Machine: {report['machine']['cpu_model']}, {report['machine']['cpus']} CPUs.\n\n"
+              + "\n".join(rows) + "\n")
     out = save("plc_latency", report, table)
     plot(results, baseline_ms, out.with_suffix(".png"))
     return 0 if all(f["every_verdict_once_in_order"] for f in results.values()) else 1
+
+
+def genicam_run(args: argparse.Namespace, mqtt_url: str, state: Path, plc: dict[str, str],
+                floor_ms: float) -> dict[str, Any]:
+    """The same clients against a software-triggered GenICam camera (the fake one): trigger to frame, to verdict."""
+    from genicam_camera import trigger_to_frame
+
+    state.mkdir()
+    ports = (free_port(), free_port(), free_port())  # a new daemon: new ports, none left in TIME_WAIT
+    plc = {**plc, "LINEWATCH_MODBUS__PORT": str(ports[0]),
+           "LINEWATCH_OPCUA__ENDPOINT": f"opc.tcp://127.0.0.1:{ports[1]}/linewatch/"}
+    with FakeCamera(serial="LATENCY1") as camera:
+        to_frame = trigger_to_frame(camera.serial, args.jobs)  # linewatch's source, before the daemon takes it
+        env = daemon_env(camera.url, mqtt_url, state, ports[2], LINEWATCH_CAMERA__ID=CAM,
+                         LINEWATCH_CAMERA__TRIGGER="software", **plc)
+        clients = run_clients(env, ports, mqtt_url, args.jobs, label="genicam ")
+    p50 = float(percentile(to_frame, 50) or 0.0)
+    return {"trigger_to_frame_p50_ms": p50, "trigger_to_frame_p99_ms": percentile(to_frame, 99),
+            "trigger_to_frame_ms": to_frame, "baseline_ms": p50 + (args.frames - 1) * 40.0 + floor_ms,
+            "clients": clients}
 
 
 def plot(results: dict[str, dict[str, Any]], floor: float, path: Path) -> None:

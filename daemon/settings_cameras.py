@@ -64,7 +64,8 @@ class CameraSettings(Section):
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
     handoff: Literal["auto", "latest", "wait"] = Field(
-        "auto", description="Drop policy of the capture→detector hand-off; auto: live→latest, files→wait"
+        "auto", description="Drop policy of the capture→detector hand-off; auto: live→latest, files and triggered "
+        "GenICam cameras→wait"
     )
 
     @field_validator("url")

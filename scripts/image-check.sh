@@ -318,9 +318,26 @@ ok "c. check-config (exit 0, JSON)"
 img_run help "$OUTBOX_RUN" -- --help || true
 if grep -q doctor "$WORK/help.log"; then
     rc=0
+    # A GigE Vision camera on the host's loopback (Aravis' fake one, where aravis-tools is installed): the image's
+    # Aravis must find it.
+    fake_pid=""
+    if command -v arv-fake-gv-camera-0.8 >/dev/null; then
+        arv-fake-gv-camera-0.8 -i 127.0.0.1 -s IMGCHECK >/dev/null 2>&1 &
+        fake_pid=$!
+        "$PY" -c 'import sys, time; from tests.support.genicam import answers
+end = time.monotonic() + 10
+while not answers() and time.monotonic() < end: pass
+sys.exit(0 if answers() else 1)' || fail "c. the fake GigE Vision camera did not start"
+    fi
     img_run doctor "$OUTBOX_RUN" LINEWATCH_CAMERA__URL=synthetic://line "$BROKER" "${http_env[@]}" -- doctor || rc=$?
+    [[ -n $fake_pid ]] && kill "$fake_pid" 2>/dev/null
     [[ $rc -eq 0 ]] || { cat "$WORK/doctor.log"; fail "c. doctor exited $rc"; }
-    ok "c. doctor (exit 0)"
+    genicam=$(grep -E '^ok +genicam ' "$WORK/doctor.log" || true)
+    [[ $genicam == *"Aravis 0.8"* ]] || { cat "$WORK/doctor.log"; fail "c. doctor: the image has no Aravis: $genicam"; }
+    if [[ -n $fake_pid && $genicam != *"serial IMGCHECK at 127.0.0.1"* ]]; then
+        fail "c. doctor: the image's Aravis did not see the camera on loopback: $genicam"
+    fi
+    ok "c. doctor (exit 0; ${genicam#ok }) "
 else
     skip "c. doctor: this linewatch has no 'doctor' command yet"
 fi

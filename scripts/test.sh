@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, against real services. Installs what is missing first:
 #  - Debian: mosquitto, GStreamer's RTSP server (python3-gi + gir1.2-gst-rtsp-server-1.0) and plugins,
-#    systemd-analyze, buildah + debootstrap (the image check), docker-compose (compose validation)
-#  - Python: .venv with the pinned set (torch 2.14.1 / torchvision 0.29.1 on x86_64) and the test tools
+#    systemd-analyze, buildah + debootstrap (the image check), docker-compose (compose validation),
+#    Aravis (gir1.2-aravis-0.8, and aravis-tools for its fake GigE Vision camera) with what PyGObject builds on
+#  - Python: .venv with the pinned set (torch 2.14.1 / torchvision 0.29.1 on x86_64), the test tools and the
+#    genicam extra (PyGObject)
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/test_settings.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,10 @@ if ! gst-inspect-1.0 x264enc >/dev/null 2>&1 || ! gst-inspect-1.0 rtph264pay >/d
     need_apt+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
                gstreamer1.0-plugins-ugly)
 fi
+# GenICam cameras: Aravis' library and fake camera; PyGObject (linewatch[genicam]) builds against girepository
+command -v arv-fake-gv-camera-0.8 >/dev/null || need_apt+=(aravis-tools)
+[[ -f /usr/lib/$(uname -m)-linux-gnu/girepository-1.0/Aravis-0.8.typelib ]] || need_apt+=(gir1.2-aravis-0.8)
+pkg-config --exists gobject-introspection-1.0 cairo 2>/dev/null || need_apt+=(pkg-config libgirepository1.0-dev libcairo2-dev)
 if ((${#need_apt[@]})); then
     echo "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +38,6 @@ if ((${#need_apt[@]})); then
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-LINEWATCH_EXTRAS=test scripts/setup-venv.sh
+LINEWATCH_EXTRAS=test,genicam scripts/setup-venv.sh
 export YOLO_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.genicam import fake_camera_missing
 from tests.support.rtsp import rtsp_missing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,8 +103,24 @@ def test_the_soak_benchmark_samples_each_contender_while_the_broker_flaps(tmp_pa
 def test_the_plc_latency_benchmark_runs_each_client_and_every_verdict_comes_once_in_order(tmp_path: Path) -> None:
     _bench(tmp_path, "bench/plc_latency.py", "--jobs", "5")
     report = _written(tmp_path, "plc_latency")
-    assert set(report["clients"]) == {"modbus", "opcua", "mqtt"}
+    clients = {"modbus", "opcua", "mqtt"}
+    if fake_camera_missing() is None:  # then the same clients against a software-triggered GenICam camera
+        clients |= {f"genicam {name}" for name in clients}
+        assert report["genicam"]["trigger_to_frame_p50_ms"] > 0
+    assert set(report["clients"]) == clients
     assert all(c["every_verdict_once_in_order"] and c["p50_ms"] > 0 for c in report["clients"].values())
+
+
+@pytest.mark.integration
+def test_the_genicam_benchmark_reads_the_fake_camera_beside_an_rtsp_camera(tmp_path: Path) -> None:
+    for missing in (fake_camera_missing(), rtsp_missing()):
+        if missing:
+            pytest.skip(missing)
+    _bench(tmp_path, "bench/genicam_camera.py", "--seconds", "1", "--triggers", "3")
+    report = _written(tmp_path, "genicam_camera")
+    assert set(report["free_run"]) == {"genicam", "genicam, 8192-byte packets", "rtsp"}
+    assert all(f["frames"] > 0 and f["cpu_ms_per_frame"] > 0 for f in report["free_run"].values())
+    assert len(report["software_trigger"]["latencies_ms"]) == 3
 
 
 def test_the_verdict_accuracy_benchmark_judges_parts_against_the_ground_truth(tmp_path: Path) -> None:

@@ -176,7 +176,10 @@ def _genicam_check() -> Check:
         version = library_version()
     except SourceFatal as exc:
         return Check("genicam", True, f"not installed ({exc})")
-    cameras = discover()
+    try:
+        cameras = discover()
+    except Exception as exc:  # Aravis' own errors (GLib.Error): reported, never a traceback
+        return Check("genicam", True, f"Aravis {version}: discovery failed: {exc}")
     found = "; ".join(f"{c.vendor} {c.model} serial {c.serial} at {c.address} ({c.protocol}) genicam://{c.serial}"
                       for c in cameras)
     return Check("genicam", True, f"Aravis {version}: {len(cameras)} camera(s){': ' + found if found else ''}")

@@ -122,7 +122,11 @@ class GenicamSource:
         self.info = found[0]
         self._gone = False
         try:
-            self._camera = arv.Camera.new(self.info.device_id)
+            # A GigE Vision camera by its address: Aravis then streams through the interface on the camera's subnet.
+            # By id it takes the interface whose discovery answer came last, which on a host that reaches the
+            # camera two ways (a second NIC, or loopback beside eth0) may be one the stream never arrives on.
+            gige = self.info.protocol == "GigEVision" and bool(self.info.address)
+            self._camera = arv.Camera.new(self.info.address if gige else self.info.device_id)
             self._configure()
             self._start_stream()
         except self._glib_error as exc:

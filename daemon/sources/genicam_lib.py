@@ -16,8 +16,9 @@ from types import ModuleType
 
 from daemon.sources.base import SourceFatal
 
-INSTALL_HINT = ("GenICam cameras need Aravis 0.8 and PyGObject: apt install gir1.2-aravis-0.8 libgirepository1.0-dev "
-                "libcairo2-dev, then pip install 'linewatch[genicam]' (see README, GenICam cameras)")
+INSTALL_HINT = ("GenICam cameras need Aravis 0.8 and PyGObject: apt install gir1.2-aravis-0.8 gir1.2-glib-2.0 "
+                "libgirepository1.0-dev libcairo2-dev, then pip install 'linewatch[genicam]' (see README, GenICam "
+                "cameras)")
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -40,7 +41,10 @@ def load_aravis() -> ModuleType:
                 importlib.import_module("aravis")
             except (ImportError, OSError, ValueError):
                 raise SourceFatal(f"Aravis 0.8 is not installed. {INSTALL_HINT}") from None
-        _module = importlib.import_module("gi.repository.Aravis")
+        try:
+            _module = importlib.import_module("gi.repository.Aravis")
+        except ImportError as exc:  # a typelib it needs is missing (GLib's, Gio's: gir1.2-glib-2.0)
+            raise SourceFatal(f"Aravis cannot be loaded ({exc}). {INSTALL_HINT}") from None
         return _module
 
 
