@@ -153,7 +153,7 @@ GENICAM_MISTAKES = {
     "trigger on an RTSP camera": ({"URL": "rtsp://cam/x", "TRIGGER": "software"}, "LINEWATCH_CAMERA__TRIGGER",
                                   "only a genicam:// camera"),
     "software trigger without jobs": ({"URL": "genicam://A1", "TRIGGER": "software"}, "",
-                                      "LINEWATCH_CAMERA__TRIGGER=software: the camera is fired once per inspection job"),
+                                      "TRIGGER=software: the camera is fired once per inspection job"),
     "pixel format unknown": ({"URL": "genicam://A1", "PIXEL_FORMAT": "Mono9"}, "LINEWATCH_CAMERA__PIXEL_FORMAT",
                              "accepted: Mono8"),
     "trigger line not a word": ({"URL": "genicam://A1", "TRIGGER_SOURCE": "Line0; rm"},

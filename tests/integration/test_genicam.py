@@ -91,7 +91,7 @@ def test_settings_the_camera_cannot_take_are_fatal_and_name_what_it_can(fake_cam
         opened(fake_camera, exposure_us=5e7)
     with pytest.raises(SourceFatal, match="TRIGGER_SOURCE='Line7': this camera's trigger sources are Line0, Software"):
         opened(fake_camera, trigger=TriggerMode.HARDWARE, trigger_source="Line7")
-    with pytest.raises(SourceFatal, match="PIXEL_FORMAT='YUV422_8': this camera offers BayerBG8, .*Mono8"):
+    with pytest.raises(SourceFatal, match=r"PIXEL_FORMAT='YUV422_8': this camera offers BayerBG8, .*Mono8"):
         opened(fake_camera, pixel_format="YUV422_8")
 
 
@@ -178,5 +178,6 @@ def test_doctor_lists_the_genicam_cameras_it_sees_and_grabs_a_triggered_frame(
     report = json.loads(done.stdout)
     assert done.returncode == ExitCode.OK, report
     checks = {c["name"]: c for c in report["checks"]}
-    assert "1 camera(s): Aravis Fake serial LW01 at 127.0.0.1 (GigEVision) genicam://LW01" in checks["genicam"]["detail"]
+    listed = "1 camera(s): Aravis Fake serial LW01 at 127.0.0.1 (GigEVision) genicam://LW01"
+    assert listed in checks["genicam"]["detail"], checks["genicam"]
     assert "one 512x512 frame" in checks["camera"]["detail"]
