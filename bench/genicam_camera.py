@@ -69,7 +69,7 @@ def trigger_to_frame(serial: str, triggers: int) -> list[float]:
     latencies = []
     try:
         for index in range(triggers):
-            time.sleep(random.uniform(0.0, 0.1))
+            time.sleep(random.uniform(0.0, 0.12))  # three periods of its 40 ms trigger clock: every phase alike
             started = time.monotonic()
             source.fire(f"bench-{index}", 1)
             while source.read() is IDLE:
@@ -100,7 +100,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "machine": describe(), "size": f"{SIZE}x{SIZE}", "fps_asked": args.fps, "seconds": args.seconds,
         "free_run": {"genicam": genicam, f"genicam, {JUMBO}-byte packets": jumbo, "rtsp": rtsp},
-        "cpu_per_frame_ratio_rtsp_over_genicam": rtsp["cpu_ms_per_frame"] / genicam["cpu_ms_per_frame"],
+        "cpu_per_frame_ratio_genicam_over_rtsp": genicam["cpu_ms_per_frame"] / rtsp["cpu_ms_per_frame"],
         "software_trigger": {"triggers": args.triggers, "p50_ms": percentile(latencies, 50),
                              "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
                              "latencies_ms": latencies}}
@@ -116,7 +116,9 @@ def main() -> int:
         "| camera | frames/s | CPU ms / frame | CPU % of one core |\n|---|---|---|---|\n"
         + "".join(f"| {name} | {f['fps']:.1f} | {f['cpu_ms_per_frame']:.2f} | {f['cpu_percent']:.1f} |\n"
                   for name, f in report["free_run"].items())
-        + f"\nRTSP costs {report['cpu_per_frame_ratio_rtsp_over_genicam']:.1f}x the CPU per frame of GenICam.\n\n"
+        + f"\nGenICam costs {report['cpu_per_frame_ratio_genicam_over_rtsp']:.1f}x the CPU per frame of RTSP here: "
+        "Aravis receives each frame as ~190 UDP packets (26 with jumbo packets) and linewatch copies and converts it; "
+        "the RTSP server's test pattern (a ball on black) is nearly free to decode. Both are about 1 % of a core.\n\n"
         f"Software trigger to frame (fake camera, {args.triggers} triggers, one at a time, at random moments): p50 "
         f"{trig['p50_ms']:.1f} ms, p99 {trig['p99_ms']:.1f} ms, max {trig['max_ms']:.1f} ms. The fake camera looks "
         "for a trigger every 40 ms (its 25 Hz trigger clock): about 20 ms on average is its own wait.\n")

@@ -94,7 +94,9 @@ class CameraPipeline:
             on_status=self._report, metrics=metrics, prepare=prepare,
             on_trigger=None if self.jobs is None else self._photo_eye,
             on_fired=None if self.jobs is None else self.jobs.bind)
-        self.watchdog = StallWatchdog(self.capture, limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s)
+        grace_s = float(getattr(source, "native_grace_s", 0.0))  # GenICam: a dead camera's command timeouts
+        self.watchdog = StallWatchdog(self.capture,
+                                      limit_s=max(camera.open_timeout_s, camera.read_timeout_s) + stall_s + grace_s)
         interval = settings.events.stats_interval_s
         self.stats_feed: StatsFeed | None = (
             stats_topic(prefix, camera_id), interval,

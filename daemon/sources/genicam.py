@@ -36,6 +36,7 @@ IDLE_WAIT_S = 0.25  # a triggered camera's read returns IDLE this often while no
 LINK_CHECK_S = 1.0  # and asks the camera for a register at most this often while it is silent
 MAX_SHOTS = 256  # software triggers waiting to be fired (8 open jobs of up to 32 frames)
 DISCOVERY_RETRY_S = 0.5
+GVCP_TIMEOUT_S = 2.5  # Aravis 0.8: a GigE Vision command to a camera that is gone fails after 5 x 500 ms
 
 
 class TriggerMode(str, enum.Enum):
@@ -84,6 +85,12 @@ class GenicamSource:
     def pace_fps(self) -> float | None:
         return None
 
+    @property
+    def native_grace_s(self) -> float:
+        """How far past its deadline an open, read or close may run when the camera dies during it: the command in
+        flight and releasing the camera each wait out a GigE Vision timeout (the stall watchdog allows for it)."""
+        return 3 * GVCP_TIMEOUT_S
+
     # -- from any thread ----------------------------------------------------------------------------------------
     def fire(self, job_id: str, count: int) -> bool:
         """Software trigger: expose `count` frames for this job, after the shots already waiting. False (nothing
@@ -130,6 +137,7 @@ class GenicamSource:
             self._configure()
             self._start_stream()
         except self._glib_error as exc:
+            self._gone = True
             self.close()
             raise SourceUnavailable(f"camera {self.info.serial}: {exc}") from None
         except SourceFatal:
