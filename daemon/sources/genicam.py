@@ -116,6 +116,8 @@ class GenicamSource:
     def open(self) -> None:
         self._arv = arv = load_aravis()
         self._glib_error = importlib.import_module("gi.repository.GLib").Error
+        with self._shots_lock:
+            self._shots.clear()  # asked for while the camera was away: those jobs were answered unknown already
         deadline = time.monotonic() + self.options.open_timeout_s
         while True:
             seen = discover()
@@ -238,7 +240,6 @@ class GenicamSource:
         mode, timeout = self.options.trigger, self.options.read_timeout_s
         started = time.monotonic()
         while True:
-            now = time.monotonic()
             if mode is TriggerMode.SOFTWARE and self._outstanding is None:
                 shot = self._next_shot()
                 if shot is None:
