@@ -175,7 +175,7 @@ class CaptureStage(CameraStage):
             image.setflags(write=False)
             prepared = self._prepare(image) if self._prepare else None
             if self._fired is not None:
-                self._bind(now)
+                self._bind()
             captured = getattr(self._source, "captured_mono", None) or now  # the camera's own time, where it has one
             frame = Frame(self.camera_id, self.frames_read, image, min(captured, now), utc_now(), prepared)
             if self._take_trigger is not None and self._on_trigger is not None:
@@ -191,7 +191,7 @@ class CaptureStage(CameraStage):
                 self._stop.wait(max(0.0, next_due - time.monotonic()))
         return False
 
-    def _bind(self, now: float) -> None:
+    def _bind(self) -> None:
         """Before numbering the frame: skip the numbers of the frames the camera lost; tell the job stage where the
         job this frame was fired for begins (before the frame is handed on, so the bind comes first)."""
         assert self._fired is not None
