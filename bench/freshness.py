@@ -55,10 +55,10 @@ def read_stamp(image: Any) -> tuple[int, int] | None:
     return copies[0] & 0xFFFFF, copies[0] >> 20
 
 
-def render_frames(path: Path, count: int = 90) -> Path:
+def render_frames(path: Path, count: int = 90, width: int = 640, height: int = 480) -> Path:
     from daemon.sources.synthetic_line import LineParams, SyntheticLine
 
-    line = SyntheticLine(LineParams(seed=9400, defect_rate=0.7))
+    line = SyntheticLine(LineParams(seed=9400, defect_rate=0.7, width=width, height=height))
     with path.open("wb") as out:
         for index in range(count):
             out.write(line.render(index).image.tobytes())
@@ -66,10 +66,11 @@ def render_frames(path: Path, count: int = 90) -> Path:
 
 
 class Camera:
-    def __init__(self, frames: Path, log: Path, fps: int) -> None:
+    def __init__(self, frames: Path, log: Path, fps: int, width: int = 640, height: int = 480) -> None:
         self.log = log
         self.proc = subprocess.Popen(["/usr/bin/python3", str(SCRIPT.parent / "stamp_camera.py"), "--frames",
-                                      str(frames), "--log", str(log), "--fps", str(fps)],
+                                      str(frames), "--log", str(log), "--fps", str(fps), "--width", str(width),
+                                      "--height", str(height)],
                                      stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("READY "):
