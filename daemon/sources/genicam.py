@@ -36,6 +36,7 @@ IDLE_WAIT_S = 0.25  # a triggered camera's read returns IDLE this often while no
 LINK_CHECK_S = 1.0  # and asks the camera for a register at most this often while it is silent
 MAX_SHOTS = 256  # software triggers waiting to be fired (8 open jobs of up to 32 frames)
 DISCOVERY_RETRY_S = 0.5
+SOCKET_BUFFER_MIN = 1 << 20  # bytes
 GVCP_TIMEOUT_S = 2.5  # Aravis 0.8: a GigE Vision command to a camera that is gone fails after 5 x 500 ms
 
 
@@ -221,6 +222,12 @@ class GenicamSource:
         if self._stream is None:
             raise SourceUnavailable("the camera gave no stream")
         payload = cam.get_payload()
+        if cam.is_gv_device():
+            # Without CAP_NET_RAW (a container, a non-root service) Aravis reads the stream from a plain UDP socket,
+            # whose default buffer (212 KB) is smaller than one frame: most frames would arrive incomplete. Ask for
+            # four frames' worth; the kernel caps it at net.core.rmem_max (README: GenICam cameras).
+            self._stream.set_property("socket-buffer", arv.GvStreamSocketBuffer.FIXED)
+            self._stream.set_property("socket-buffer-size", max(SOCKET_BUFFER_MIN, 4 * payload))
         for _ in range(self.options.buffers):
             self._stream.push_buffer(arv.Buffer.new_allocate(payload))
         cam.set_acquisition_mode(arv.AcquisitionMode.CONTINUOUS)
