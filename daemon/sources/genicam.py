@@ -8,8 +8,8 @@ Trigger modes (LINEWATCH_CAMERA__TRIGGER):
              waits for the frames and the job stage matches them to jobs by time and count.
 
 A triggered camera is silent between parts. `read` then returns IDLE every quarter second, after checking that the
-camera still answers (a register read, at most once a second), so a camera that dies between parts is noticed as
-soon as one that dies mid-stream. A frame the camera sent incomplete (lost packets) is dropped and counted
+camera still answers (a unicast discovery at most once a second: it never waits behind Aravis' control channel,
+whose commands to a camera that is gone take 2.5 s each), so a camera that dies between parts is noticed too. A frame the camera sent incomplete (lost packets) is dropped and counted
 (`take_lost`): the capture stage leaves a gap in the frame numbers, and the job that needed it is never a pass.
 Only the capture thread calls open/read/close; `fire` is thread-safe.
 """
@@ -27,13 +27,13 @@ from typing import Any
 from daemon.frames import Image
 from daemon.logs import get_logger
 from daemon.sources.base import IDLE, Fired, Idle, SourceFatal, SourceUnavailable
-from daemon.sources.genicam_lib import GenicamCamera, discover, load_aravis
+from daemon.sources.genicam_lib import GenicamCamera, discover, gige_answers, load_aravis
 from daemon.sources.genicam_pixels import BY_NAME, PIXEL_FORMATS, PREFERRED, to_bgr
 
 log = get_logger("linewatch.genicam")
 
 IDLE_WAIT_S = 0.25  # a triggered camera's read returns IDLE this often while no frame is due
-LINK_CHECK_S = 1.0  # and asks the camera for a register at most this often while it is silent
+LINK_CHECK_S = 1.0  # and checks that the camera answers at most this often while it is silent
 MAX_SHOTS = 256  # software triggers waiting to be fired (8 open jobs of up to 32 frames)
 DISCOVERY_RETRY_S = 0.5
 SOCKET_BUFFER_MIN = 1 << 20  # bytes
@@ -88,8 +88,8 @@ class GenicamSource:
 
     @property
     def native_grace_s(self) -> float:
-        """How far past its deadline an open, read or close may run when the camera dies during it: the command in
-        flight and releasing the camera each wait out a GigE Vision timeout (the stall watchdog allows for it)."""
+        """How far past its deadline an open, read or close may run when the camera dies during it: the commands in
+        flight each wait out a GigE Vision timeout (the stall watchdog allows for it)."""
         return 3 * GVCP_TIMEOUT_S
 
     # -- from any thread ----------------------------------------------------------------------------------------
@@ -265,13 +265,14 @@ class GenicamSource:
                 if self._outstanding is not None and now - self._outstanding[1] > timeout:
                     self._gone = True
                     raise SourceUnavailable(f"no frame within {timeout:g} s of the software trigger")
-                if mode is TriggerMode.FREE_RUN and now - started > timeout:
-                    self._gone = True
-                    raise SourceUnavailable(f"no frame for {timeout:g} s")
+                if mode is TriggerMode.FREE_RUN:
+                    if now - started > timeout:  # frames are due: their absence is the sign (no register read)
+                        self._gone = True
+                        raise SourceUnavailable(f"no frame for {timeout:g} s")
+                    continue
                 self._check_link()
                 if mode is TriggerMode.HARDWARE:
                     return IDLE
-                continue
             image = self._take(buffer)
             shot = self._outstanding[0] if self._outstanding is not None else None
             self._outstanding = None
@@ -314,16 +315,29 @@ class GenicamSource:
         if now - self._last_link_check < LINK_CHECK_S:
             return
         self._last_link_check = now
-        self._camera.get_integer("Width")  # raises GLib.Error when the camera no longer answers
+        if self.info is not None and self.info.protocol == "GigEVision" and self.info.address:
+            if not gige_answers(self.info.address):
+                self._gone = True
+                raise SourceUnavailable(f"camera {self.info.serial} at {self.info.address} does not answer")
+            return
+        self._camera.get_integer("Width")  # USB3 Vision: raises GLib.Error when the camera no longer answers
 
     def close(self) -> None:
         camera, self._camera, stream, self._stream = self._camera, None, self._stream, None
         with self._shots_lock:
             self._shots.clear()  # their jobs hear the camera reconnecting: unknown
         self._outstanding, self._fired = None, None
-        if camera is not None and not self._gone:
+        if camera is None:
+            return
+        if not self._gone:
             try:
                 camera.stop_acquisition()
             except self._glib_error as exc:
                 log.debug("genicam_stop_failed", error=str(exc))
-        del stream, camera  # dropping the last reference releases the camera's control channel
+            del stream, camera  # dropping the last reference releases the camera's control channel
+            return
+        # A camera that is gone: releasing it waits out a GigE Vision timeout per command (stream teardown, control
+        # channel), about 7.5 s. A thread of its own drops the last references, so reconnecting starts at once.
+        dying = [stream, camera]
+        del stream, camera
+        threading.Thread(target=dying.clear, name="genicam-release", daemon=True).start()

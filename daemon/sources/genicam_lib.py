@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -97,3 +98,24 @@ def describe(cameras: list[GenicamCamera]) -> list[dict[str, str]]:
     """For doctor: one dict per camera."""
     return [{"vendor": c.vendor, "model": c.model, "serial": c.serial, "address": c.address,
              "protocol": c.protocol, "url": f"genicam://{c.serial or c.device_id}"} for c in cameras]
+
+
+GVCP_PORT = 3956
+_DISCOVERY = bytes([0x42, 0x01, 0x00, 0x02, 0x00, 0x00, 0xFF, 0xFF])  # GVCP DISCOVERY_CMD, acknowledge, request 0xffff
+
+
+def gige_answers(address: str, timeout_s: float = 0.2, tries: int = 3) -> bool:
+    """Whether the GigE Vision camera at `address` answers a unicast discovery: every camera does, whoever controls
+    it, and on a socket of its own this never waits behind Aravis' control channel (whose commands to a camera that
+    is gone take 2.5 s each)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout_s)
+        for _ in range(tries):
+            try:
+                sock.sendto(_DISCOVERY, (address, GVCP_PORT))
+                reply, _ = sock.recvfrom(1024)
+            except OSError:
+                continue
+            if len(reply) >= 8 and reply[2:4] == b"\x00\x03":  # DISCOVERY_ACK
+                return True
+    return False

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from types import TracebackType
 
+from daemon.sources.genicam_lib import GVCP_PORT, gige_answers
+
 BINARY = "arv-fake-gv-camera-0.8"
-GVCP_PORT = 3956
-DISCOVERY = bytes([0x42, 0x11, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01])  # GVCP DISCOVERY_CMD, ack required, req id 1
 
 
 def fake_camera_missing() -> str | None:
@@ -21,15 +20,8 @@ def fake_camera_missing() -> str | None:
 
 
 def answers(host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    """Whether a GigE Vision device answers discovery on host:3956."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.sendto(DISCOVERY, (host, GVCP_PORT))
-            reply, _ = sock.recvfrom(1024)
-        except OSError:
-            return False
-    return len(reply) >= 8 and reply[2:4] == b"\x00\x03"  # DISCOVERY_ACK
+    """Whether a GigE Vision device answers discovery on host:3956 (linewatch's own check of a camera's link)."""
+    return gige_answers(host, timeout, tries=1)
 
 
 class FakeCamera:
