@@ -52,7 +52,11 @@ class RtspSource(CaptureSource):
         # analyzeduration: probing 0.5 s instead of FFmpeg's 5 s default cuts the (re)connect time from ~3 s
         # to under 1 s, which is most of a camera's time back after an outage.
         options = f"rtsp_transport;{self._transport}|analyzeduration;500000|fflags;nobuffer|max_delay;500000"
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_ms]
+        # One decoder thread: FFmpeg's frame threading holds one frame back per extra thread (a whole frame interval
+        # of latency on 2 cores, more on a many-core box); a camera's decode is its own thread anyway, and cameras
+        # decode side by side.
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._read_ms,
+                  cv2.CAP_PROP_N_THREADS, 1]
         return open_ffmpeg(self._credentialed_url(), options=options, params=params)
 
     def _credentialed_url(self) -> str:
