@@ -127,3 +127,23 @@ def test_the_verdict_accuracy_benchmark_judges_parts_against_the_ground_truth(tm
     _bench(tmp_path, "bench/verdict_accuracy.py", "--parts", "6")
     report = _written(tmp_path, "verdict_accuracy", plot=False)  # a table says it all: counts and the wrong parts
     assert report["parts"] == 6 and report["defective"] + report["good"] == 6
+
+
+@pytest.mark.integration
+def test_the_box_limit_benchmark_runs_the_bare_loop_beside_the_daemon(tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/box_limit.py", "--backends", "openvino", "--cameras", "1", "--seconds", "1",
+           "--rounds", "1")
+    report = _written(tmp_path, "box_limit")
+    figures = report["summary"]["openvino x1"]
+    assert figures["bare_fps"] > 0 and figures["daemon_fps"] > 0 and figures["ratio"] > 0
+
+
+@pytest.mark.integration
+def test_the_capacity_benchmark_measures_an_idle_camera_and_grows_n_until_it_fails(tmp_path: Path) -> None:
+    missing = rtsp_missing()
+    if missing:
+        pytest.skip(missing)
+    _bench(tmp_path, "bench/capacity.py", "--sizes", "640x480", "--max", "1", "--seconds", "2")
+    report = _written(tmp_path, "capacity")
+    assert report["idle"]["fps"] == 1 and report["idle"]["daemon_cpu_percent"] > 0
+    assert [row["cameras"] for row in report["rows"]] == [1] and report["rows"][0]["ages"] > 0
