@@ -9,8 +9,10 @@ Trigger modes (LINEWATCH_CAMERA__TRIGGER):
 
 A triggered camera is silent between parts. `read` then returns IDLE every quarter second, after checking that the
 camera still answers (a unicast discovery at most once a second: it never waits behind Aravis' control channel,
-whose commands to a camera that is gone take 2.5 s each), so a camera that dies between parts is noticed too. A frame the camera sent incomplete (lost packets) is dropped and counted
-(`take_lost`): the capture stage leaves a gap in the frame numbers, and the job that needed it is never a pass.
+whose commands to a camera that is gone take 2.5 s each), so a camera that dies between parts is noticed too. A
+frame the camera sent incomplete (lost packets) is dropped and counted (`take_lost`): the capture stage leaves a gap
+in the frame numbers, and the job that needed it is never a pass.
+
 Only the capture thread calls open/read/close; `fire` is thread-safe.
 """
 
