@@ -204,7 +204,12 @@ def run_clients(env: dict[str, str], ports: tuple[int, int, int], mqtt_url: str,
         for name, run in (("modbus", lambda: modbus_client(modbus_port, jobs)),
                           ("opcua", lambda: opcua_client(opcua_url, jobs)),
                           ("mqtt", lambda: mqtt_jobs(mqtt_url, jobs))):
-            outcome = run()
+            try:
+                outcome = run()
+            except Exception:
+                print(f"{label}{name} failed; the daemon (exit {daemon.returncode}) said:\n{daemon.describe(60)}",
+                      file=sys.stderr)
+                raise
             latencies, seen = outcome[0], outcome[1]
             in_order = seen == list(range(1, jobs + 1))
             figures: dict[str, Any] = {"jobs": jobs, "p50_ms": percentile(latencies, 50),

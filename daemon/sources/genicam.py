@@ -275,6 +275,7 @@ class GenicamSource:
                 self._check_link()
                 if mode is TriggerMode.HARDWARE:
                     return IDLE
+                continue  # software: the fired frame is still on its way
             image = self._take(buffer)
             shot = self._outstanding[0] if self._outstanding is not None else None
             self._outstanding = None

@@ -90,6 +90,21 @@ def test_software_trigger_exposes_only_when_fired_and_tags_each_frame_with_its_j
         source.close()
 
 
+def test_a_fired_frame_that_takes_longer_than_one_wait_is_still_read(fake_camera: FakeCamera,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found under load in CI: a wait that ended before the fired frame came fell through to reading no buffer (the
+    capture thread crashed, the camera went offline). A 1 ms wait makes every shot outlast several waits."""
+    monkeypatch.setattr("daemon.sources.genicam.IDLE_WAIT_S", 0.001)
+    source = opened(fake_camera, trigger=TriggerMode.SOFTWARE)
+    try:
+        assert source.fire("job", 3)
+        for index in range(3):
+            frame(source)
+            assert source.take_fired() == Fired("job", index)
+    finally:
+        source.close()
+
+
 def test_settings_the_camera_cannot_take_are_fatal_and_name_what_it_can(fake_camera: FakeCamera) -> None:
     with pytest.raises(SourceFatal, match=r"exposure \(µs\) 5e\+07 is outside this camera's range 10..1e\+07"):
         opened(fake_camera, exposure_us=5e7)
@@ -170,7 +185,7 @@ def test_the_daemon_fires_the_camera_per_job_survives_its_death_mid_job_and_resu
     env = daemon_env(fake_camera.url, mosquitto.url, LINEWATCH_CAMERA__ID="gige", LINEWATCH_CAMERA__TRIGGER="software",
                      LINEWATCH_CAMERA__READ_TIMEOUT_S="1", LINEWATCH_CAMERA__OPEN_TIMEOUT_S="2",
                      LINEWATCH_CAMERA__BACKOFF_MAX_S="1", LINEWATCH_HTTP__TRIGGERS="true",
-                     LINEWATCH_JOBS__ENABLED="true", LINEWATCH_JOBS__FRAMES="5", LINEWATCH_JOBS__TIMEOUT_MS="10000",
+                     LINEWATCH_JOBS__ENABLED="true", LINEWATCH_JOBS__FRAMES="25", LINEWATCH_JOBS__TIMEOUT_MS="10000",
                      LINEWATCH_JOBS__MAX_FRAME_AGE_MS="10000")
     daemon = daemon_factory(env)
     daemon.wait_for_event("daemon_ready", BOOT_S)
@@ -186,10 +201,10 @@ def test_the_daemon_fires_the_camera_per_job_survives_its_death_mid_job_and_resu
         return next(v for v in verdicts() if v["part_id"] == part)
 
     before = judge("before")
-    assert before["result"] in ("pass", "ng") and before["frames"]["inspected"] == 5, before  # type: ignore[index]
+    assert before["result"] in ("pass", "ng") and before["frames"]["inspected"] == 25, before  # type: ignore[index]
     mark = daemon.mark()
     assert post(port, "/cameras/gige/trigger", b'{"part_id": "mid-job"}')[0] == 202
-    fake_camera.kill()  # five exposures of 40 ms each: the job is under way
+    fake_camera.kill()  # 25 exposures, 40 ms apart: the job is under way for a second
     daemon.wait_for_event("camera_state", 15, since=mark, state="reconnecting")
     sub.wait_for(lambda ms: any(v["part_id"] == "mid-job" for v in verdicts()), 30)
     mid = next(v for v in verdicts() if v["part_id"] == "mid-job")
@@ -197,7 +212,7 @@ def test_the_daemon_fires_the_camera_per_job_survives_its_death_mid_job_and_resu
     fake_camera.start()
     daemon.wait_for_event("camera_state", 30, since=mark, state="online")
     after = judge("after")
-    assert after["result"] in ("pass", "ng") and after["frames"]["inspected"] == 5, after  # type: ignore[index]
+    assert after["result"] in ("pass", "ng") and after["frames"]["inspected"] == 25, after  # type: ignore[index]
     assert status_states(sub.messages())[-3:] == ["online", "reconnecting", "online"]
     daemon.send_signal(15)
     assert daemon.wait(30) == ExitCode.OK
