@@ -104,10 +104,11 @@ GVCP_PORT = 3956
 _DISCOVERY = bytes([0x42, 0x01, 0x00, 0x02, 0x00, 0x00, 0xFF, 0xFF])  # GVCP DISCOVERY_CMD, acknowledge, request 0xffff
 
 
-def gige_answers(address: str, timeout_s: float = 0.2, tries: int = 3) -> bool:
+def gige_answers(address: str, timeout_s: float = 0.4, tries: int = 5) -> bool:
     """Whether the GigE Vision camera at `address` answers a unicast discovery: every camera does, whoever controls
     it, and on a socket of its own this never waits behind Aravis' control channel (whose commands to a camera that
-    is gone take 2.5 s each)."""
+    is gone take 2.5 s each). Five tries of 400 ms: a busy camera or host is not taken for a dead one (a loaded CI
+    machine once missed three of 200 ms), and a dead one is still known within 2 s."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout_s)
         for _ in range(tries):

@@ -166,8 +166,8 @@ def test_a_killed_camera_is_noticed_while_streaming_and_while_waiting_for_a_trig
             with pytest.raises(SourceUnavailable):
                 for _ in range(100):
                     source.read()
-            # streaming: the read deadline (2 s); waiting for a trigger: a unicast discovery once a second, unanswered
-            assert time.monotonic() - killed < 4, "noticed without waiting out Aravis' 2.5 s command timeouts"
+            # streaming: the read deadline (2 s); waiting: a unicast discovery once a second, unanswered for 2 s
+            assert time.monotonic() - killed < 6, "noticed without queueing behind Aravis' 2.5 s command timeouts"
         finally:
             source.close()
         with pytest.raises(SourceUnavailable, match="no GenICam camera LW01 found"):
