@@ -161,6 +161,7 @@ GENICAM_MISTAKES = {
     "packet size below Ethernet's minimum": ({"URL": "genicam://A1", "PACKET_SIZE": "100"},
                                              "LINEWATCH_CAMERA__PACKET_SIZE", "greater than or equal to 576"),
     "selector with a path": ({"URL": "genicam://A1/x"}, "LINEWATCH_CAMERA__URL", "named by its serial number"),
+    "selector with credentials": ({"URL": "genicam://u:secret@A1"}, "LINEWATCH_CAMERA__URL", "named by its serial"),
 }
 
 

@@ -97,7 +97,7 @@ def parse_camera_url(url: str) -> CameraUrl:
         return CameraUrl(SourceKind.GSTREAMER, url, pipeline)
     if scheme == "genicam":
         selector = unquote(text[len("genicam://"):]).strip("/")
-        if len(selector) > 128 or not selector.isprintable() or "?" in selector or "/" in selector:
+        if len(selector) > 128 or not selector.isprintable() or any(c in selector for c in "?/@ "):
             raise ValueError("a genicam:// camera is named by its serial number, device id or address "
                              "(genicam://<serial>), or not at all for the first camera found")
         return CameraUrl(SourceKind.GENICAM, url, selector)
