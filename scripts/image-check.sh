@@ -18,6 +18,7 @@
 #   IMAGE_CHECK_REBUILD=1     rebuild the image even when its inputs are unchanged
 #   IMAGE_CHECK_REBASE=1      rebuild the debootstrap base too
 #   IMAGE_CHECK_SKIP_SIZE=1   skip f (gzip of a multi-GB tar takes minutes)
+#   IMAGE_CHECK_NEED_GB=N     free space (GiB) the build needs under buildah's storage (default 36, measured 33)
 #   IMAGE_CHECK_FRAMES=N      frames of the finite stream in d (default 150)
 #   PIP_FIND_LINKS / PIP_EXTRA_INDEX_URL: local wheel stores; each local path named in them is mounted
 #      read-only into the build (this project's machines keep the torch wheels on local disk)
@@ -146,7 +147,18 @@ step_started=$(date +%s)
 if [[ -z ${IMAGE_CHECK_REBUILD:-} && $have == "$INPUTS" ]]; then
     ok "b. image $IMAGE (inputs $INPUTS unchanged, not rebuilt)"
 else
-    note "b. buildah bud docker/Dockerfile -> $IMAGE (log: build.log)"
+    # The build needs room for the builder's and the runtime's root filesystems plus the committed layer
+    # (vfs copies each whole); the image it replaces and containers left by a killed run are dropped first
+    # (CI machines keep buildah's storage between runs: the old image alone is 7 GB).
+    "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+    "${BUILDAH[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true
+    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+    storage=$("${BUILDAH[@]}" info --format '{{.store.GraphRoot}}' 2>/dev/null || echo /var/lib/containers)
+    mkdir -p "$storage"
+    free_gb=$(($(df --output=avail -k "$storage" | tail -1) / 1048576))
+    need_gb=${IMAGE_CHECK_NEED_GB:-36}  # measured: 33 GiB at the peak (the commit)
+    ((free_gb >= need_gb)) || fail "b. only $free_gb GiB free under $storage; the build needs about $need_gb GB"
+    note "b. buildah bud docker/Dockerfile -> $IMAGE ($free_gb GiB free under $storage; log: build.log)"
     if ! "${BUILDAH[@]}" bud --isolation chroot --format docker --layers=false --jobs 1 -f docker/Dockerfile -t "$IMAGE" \
             --label "io.linewatch.check-inputs=$INPUTS" "${build_args[@]}" "${volumes[@]}" . \
             >"$WORK/build.log" 2>&1; then
