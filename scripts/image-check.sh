@@ -157,7 +157,7 @@ else
     mkdir -p "$storage"
     free_gb=$(($(df --output=avail -k "$storage" | tail -1) / 1048576))
     need_gb=${IMAGE_CHECK_NEED_GB:-36}  # measured: 33 GiB at the peak (the commit)
-    ((free_gb >= need_gb)) || fail "b. only $free_gb GiB free under $storage; the build needs about $need_gb GB"
+    ((free_gb >= need_gb)) || fail "b. only $free_gb GiB free under $storage; the build needs about $need_gb GiB (IMAGE_CHECK_NEED_GB)"
     note "b. buildah bud docker/Dockerfile -> $IMAGE ($free_gb GiB free under $storage; log: build.log)"
     if ! "${BUILDAH[@]}" bud --isolation chroot --format docker --layers=false --jobs 1 -f docker/Dockerfile -t "$IMAGE" \
             --label "io.linewatch.check-inputs=$INPUTS" "${build_args[@]}" "${volumes[@]}" . \
