@@ -40,4 +40,5 @@ fi
 
 LINEWATCH_EXTRAS=test,genicam scripts/setup-venv.sh
 export YOLO_OFFLINE=1
+echo "disk: $(df -h --output=avail,size / | tail -1 | xargs) free/size on /; buildah storage: $(du -sh /var/lib/containers 2>/dev/null | cut -f1 || echo none)"
 exec .venv/bin/python -m pytest "$@"
