@@ -5,16 +5,18 @@ with nothing else, side by side in one run.
 
 Over the same frames (an MJPG video of the synthetic line, 640x480, read at full speed, looped), per backend and
 number of cameras N:
-- bare: per camera one thread decodes the video with OpenCV (cv2.VideoCapture, the file source's decoder) and
-  letterboxes each frame (Detector.prepare, the capture stage's own call) into a queue; the model's streams, each
-  its own thread and copy of the model (LINEWATCH_MODEL__STREAMS, as the daemon picks them), take frames from it
-  and run them (Detector.infer_frames: forward pass, NMS, boxes). No events, no outbox, no MQTT, no metrics:
-  what this box can decode and infer;
+- bare: per camera one thread decodes the video with the daemon's own file source (OpenCV's FFmpeg, into reused
+  buffers) and letterboxes each frame (Detector.prepare, the capture stage's own call) into a queue; the model's
+  streams, each its own thread and copy of the model (LINEWATCH_MODEL__STREAMS, as the daemon picks them), take
+  frames from it and run them (Detector.infer_frames: forward pass, NMS, boxes). No events, no outbox, no MQTT,
+  no metrics: what this box can decode and infer;
 - daemon: `python -m daemon run` with N cameras on the same video (pace=max, loop), publishing to a real
   mosquitto in its default mode; frames inspected per second from its /metrics.
 Each runs in its own fresh process, in interleaved rounds; medians are quoted, with each round's daemon / bare
 ratio (the target: 0.9x or better). Process CPU per frame is reported for both (getrusage in the bare loop's
-process, /proc for the daemon). Saves bench/results/box_limit.{json,md,png}.
+process, /proc for the daemon), and per thread by the threads' kernel names (the daemon names each stage's thread;
+threads a library starts inherit the name of the thread that started them, so a decoder's own threads count as
+its camera's capture). Saves bench/results/box_limit.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from harness import (
     proc_figures,
     running_daemon,
     save,
+    thread_cpu,
+    thread_cpu_delta,
     wait_ready,
     write_line_video,
 )
@@ -51,11 +55,12 @@ WARM_S = 3.0
 
 
 def child_bare(args: argparse.Namespace) -> dict[str, Any]:
-    import cv2
-
+    from daemon.buffers import BufferPool
     from daemon.detect.model import Detector
     from daemon.frames import Frame, utc_now
+    from daemon.lifecycle import name_native_thread
     from daemon.settings import DEFAULT_MODEL, ModelSettings
+    from daemon.sources.file import FileSource
 
     detector = Detector(ModelSettings(path=DEFAULT_MODEL, backend=args.backend, device="cpu"))
     detector.warm_up(640, 480, 3)
@@ -64,14 +69,14 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     counts = [0] * detector.streams
 
     def decode(camera: int) -> None:
-        capture = cv2.VideoCapture(args.video)
-        seq = 0
+        name_native_thread(f"decode-{camera}")
+        source, buffers, seq = FileSource(args.video, loop=True, realtime=False), BufferPool(), 0
+        source.open()
         while not done.is_set():
-            ok, image = capture.read()
-            if not ok:
-                capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                continue
-            frame = Frame(f"c{camera}", seq, image, time.monotonic(), utc_now(), detector.prepare(image))
+            image = source.read()
+            assert image is not None  # a looped file never ends
+            image.setflags(write=False)
+            frame = Frame(f"c{camera}", seq, image, time.monotonic(), utc_now(), detector.prepare(image, buffers))
             seq += 1
             while not done.is_set():
                 try:
@@ -79,9 +84,10 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 except queue.Full:
                     continue
-        capture.release()
+        source.close()
 
     def infer(stream: int) -> None:
+        name_native_thread(f"infer-{stream}")
         while not done.is_set():
             try:
                 frame = frames.get(timeout=0.1)
@@ -95,14 +101,20 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
     for thread in threads:
         thread.start()
     time.sleep(WARM_S)
-    before, cpu0, started = sum(counts), time.process_time(), time.monotonic()
+    before, cpu0, threads0, started = sum(counts), time.process_time(), thread_cpu(os.getpid()), time.monotonic()
     time.sleep(args.seconds)
     inspected, cpu, elapsed = sum(counts) - before, time.process_time() - cpu0, time.monotonic() - started
+    by_thread = thread_cpu_delta(threads0, thread_cpu(os.getpid()))
     done.set()
     for thread in threads:
         thread.join(5)
     return {"fps": inspected / elapsed, "cpu_ms_per_frame": cpu * 1000 / max(1, inspected),
-            "streams": detector.streams, "threads": detector.threads}
+            "streams": detector.streams, "threads": detector.threads,
+            "thread_ms_per_frame": per_frame(by_thread, inspected)}
+
+
+def per_frame(by_thread: dict[str, float], frames: float) -> dict[str, float]:
+    return {name: round(cpu * 1000 / max(1.0, frames), 3) for name, cpu in sorted(by_thread.items()) if cpu > 0}
 
 
 def run_daemon(backend: str, video: Path, broker_url: str, cameras: int, seconds: float) -> dict[str, Any]:
@@ -117,12 +129,13 @@ def run_daemon(backend: str, video: Path, broker_url: str, cameras: int, seconds
             wait_ready(port, process)
             time.sleep(WARM_S)
             before, cpu0 = metric(port, "linewatch_frames_inspected_total"), proc_figures(process.pid)["cpu_s"]
-            started = time.monotonic()
+            threads0, started = thread_cpu(process.pid), time.monotonic()
             time.sleep(seconds)
             after, cpu = metric(port, "linewatch_frames_inspected_total"), proc_figures(process.pid)["cpu_s"]
-            elapsed = time.monotonic() - started
+            by_thread, elapsed = thread_cpu_delta(threads0, thread_cpu(process.pid)), time.monotonic() - started
     inspected = after - before
-    return {"fps": inspected / elapsed, "cpu_ms_per_frame": (cpu - cpu0) * 1000 / max(1.0, inspected)}
+    return {"fps": inspected / elapsed, "cpu_ms_per_frame": (cpu - cpu0) * 1000 / max(1.0, inspected),
+            "thread_ms_per_frame": per_frame(by_thread, inspected)}
 
 
 def main() -> int:

@@ -128,6 +128,25 @@ def proc_figures(pid: int) -> dict[str, float]:
             "cpu_s": (int(stat[11]) + int(stat[12])) / CLK_TCK}
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (the kernel's: the daemon names each stage's thread, see
+    daemon.lifecycle.name_native_thread), summed over the threads that share a name, from /proc/<pid>/task.
+    A thread that ended before the read is missing: take differences over a steady run."""
+    totals: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended between the listing and the read
+        totals[comm] = totals.get(comm, 0.0) + (int(stat[11]) + int(stat[12])) / CLK_TCK
+    return totals
+
+
+def thread_cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
 def write_line_video(path: Path, frames: int = 240, fps: float = 30.0) -> Path:
     """An MJPG .avi of the synthetic line: every contender decodes the same frames."""
     import cv2

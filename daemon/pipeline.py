@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 from daemon.backoff import Backoff
+from daemon.buffers import BufferPool
 from daemon.detect.stage import Lane
 from daemon.events.job_stage import JobStage, TriggerRefused
 from daemon.events.rules import Rules
@@ -60,7 +61,7 @@ class CameraPipeline:
     def __init__(self, config: CameraConfig, settings: Settings, model: ModelInfo, outbox: Outbox,
                  stop: threading.Event, *, metrics: Metrics, bell: Bell,
                  on_status: Callable[[CameraStatus], None],
-                 prepare: Callable[[Image], Prepared | None] | None = None) -> None:
+                 prepare: Callable[[Image, BufferPool], Prepared | None] | None = None) -> None:
         camera = config.camera
         self.camera_id = camera_id = config.camera_id
         self.config = config

@@ -136,6 +136,8 @@ def test_the_box_limit_benchmark_runs_the_bare_loop_beside_the_daemon(tmp_path: 
     report = _written(tmp_path, "box_limit")
     figures = report["summary"]["openvino x1"]
     assert figures["bare_fps"] > 0 and figures["daemon_fps"] > 0 and figures["ratio"] > 0
+    threads = report["rows"][0]["daemon"]["thread_ms_per_frame"]
+    assert {"capture:c0", "detect", "events:c0", "publish:mqtt"} <= set(threads), "each stage's thread is named"
 
 
 @pytest.mark.integration

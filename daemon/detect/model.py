@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from daemon.buffers import BufferPool
 from daemon.cpus import cpu_limit
 from daemon.detect.backends import BackendError, choose_backend, source_stem, weights_sha256
+from daemon.detect.prepare import Letterboxer
 from daemon.detect.threads import default_streams, default_threads, limit_runtime_threads
 from daemon.frames import BBox, Detection, Frame, Image, ModelInfo, Prepared
 from daemon.logs import adopt_foreign_loggers, get_logger
@@ -117,11 +119,10 @@ class Detector:
         if settings.half and not self._precision:
             log.info("half_ignored", device=self.device, reason="FP16 runs on CUDA only; this device runs FP32")
         self._conf = settings.confidence
-        self._letterbox: Any = None  # built after the first inference (prepare() returns None until then)
+        self._letterbox: Letterboxer | None = None  # built after the first inference (prepare() returns None until)
         self._nms: Any = None
         self._scale_boxes: Any = None
         self._nms_options: dict[str, Any] = {}
-        self._float_on_capture = False
         self._iou = settings.iou
         try:
             choice = choose_backend(settings.path, settings.backend, self.device, settings.imgsz)
@@ -182,16 +183,14 @@ class Detector:
         found, elapsed_ms = self.infer_batch([image], stream)
         return found[0], elapsed_ms
 
-    def prepare(self, image: Image) -> Prepared | None:
-        """The frame letterboxed to the model's input (Ultralytics' own LetterBox), RGB, channels first. Runs on
-        each camera's capture thread; None before the first inference has set the model up."""
+    def prepare(self, image: Image, pool: BufferPool | None = None) -> Prepared | None:
+        """The frame letterboxed to the model's input (Ultralytics' letterbox, prepare.py), RGB, channels first;
+        for a CPU model in FP32 also scaled to 0..1 here rather than on the detector's thread. Runs on each
+        camera's capture thread, into that thread's `pool`; None before the first inference has set the model up."""
         letterbox = self._letterbox
         if letterbox is None:
             return None
-        chw = letterbox(image=image)[..., ::-1].transpose(2, 0, 1)  # BGR to RGB, channels first
-        if self._float_on_capture:  # a CPU model in FP32: the conversion too runs here, not on the detector
-            return Prepared(np.multiply(chw, np.float32(1 / 255), dtype=np.float32, order="C"))
-        return Prepared(np.ascontiguousarray(chw))
+        return Prepared(letterbox(image, pool))
 
     def infer_frames(self, frames: Sequence[Frame], stream: int = 0) -> tuple[list[tuple[Detection, ...]], float]:
         """The detector stage's call: frames the capture threads prepared go straight to the model; a batch with
@@ -241,7 +240,7 @@ class Detector:
                 self._letterbox = self._make_letterbox(replica.model)
         return [self._detections(result) for result in results], elapsed_ms
 
-    def _make_letterbox(self, yolo: Any) -> Any:
+    def _make_letterbox(self, yolo: Any) -> Letterboxer:
         """Ultralytics' LetterBox as its predictor builds it for a batch of same-size frames: rectangular (long
         side at imgsz, short side padded to the stride) for a .pt or a dynamic export, the export's fixed
         square otherwise. Also picks Ultralytics' NMS and box scaling for the prepared path."""
@@ -256,10 +255,10 @@ class Detector:
         self._nms, self._scale_boxes = non_max_suppression, ops.scale_boxes
         if getattr(model, "end2end", False):
             self._nms_options = {"end2end": True}
-        self._float_on_capture = str(model.device) == "cpu" and not model.fp16
         rect = model.format == "pt" or bool(getattr(model, "dynamic", False))
         size = yolo.predictor.imgsz
-        return LetterBox(tuple(size), auto=rect, stride=int(model.stride))
+        return Letterboxer(LetterBox(tuple(size), auto=rect, stride=int(model.stride)),
+                           as_float=str(model.device) == "cpu" and not model.fp16)
 
     def _set_threads(self, replica: _Replica) -> None:
         """Ultralytics' select_device() sets torch's threads to cores - 1 on the CPU when a predictor is set up, at

@@ -17,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from daemon.backoff import Backoff
+from daemon.buffers import BufferPool
 from daemon.exitcodes import FailureKind
 from daemon.frames import CameraState, CameraStatus, Frame, Image, Prepared, utc_now
 from daemon.handoff import Handoff
@@ -43,7 +44,7 @@ class CaptureStage(CameraStage):
         stall_timeout_s: float,
         on_status: Callable[[CameraStatus], None],
         metrics: Metrics | None = None,
-        prepare: Callable[[Image], Prepared | None] | None = None,
+        prepare: Callable[[Image, BufferPool], Prepared | None] | None = None,
         on_trigger: Callable[[str, int, float], None] | None = None,
         on_fired: Callable[[str, int], None] | None = None,
     ) -> None:
@@ -51,6 +52,7 @@ class CaptureStage(CameraStage):
         self._source = source
         # The model's letterboxing, run here, beside the decode, so the detector's thread only runs the model
         self._prepare = prepare
+        self._buffers = BufferPool()  # the model's inputs, reused once the detector is done with them
         self._handoff = handoff
         # A trigger that came with a frame (part id, frame seq, capture time): straight to the job stage, never
         # through the frame hand-off, which may drop the frame but must not drop the trigger.
@@ -173,7 +175,7 @@ class CaptureStage(CameraStage):
                 return False
             last_frame = self.last_frame_mono = now
             image.setflags(write=False)
-            prepared = self._prepare(image) if self._prepare else None
+            prepared = self._prepare(image, self._buffers) if self._prepare else None
             if self._fired is not None:
                 self._bind()
             captured = getattr(self._source, "captured_mono", None) or now  # the camera's own time, where it has one

@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from daemon.buffers import BufferPool
 from daemon.frames import Image
 from daemon.sources.base import SourceUnavailable
 
@@ -24,6 +25,9 @@ class CaptureSource:
 
     def __init__(self) -> None:
         self._capture: Any = None
+        # Frames decode into arrays that nothing holds any more (buffers.py): no page faults per frame
+        self._buffers = BufferPool()
+        self._shape: tuple[int, ...] | None = None  # the last frame's, the likely next one's
 
     @property
     def pace_fps(self) -> float | None:
@@ -44,9 +48,13 @@ class CaptureSource:
     def read(self) -> Image | None:
         if self._capture is None:
             raise SourceUnavailable(f"{self.description} is not open")
-        ok, image = self._capture.read()
+        into = self._buffers.free(self._shape) if self._shape is not None else None
+        ok, image = self._capture.read(into) if into is not None else self._capture.read()
         if not ok or image is None:
             return self._end_of_frames()
+        if image is not into:  # the first frame, a new size, or every buffer still in use downstream
+            self._shape = image.shape
+            self._buffers.adopt(image.shape, image)
         return _as_bgr(image)
 
     def _end_of_frames(self) -> Image | None:
