@@ -55,12 +55,15 @@ WARM_S = 3.0
 
 
 def child_bare(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
     from daemon.buffers import BufferPool
     from daemon.detect.model import Detector
     from daemon.frames import Frame, utc_now
     from daemon.lifecycle import name_native_thread
     from daemon.settings import DEFAULT_MODEL, ModelSettings
-    from daemon.sources.file import FileSource
+    from daemon.sources.factory import SourceOptions, build_source
+    from daemon.sources.url import parse_camera_url
 
     detector = Detector(ModelSettings(path=DEFAULT_MODEL, backend=args.backend, device="cpu"))
     detector.warm_up(640, 480, 3)
@@ -70,11 +73,14 @@ def child_bare(args: argparse.Namespace) -> dict[str, Any]:
 
     def decode(camera: int) -> None:
         name_native_thread(f"decode-{camera}")
-        source, buffers, seq = FileSource(args.video, loop=True, realtime=False), BufferPool(), 0
+        # The daemon's own source for the URL: a looped video read at full speed, or a live camera at its pace
+        source = build_source(parse_camera_url(args.video), SourceOptions(loop=True, realtime=False))
+        buffers, seq = BufferPool(), 0
         source.open()
         while not done.is_set():
             image = source.read()
-            assert image is not None  # a looped file never ends
+            if not isinstance(image, np.ndarray):  # a looped file or a live camera never ends
+                raise RuntimeError(f"{args.video} ended")
             image.setflags(write=False)
             frame = Frame(f"c{camera}", seq, image, time.monotonic(), utc_now(), detector.prepare(image, buffers))
             seq += 1
@@ -146,7 +152,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
-    parser.add_argument("--video", help=argparse.SUPPRESS)
+    parser.add_argument("--video", help=argparse.SUPPRESS)  # a file or a camera's URL
     args = parser.parse_args()
     if args.child:
         args.cameras = int(args.cameras)

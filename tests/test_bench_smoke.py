@@ -149,3 +149,17 @@ def test_the_capacity_benchmark_measures_an_idle_camera_and_grows_n_until_it_fai
     report = _written(tmp_path, "capacity")
     assert report["idle"]["fps"] == 1 and report["idle"]["daemon_cpu_percent"] > 0
     assert [row["cameras"] for row in report["rows"]] == [1] and report["rows"][0]["ages"] > 0
+
+
+@pytest.mark.integration
+def test_the_cpu_account_adds_the_pieces_up_to_the_process_and_measures_the_bare_loop(tmp_path: Path) -> None:
+    missing = rtsp_missing()
+    if missing:
+        pytest.skip(missing)
+    _bench(tmp_path, "bench/cpu_account.py", "--seconds", "2", "--rounds", "1", "--modes", "defects")
+    report = _written(tmp_path, "cpu_account")
+    row = report["rows"][0]
+    pieces = row["daemon"]["pieces_ms"]
+    assert abs(sum(pieces.values()) - row["daemon"]["process_ms"]) < 1e-6, "the pieces add up to the process"
+    assert pieces["capture"] > 0 and pieces["detect"] > 0
+    assert row["bare"]["decode_ms"] > 0 and row["bare"]["model_ms"] > 0
