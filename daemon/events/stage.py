@@ -2,7 +2,7 @@
 
 Two modes (LINEWATCH_EVENTS__MODE):
 - `defects` (default): one `new` event when a physical defect is confirmed and one `end` when its track is gone
-  (schema linewatch.defect/2), from one BYTETracker per camera (tracking.py);
+  (schema linewatch.defect/2), from one ByteTrack per camera (tracking.py, bytetrack.py);
 - `frames`: one event per inspected frame with detections (schema linewatch.defect/1), for raw detections.
 
 Either way the rules (rules.py) drop detections first, counted by reason. Committing to the durable outbox

@@ -1,4 +1,5 @@
-"""One event per physical defect: a real tracker (Ultralytics' BYTETracker, one per camera) and a lifecycle.
+"""One event per physical defect: a real tracker (ByteTrack as Ultralytics' BYTETracker runs it, done for all
+tracks at once: bytetrack.py; one per camera) and a lifecycle.
 
 Every detection above the model's floor keeps a track alive (ByteTrack's second association is made for weak
 detections); a track becomes a defect (`new`) when it had a *strong* sighting (at or above its class's
@@ -19,17 +20,16 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from daemon.events.bytetrack import ByteTrack
 from daemon.frames import BBox, Detection, Frame, Image
 
 _MAX_GAP_STEPS = 1000  # beyond this many skipped frames every track is lost anyway
 _BUFFER = 1.0  # association boxes grow by this fraction of their longest side on each side
-_REMOVED_KEPT = 32  # BYTETracker's removed tracks kept (it keeps 1,000)
+TRACK_HIGH, TRACK_LOW, TRACK_NEW, MATCH_COST = 0.01, 0.001, 0.01, 0.8  # ByteTrack's thresholds (see DefectTracker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,46 +72,27 @@ class DefectView:
     end_reason: str | None = None  # end: "gone" | "end of stream" | "shutdown"
 
 
-class _Detections:
-    """The Results-like view BYTETracker reads: xywh, conf, cls, boolean indexing."""
-
-    def __init__(self, xywh: npt.NDArray[np.float32], conf: npt.NDArray[np.float32],
-                 cls: npt.NDArray[np.float32]) -> None:
-        self.xywh, self.conf, self.cls = xywh, conf, cls
-
-    @classmethod
-    def of(cls, detections: tuple[Detection, ...]) -> _Detections:
-        """Boxes enlarged for association only (buffered IoU, as in C-BIoU tracking): a small defect on a
-        conveyor moves a large part of its own width between frames (a 15 px scratch at 8 px per frame overlaps
-        its last position with IoU 0.3, under BYTETracker's 0.7 cost limit for new tracks once the score is
-        fused in), and three times that when the detector inspects only every third frame. Each side grows by the
-        box's longest side; the reported boxes are the model's own."""
-        boxes = [(d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2) for d in detections]
-        xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-        wh = xyxy[:, 2:] - xyxy[:, :2]
-        grow = (1.0 + 2 * _BUFFER) * wh.max(axis=1, keepdims=True) - wh.max(axis=1, keepdims=True)
-        xywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, wh + grow], axis=1)
-        return cls(xywh, np.array([d.confidence for d in detections], dtype=np.float32),
-                   np.array([d.class_id for d in detections], dtype=np.float32))
-
-    def __len__(self) -> int:
-        return len(self.conf)
-
-    def __getitem__(self, index: Any) -> _Detections:
-        return _Detections(self.xywh[index], self.conf[index], self.cls[index])
+def association_boxes(detections: tuple[Detection, ...]) -> npt.NDArray[np.float32]:
+    """Boxes (centre x, y, width, height) enlarged for association only (buffered IoU, as in C-BIoU tracking): a
+    small defect on a conveyor moves a large part of its own width between frames (a 15 px scratch at 8 px per
+    frame overlaps its last position with IoU 0.3, under ByteTrack's 0.7 cost limit for new tracks once the score
+    is fused in), and three times that when the detector inspects only every third frame. Each side grows by the
+    box's longest side; the reported boxes are the model's own."""
+    boxes = [(d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2) for d in detections]
+    xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    grow = (1.0 + 2 * _BUFFER) * wh.max(axis=1, keepdims=True) - wh.max(axis=1, keepdims=True)
+    return np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, wh + grow], axis=1)
 
 
 class DefectTracker:
     def __init__(self, *, confirm_hits: int, confirm_window: int, lost_frames: int,
                  min_track_frames: Callable[[int], int], live: bool = True) -> None:
-        from ultralytics.trackers.byte_tracker import BYTETracker
-
         # Every detection that reaches the tracker is above the model's floor and passed the rules, so all are
-        # "high" for BYTETracker: a new track may start from any, and an unconfirmed one survives a weak frame.
+        # "high" for ByteTrack: a new track may start from any, and an unconfirmed one survives a weak frame.
         # Whether a sighting counts is decided by `strong` (K of M). IoU matching as in Ultralytics' bytetrack.yaml.
-        args = SimpleNamespace(track_high_thresh=0.01, track_low_thresh=0.001, new_track_thresh=0.01,
-                               track_buffer=lost_frames, match_thresh=0.8, fuse_score=True)
-        self._tracker = BYTETracker(args)  # type: ignore[no-untyped-call]
+        self._tracker = ByteTrack(high=TRACK_HIGH, low=TRACK_LOW, new=TRACK_NEW, buffer=lost_frames,
+                                  match=MATCH_COST)
         self._confirm_hits = confirm_hits
         self._confirm_window = confirm_window
         self._lost_frames = lost_frames
@@ -136,16 +117,13 @@ class DefectTracker:
             self._skip(missed)
         self._tick += missed + 1  # the camera's frames, inspected or not: what the lost limit counts
         self._inspected += 1  # the frames the model saw: what K-of-M counts (a slow detector skips the rest)
-        tracker: Any = self._tracker
-        tracker.update(_Detections.of(detections))
-        # BYTETracker keeps its last 1,000 removed tracks, which nothing here reads: a camera's memory grew for hours
-        # (until 1,000 defects had come and gone; measured by bench/soak.py). It needs only the last frame's, which
-        # it takes off its lost tracks at the next update: a few more are kept.
-        del tracker.removed_stracks[:-_REMOVED_KEPT]
+        tracker = self._tracker
+        tracker.update(association_boxes(detections), np.array([d.confidence for d in detections], np.float32),
+                       np.array([d.class_id for d in detections], np.float32))
         changes: list[DefectView] = []
-        # Every track matched in this frame, the ones BYTETracker has not activated yet included (its return
-        # value lists activated ones only, which would lose each track's first sighting).
-        for strack in tracker.tracked_stracks:
+        # Every track matched in this frame, the ones ByteTrack has not activated yet included (they become
+        # defects only once confirmed here, but their first sighting counts).
+        for strack in tracker.tracked:
             if strack.frame_id != tracker.frame_id:
                 continue
             detection = detections[int(strack.idx)]
@@ -164,15 +142,9 @@ class DefectTracker:
 
     def _skip(self, frames: int) -> None:
         """Let `frames` of the camera pass unseen: the tracker's clock advances and its Kalman filter predicts
-        the confirmed and lost tracks forward, as BYTETracker.update does each frame, but no association runs,
+        the confirmed and lost tracks forward, as ByteTrack's update does each frame, but no association runs,
         so a track started a frame ago is not dropped for frames the detector never looked at."""
-        from ultralytics.trackers.utils.stracks import joint_stracks
-
-        tracker: Any = self._tracker
-        moving = joint_stracks([t for t in tracker.tracked_stracks if t.is_activated], tracker.lost_stracks)
-        for _ in range(frames):
-            tracker.multi_predict(moving)
-        tracker.frame_id += frames
+        self._tracker.predict_ahead(frames)
 
     def _missed_frames(self, frame: Frame) -> int:
         """Frames between the last inspected one and this one, by sequence number and by capture time.

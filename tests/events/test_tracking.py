@@ -1,4 +1,5 @@
-"""The defect lifecycle on Ultralytics' real BYTETracker, fed detections of a box moving along a conveyor."""
+"""The defect lifecycle on ByteTrack (the same tracks as Ultralytics' BYTETracker: test_bytetrack.py), fed
+detections of a box moving along a conveyor."""
 
 from __future__ import annotations
 
@@ -104,13 +105,13 @@ def test_a_detector_slower_than_the_camera_still_confirms_defects() -> None:
 
 
 def test_the_tracker_keeps_a_few_removed_tracks_not_a_thousand() -> None:
-    """BYTETracker keeps its last 1,000 removed tracks, which linewatch never reads: memory grew for hours."""
-    from daemon.events.tracking import _REMOVED_KEPT, DefectTracker
-
+    """Ultralytics' BYTETracker kept its last 1,000 removed tracks, which linewatch never reads: memory grew for
+    hours. ByteTrack here remembers the ids of the last few only, and holds no track once it is gone."""
     tracker = DefectTracker(confirm_hits=1, confirm_window=1, lost_frames=1, min_track_frames=lambda _: 1)
     for index in range(800):  # a new defect every 8 frames, far from the last, gone after one: 100 come and go
         x = 40.0 + 120 * ((index // 8) % 4)
         detections = (Detection("scratch", 0, 0.9, BBox(x, 200, x + 15, 230)),) if index % 8 == 0 else ()
         tracker.update(frame(index), detections, 5.0, strong)
-    inner = tracker._tracker  # the Ultralytics object whose list grew
-    assert 0 < len(inner.removed_stracks) <= _REMOVED_KEPT
+    inner = tracker._tracker
+    assert 0 < len(inner._removed_ids) <= inner.removed_kept == 32
+    assert len(inner.tracked) + len(inner.lost) <= 2
