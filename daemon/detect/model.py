@@ -88,6 +88,7 @@ class _Replica:
     def __init__(self, model: Any) -> None:
         self.model = model  # Ultralytics' YOLO
         self.set_up = False  # Ultralytics builds its predictor at the first inference
+        self.batches = BufferPool(slots=4)  # batched inputs, stacked into reused arrays (buffers.py)
 
 
 class Detector:
@@ -210,8 +211,15 @@ class Detector:
         import torch
 
         started = time.perf_counter()
-        model = self._replicas[stream].model.predictor.model
-        stacked = items[0][0][None] if len(items) == 1 else np.stack([tensor for tensor, _ in items])
+        replica = self._replicas[stream]
+        model = replica.model.predictor.model
+        if len(items) == 1:
+            stacked = items[0][0][None]
+        else:
+            first = items[0][0]
+            shape = (len(items), *first.shape)
+            stacked = np.stack([tensor for tensor, _ in items], out=replica.batches.take(
+                (shape, first.dtype), lambda: np.empty(shape, first.dtype)))
         batch = torch.from_numpy(stacked).to(model.device)
         if batch.dtype == torch.uint8:  # for a GPU the uint8 frame crosses the bus, a quarter of the bytes
             batch = (batch.half() if model.fp16 else batch.float()).div_(255)
