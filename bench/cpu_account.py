@@ -28,8 +28,10 @@ from typing import Any
 
 from freshness import Camera, render_frames
 from harness import (
+    PIECES,
     broker,
     child_json,
+    cpu_pieces,
     daemon_env,
     free_port,
     median,
@@ -45,14 +47,6 @@ from machine import describe
 HERE = Path(__file__).resolve().parent
 WARM_S = 8.0
 TARGET_MARGIN_MS = 2.0
-PIECES = ("capture", "detect", "events", "publish", "other")
-
-
-def piece_of(thread: str) -> str:
-    for piece in PIECES[:-1]:
-        if thread.startswith(piece):
-            return piece
-    return "other"
 
 
 def run_daemon(camera_url: str, broker_url: str, scratch: Path, mode: str, seconds: float) -> dict[str, Any]:
@@ -70,15 +64,9 @@ def run_daemon(camera_url: str, broker_url: str, scratch: Path, mode: str, secon
         elapsed = time.monotonic() - started
     frames = max(1.0, frames1 - frames0)
     by_thread = thread_cpu_delta(threads0, threads1)
-    pieces = dict.fromkeys(PIECES, 0.0)
-    for thread, cpu in by_thread.items():
-        if piece_of(thread) != "other":
-            pieces[piece_of(thread)] += cpu
-    total = cpu1 - cpu0
-    pieces["other"] = total - sum(pieces.values())
-    return {"fps": (frames1 - frames0) / elapsed, "process_ms": total * 1000 / frames,
+    return {"fps": (frames1 - frames0) / elapsed, "process_ms": (cpu1 - cpu0) * 1000 / frames,
             "threads_sum_ms": sum(by_thread.values()) * 1000 / frames,
-            "pieces_ms": {name: cpu * 1000 / frames for name, cpu in pieces.items()},
+            "pieces_ms": cpu_pieces(by_thread, cpu1 - cpu0, frames),
             "threads_ms": {name: round(cpu * 1000 / frames, 3) for name, cpu in sorted(by_thread.items()) if cpu}}
 
 

@@ -1,4 +1,9 @@
-"""Where a frame's time goes outside the model, piece by piece, and on which thread the daemon spends it.
+"""What each piece of a frame's path costs, timed alone, and on which of the daemon's threads it runs.
+
+The running daemon's own account is by thread, from /proc (bench/cpu_account.py, and bench/overhead.py's long
+run): each piece below runs on the thread named beside it, so the two reconcile thread by thread; the
+difference on a thread is what timing a piece alone, warm and back to back, does not see (cold caches between
+frames at a camera's pace, wake-ups, the GIL).
 
 Used by bench/overhead.py (and runnable alone: `.venv/bin/python bench/frame_costs.py`). Each piece is timed
 in this process on the same 640x480 frames of the synthetic line, median of many runs, with the daemon's own
@@ -112,7 +117,10 @@ def measure(backend: str = "auto") -> dict[str, Any]:
 
 
 def markdown(costs: dict[str, Any]) -> str:
-    lines = [f"Per-frame pieces (backend {costs['backend']}), median ms:", "",
+    lines = [f"Per-frame pieces (backend {costs['backend']}), median ms: each piece timed alone in a process of its "
+             "own, warm, back to back. They say what a piece costs, not what the running daemon spends: that is the "
+             "account by thread above (and bench/cpu_account.py at a live camera's pace), where caches are cold "
+             "between frames and every thread's wake-ups count.", "",
              "| piece | ms | on the daemon's |", "|---|---:|---|"]
     lines += [f"| {name} | {row['ms']} | {row['thread']} |" for name, row in costs["pieces_ms"].items()]
     lines += ["", f"The capture thread against the model (the GIL, and the cores): the forward pass alone "

@@ -147,6 +147,28 @@ def thread_cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) ->
     return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
+PIECES = ("capture", "detect", "events", "publish", "other")
+
+
+def piece_of(thread: str) -> str:
+    """Which piece of the account a daemon thread's CPU belongs to, by the stage name it carries."""
+    for piece in PIECES[:-1]:
+        if thread.startswith(piece):
+            return piece
+    return "other"
+
+
+def cpu_pieces(by_thread: Mapping[str, float], process_s: float, frames: float) -> dict[str, float]:
+    """ms per frame for each piece; `other` is the process total less the named threads (the HTTP server, the main
+    thread, library threads, and threads that ended), so the pieces add up to the process exactly."""
+    pieces = dict.fromkeys(PIECES, 0.0)
+    for thread, cpu in by_thread.items():
+        if piece_of(thread) != "other":
+            pieces[piece_of(thread)] += cpu
+    pieces["other"] = process_s - sum(pieces.values())
+    return {name: cpu * 1000 / max(1.0, frames) for name, cpu in pieces.items()}
+
+
 def write_line_video(path: Path, frames: int = 240, fps: float = 30.0) -> Path:
     """An MJPG .avi of the synthetic line: every contender decodes the same frames."""
     import cv2
