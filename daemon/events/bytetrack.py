@@ -53,7 +53,7 @@ class Track:
     tracklet_len: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Detections:
     tlwh: npt.NDArray[np.float32]  # as Ultralytics' STrack keeps a detection: float32 top-left, width, height
     xyah: npt.NDArray[np.float32]  # the Kalman filter's measurement: centre x, y, aspect ratio, height
@@ -90,16 +90,20 @@ class ByteTrack:
         tracks matched or started in this frame with `frame_id` equal to this frame's."""
         self.frame_id += 1
         frame = self.frame_id
+        if not len(conf) and not self.tracked and not self.lost:
+            # Nothing seen and nothing followed (most frames of a good line): the clock moves, nothing else would.
+            # The removed ids stay: a track dropped as stale is already out of the lost pool.
+            return
         detections = _detections(xywh, conf, cls)
         wh_ok = (detections.tlwh[:, 2] > 0) & (detections.tlwh[:, 3] > 0)
         high = detections.take(np.flatnonzero(wh_ok & (detections.score >= self.high)))
         low = detections.take(np.flatnonzero(wh_ok & (detections.score > self.low) & (detections.score < self.high)))
         unconfirmed = [t for t in self.tracked if not t.activated]
         pool = _joint([t for t in self.tracked if t.activated], self.lost)
-        predict(pool)
+        predicted = predict(pool)
         updates: list[tuple[Track, _Detections, int]] = []  # (track, detections, row): Kalman updates, made at once
         refound: list[Track] = []
-        matches, u_track, u_high = _assign(self._costs(pool, high, self.fuse_score), self.match)
+        matches, u_track, u_high = _assign(self._costs(pool, high, self.fuse_score, predicted), self.match)
         for t, d in matches:
             updates.append((pool[t], high, d))
         remaining = [pool[t] for t in u_track if pool[t].state is State.TRACKED]
@@ -144,12 +148,15 @@ class ByteTrack:
             predict(moving)
         self.frame_id += frames
 
-    def _costs(self, tracks: list[Track], detections: _Detections, fuse: bool) -> npt.NDArray[np.float32]:
+    def _costs(self, tracks: list[Track], detections: _Detections, fuse: bool,
+               means: Array | None = None) -> npt.NDArray[np.float32]:
+        """IoU costs between tracks (their Kalman boxes; `means`: theirs stacked, when at hand) and detections."""
         from ultralytics.utils.metrics import bbox_ioa  # imported when first needed: the CLI starts without torch
 
         if not tracks or not len(detections):
             return np.zeros((len(tracks), len(detections)), dtype=np.float32)
-        ious = bbox_ioa(_xyxy(np.array([t.mean[:4] for t in tracks])), _xyxy(detections.tlwh), iou=True)
+        boxes = means[:, :4] if means is not None else np.array([t.mean[:4] for t in tracks])
+        ious = bbox_ioa(_xyxy(boxes), _xyxy(detections.tlwh), iou=True)
         cost: npt.NDArray[np.float32] = 1 - ious
         if fuse:
             cost = 1 - (1 - cost) * detections.score[None].repeat(len(tracks), axis=0)
@@ -246,11 +253,11 @@ def _initiate(xyah: npt.NDArray[np.float32]) -> tuple[Array, Array]:
     return mean, np.diag(np.square(std))
 
 
-def predict(tracks: list[Track]) -> None:
+def predict(tracks: list[Track]) -> Array:
     """Ultralytics' STrack.multi_predict: one step of the constant-velocity model for every track; a track not
-    tracked now keeps its position but not its growth in height."""
+    tracked now keeps its position but not its growth in height. Returns the new means, stacked."""
     if not tracks:
-        return
+        return np.zeros((0, 8))
     mean = np.asarray([t.mean for t in tracks])
     covariance = np.asarray([t.covariance for t in tracks])
     for i, track in enumerate(tracks):
@@ -261,11 +268,12 @@ def predict(tracks: list[Track]) -> None:
     noise[:, [0, 1, 3]] = np.square(_STD_POSITION * h)[:, None]
     noise[:, [4, 5, 7]] = np.square(_STD_VELOCITY * h)[:, None]
     noise[:, 2], noise[:, 6] = _VARIANCE_ASPECT, _VARIANCE_ASPECT_RATE
-    mean = np.dot(mean, _MOTION.T)
+    moved: Array = np.dot(mean, _MOTION.T)
     covariance = np.dot(np.dot(_MOTION, covariance).transpose((1, 0, 2)), _MOTION.T)
     covariance[:, _DIAGONAL, _DIAGONAL] += noise
     for i, track in enumerate(tracks):
-        track.mean, track.covariance = mean[i], covariance[i]
+        track.mean, track.covariance = moved[i], covariance[i]
+    return moved
 
 
 def _kalman_update(tracks: list[Track], measurements: npt.NDArray[np.float32]) -> None:
@@ -280,7 +288,7 @@ def _kalman_update(tracks: list[Track], measurements: npt.NDArray[np.float32]) -
     projected = covariance[:, :4, :4] + np.square(std)[:, :, None] * np.eye(4)
     gain = np.linalg.solve(projected, covariance[:, :, :4].transpose(0, 2, 1)).transpose(0, 2, 1)  # 8 x 4 each
     innovation = measurements - mean[:, :4]
-    mean = mean + np.einsum("ni,nji->nj", innovation, gain)
+    mean = mean + (gain @ innovation[:, :, None])[:, :, 0]
     covariance = covariance - gain @ (projected @ gain.transpose(0, 2, 1))
     for i, track in enumerate(tracks):
         track.mean, track.covariance = mean[i], covariance[i]
