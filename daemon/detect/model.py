@@ -220,7 +220,9 @@ class Detector:
             shape = (len(items), *first.shape)
             stacked = np.stack([tensor for tensor, _ in items], out=replica.batches.take(
                 (shape, first.dtype), lambda: np.empty(shape, first.dtype)))
-        batch = torch.from_numpy(stacked).to(model.device)
+        batch = torch.from_numpy(stacked)
+        if batch.device != model.device:  # a CPU model takes the array as it is (.to() would still cost a GIL round)
+            batch = batch.to(model.device)
         if batch.dtype == torch.uint8:  # for a GPU the uint8 frame crosses the bus, a quarter of the bytes
             batch = (batch.half() if model.fp16 else batch.float()).div_(255)
         with torch.inference_mode():
