@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from daemon.events.bytetrack import ByteTrack, State
+from daemon.events.bytetrack import ByteTrack
 from daemon.events.tracking import MATCH_COST, TRACK_HIGH, TRACK_LOW, TRACK_NEW, association_boxes
 from daemon.frames import BBox, Detection
 
@@ -147,4 +147,3 @@ def test_an_empty_tracker_stays_empty_without_detections() -> None:
         tracker.update(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
     tracker.predict_ahead(5)
     assert tracker.tracked == [] and tracker.lost == [] and tracker.frame_id == 8
-    assert State.TRACKED == 1
