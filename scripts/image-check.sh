@@ -150,13 +150,14 @@ else
     # The build needs room for the builder's and the runtime's root filesystems plus the committed layer
     # (vfs copies each whole); the image it replaces and containers left by a killed run are dropped first
     # (CI machines keep buildah's storage between runs: the old image alone is 7 GB).
+    need_gb=${IMAGE_CHECK_NEED_GB:-36}  # measured: 33 GiB at the peak (the commit)
+    [[ $need_gb =~ ^[0-9]{1,6}$ ]] || fail "b. IMAGE_CHECK_NEED_GB must be a whole number of GiB, not '$need_gb'"
     "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
     "${BUILDAH[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true
     "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
     storage=$("${BUILDAH[@]}" info --format '{{.store.GraphRoot}}' 2>/dev/null || echo /var/lib/containers)
     mkdir -p "$storage"
     free_gb=$(($(df --output=avail -k "$storage" | tail -1) / 1048576))
-    need_gb=${IMAGE_CHECK_NEED_GB:-36}  # measured: 33 GiB at the peak (the commit)
     ((free_gb >= need_gb)) || fail "b. only $free_gb GiB free under $storage; the build needs about $need_gb GiB (IMAGE_CHECK_NEED_GB)"
     note "b. buildah bud docker/Dockerfile -> $IMAGE ($free_gb GiB free under $storage; log: build.log)"
     if ! "${BUILDAH[@]}" bud --isolation chroot --format docker --layers=false --jobs 1 -f docker/Dockerfile -t "$IMAGE" \
