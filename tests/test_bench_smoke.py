@@ -141,10 +141,8 @@ def test_the_box_limit_benchmark_runs_the_bare_loop_beside_the_daemon(tmp_path: 
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("stamp_camera_runs")
 def test_the_capacity_benchmark_measures_an_idle_camera_and_grows_n_until_it_fails(tmp_path: Path) -> None:
-    missing = rtsp_missing()
-    if missing:
-        pytest.skip(missing)
     _bench(tmp_path, "bench/capacity.py", "--sizes", "640x480", "--max", "1", "--seconds", "2")
     report = _written(tmp_path, "capacity")
     assert report["idle"]["fps"] == 1 and report["idle"]["daemon_cpu_percent"] > 0
@@ -152,10 +150,8 @@ def test_the_capacity_benchmark_measures_an_idle_camera_and_grows_n_until_it_fai
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("stamp_camera_runs")
 def test_the_cpu_account_adds_the_pieces_up_to_the_process_and_measures_the_bare_loop(tmp_path: Path) -> None:
-    missing = rtsp_missing()
-    if missing:
-        pytest.skip(missing)
     _bench(tmp_path, "bench/cpu_account.py", "--seconds", "2", "--rounds", "1", "--modes", "defects")
     report = _written(tmp_path, "cpu_account")
     row = report["rows"][0]
