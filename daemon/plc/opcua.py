@@ -33,7 +33,6 @@ from asyncua.common.instantiate_util import instantiate
 from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
-from asyncua.ua.uaerrors import UaStatusCodeError
 
 from daemon.events.job_stage import Decided, JobStage, TriggerRefused
 from daemon.events.jobs import PART_ID_MAX, Why, clean_part_id
@@ -51,7 +50,9 @@ VISION_STATES_TYPE, AUTOMATIC_STATES_TYPE = 1017, 1021
 EVALUATION = {"pass": 1, "ng": 2, "unknown": 3}  # OPC 40001-101 ResultEvaluationEnum: OK, NotOK, NotDecidable
 _STATE_EVERY_S = 0.2
 HAS_NOTIFIER = 48  # ReferenceType i=48
-BAD_INVALID_STATE = 0x80AF0000
+# Refusals are returned, not raised: asyncua answers any exception from a method with BadUnexpectedError (and logs a
+# traceback), while a PLC checks for BadInvalidState (OPC 40100-1: the method is not allowed in the current state).
+REFUSED = ua.StatusCode(0x80AF0000)  # type: ignore[arg-type]  # BadInvalidState; asyncua's stubs want UInt32
 
 
 def _node_id(identifier: int, namespace: int) -> ua.NodeId:
@@ -200,21 +201,21 @@ class OpcUaServer(LoopServer):
         return camera
 
     def _single(self, stage: JobStage) -> Any:
-        async def start_single_job(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        async def start_single_job(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
             if not stage.ready:
-                raise UaStatusCodeError(BAD_INVALID_STATE)  # type: ignore[no-untyped-call]
+                return REFUSED
             part = getattr(args[1].Value, "Id", None) if len(args) > 1 else None
             try:
                 trigger = stage.trigger("plc_opcua", clean_part_id(str(part or "")[:PART_ID_MAX]))
             except (TriggerRefused, ValueError):
-                raise UaStatusCodeError(BAD_INVALID_STATE) from None  # type: ignore[no-untyped-call]
+                return REFUSED
             return [ua.Variant(ua.JobIdDataType(Id=trigger.job_id))]  # type: ignore[attr-defined]
         return start_single_job
 
     def _continuous(self, stage: JobStage, on: bool) -> Any:
-        async def switch(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant]:
+        async def switch(parent: ua.NodeId, *args: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
             if on and not stage.ready:
-                raise UaStatusCodeError(BAD_INVALID_STATE)  # type: ignore[no-untyped-call]
+                return REFUSED
             stage.free_run = on
             self._cameras[stage.camera_id].continuous = on
             log.info("opcua_free_run", camera_id=stage.camera_id, free_run=on)
