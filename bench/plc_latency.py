@@ -10,7 +10,9 @@ clock at every phase):
   cycle, the result read, ResultAck given (the handshake of docs/plc.md);
 - opcua: StartSingleJob(PartId) and its ResultReadyEvent (a subscription at a 10 ms publishing interval);
 - mqtt: `{"part_id": ...}` on {prefix}/{camera}/trigger and the verdict on {prefix}/{camera}/verdicts.
-Each client must see every verdict of its own jobs, in order, none twice; the bench fails otherwise. Then the same
+Each client triggers only when the daemon says it is ready (Modbus READY, OPC UA state Ready), as a PLC does, and
+must see every verdict of its own jobs, in order, none twice; the bench fails otherwise. Unknown verdicts are
+counted (a camera that reconnects mid-run shows there, and the daemon's log is printed). Then the same
 three against a GenICam camera, Aravis' fake GigE Vision camera on loopback, software-triggered by linewatch once
 per frame of each job (skipped where aravis-tools is not installed, or with --no-genicam); its trigger-to-frame
 latency is timed by linewatch's source first.
@@ -62,6 +64,7 @@ def pace() -> float:
     return random.uniform(0.5, 1.5) * PACE_S
 
 SCAN_S = 0.005
+READY_WAIT_S = 30.0  # a camera that reconnects is Ready again well within this
 CAM = "line"
 
 
@@ -89,10 +92,10 @@ def model_floor_ms(runs: int = 60) -> tuple[float, str]:
     return best
 
 
-def modbus_client(port: int, jobs: int) -> tuple[list[float], list[int]]:
+def modbus_client(port: int, jobs: int) -> tuple[list[float], list[int], int]:
     from pymodbus.client import ModbusTcpClient
 
-    from daemon.plc.modbus_map import CONTROL, RESULT_PART_LO, STATUS, ControlBit, StatusBit
+    from daemon.plc.modbus_map import CONTROL, RESULT_CODE, RESULT_CODES, RESULT_PART_LO, STATUS, ControlBit, StatusBit
 
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=3)
     assert client.connect()
@@ -101,8 +104,8 @@ def modbus_client(port: int, jobs: int) -> tuple[list[float], list[int]]:
     def status() -> list[int]:
         return list(client.read_holding_registers(0, count=23).registers)
 
-    def wait(check: Any) -> list[int]:
-        deadline = time.monotonic() + 10
+    def wait(check: Any, timeout: float = 10.0) -> list[int]:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             words = status()
             if check(words):
@@ -112,8 +115,9 @@ def modbus_client(port: int, jobs: int) -> tuple[list[float], list[int]]:
 
     client.write_registers(CONTROL, [enable])
     wait(lambda w: not w[STATUS] >> StatusBit.RESULT_VALID & 1)
-    latencies, seen = [], []
+    latencies, seen, unknown = [], [], 0
     for part in range(1, jobs + 1):
+        wait(lambda w: w[STATUS] >> StatusBit.READY & 1, READY_WAIT_S)  # as a PLC does: trigger only when Ready
         started = time.perf_counter()
         client.write_registers(CONTROL, [enable | 1 << ControlBit.TRIGGER, 0, part])
         wait(lambda w: w[STATUS] >> StatusBit.TRIGGER_ACK & 1)
@@ -121,20 +125,21 @@ def modbus_client(port: int, jobs: int) -> tuple[list[float], list[int]]:
         words = wait(lambda w: w[STATUS] >> StatusBit.RESULT_VALID & 1)
         latencies.append((time.perf_counter() - started) * 1000)
         seen.append(words[RESULT_PART_LO])
+        unknown += words[RESULT_CODE] == RESULT_CODES["unknown"]
         client.write_registers(CONTROL, [enable | 1 << ControlBit.RESULT_ACK])
         wait(lambda w: not w[STATUS] >> StatusBit.RESULT_VALID & 1)
         client.write_registers(CONTROL, [enable])
         time.sleep(pace())
     client.close()
-    return latencies, seen
+    return latencies, seen, unknown
 
 
-def opcua_client(url: str, jobs: int) -> tuple[list[float], list[int]]:
+def opcua_client(url: str, jobs: int) -> tuple[list[float], list[int], int]:
     from asyncua import Client, ua
 
-    from daemon.plc.opcua import MV_URI, NS_URI, RESULT_READY_EVENT_TYPE
+    from daemon.plc.opcua import EVALUATION, MV_URI, NS_URI, RESULT_READY_EVENT_TYPE
 
-    async def run() -> tuple[list[float], list[int]]:
+    async def run() -> tuple[list[float], list[int], int]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         class Handler:
@@ -147,22 +152,30 @@ def opcua_client(url: str, jobs: int) -> tuple[list[float], list[int]]:
             system = await client.nodes.objects.get_child([f"{ns}:{CAM}"])
             machine = await system.get_child([f"{mv}:VisionStateMachine", f"{mv}:AutomaticModeStateMachine"])
             start = await machine.get_child([f"{mv}:StartSingleJob"])
+            state = await machine.get_child(["0:CurrentState"])
             subscription = await client.create_subscription(10, Handler())
             await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT_TYPE, mv))
-            latencies, seen = [], []
+            latencies, seen, unknown = [], [], 0
             for part in range(1, jobs + 1):
+                deadline = time.monotonic() + READY_WAIT_S  # as a PLC does: StartSingleJob only when Ready
+                while (await state.read_value()).Text != "Ready":
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the OPC UA server was not Ready within {READY_WAIT_S:g} s")
+                    await asyncio.sleep(SCAN_S)
                 started = time.perf_counter()
                 await machine.call_method(start, None, ua.PartIdDataType(Id=str(part)), None, None)
                 arrived, event = await asyncio.wait_for(queue.get(), 10)
                 latencies.append((arrived - started) * 1000)
                 seen.append(int(event.PartId.Id))
+                evaluation = event.ResultContent[0]
+                unknown += getattr(evaluation, "Value", evaluation) == EVALUATION["unknown"]
                 await asyncio.sleep(pace())
-            return latencies, seen
+            return latencies, seen, unknown
 
     return asyncio.run(run())
 
 
-def mqtt_jobs(url: str, jobs: int) -> tuple[list[float], list[int], list[float]]:
+def mqtt_jobs(url: str, jobs: int) -> tuple[list[float], list[int], int, list[float]]:
     arrived: list[tuple[float, dict[str, Any]]] = []
     cond = threading.Condition()
 
@@ -173,7 +186,8 @@ def mqtt_jobs(url: str, jobs: int) -> tuple[list[float], list[int], list[float]]
 
     client = mqtt_client(url, [f"linewatch/{CAM}/verdicts"], on_message)
     time.sleep(1.0)  # the subscription is in place (a bench, not a test)
-    latencies, seen, inside = [], [], []
+    latencies: list[float] = []
+    inside: list[float] = []
     for part in range(1, jobs + 1):
         tag = f"m{part}"
         started = time.perf_counter()
@@ -187,9 +201,8 @@ def mqtt_jobs(url: str, jobs: int) -> tuple[list[float], list[int], list[float]]
         time.sleep(pace())
     client.loop_stop()
     client.disconnect()
-    order = [int(p["part_id"][1:]) for _, p in arrived if str(p["part_id"]).startswith("m")]
-    seen = order
-    return latencies, seen, inside
+    mine = [p for _, p in arrived if str(p["part_id"]).startswith("m")]
+    return latencies, [int(p["part_id"][1:]) for p in mine], sum(p["result"] == "unknown" for p in mine), inside
 
 
 def run_clients(env: dict[str, str], ports: tuple[int, int, int], mqtt_url: str, jobs: int,
@@ -210,14 +223,18 @@ def run_clients(env: dict[str, str], ports: tuple[int, int, int], mqtt_url: str,
                 print(f"{label}{name} failed; the daemon (exit {daemon.returncode}) said:\n{daemon.describe(60)}",
                       file=sys.stderr)
                 raise
-            latencies, seen = outcome[0], outcome[1]
+            latencies, seen, unknown = outcome[0], outcome[1], outcome[2]
             in_order = seen == list(range(1, jobs + 1))
             figures: dict[str, Any] = {"jobs": jobs, "p50_ms": percentile(latencies, 50),
                                        "p99_ms": percentile(latencies, 99), "max_ms": max(latencies),
-                                       "every_verdict_once_in_order": in_order, "latencies_ms": latencies}
+                                       "every_verdict_once_in_order": in_order, "unknown": unknown,
+                                       "latencies_ms": latencies}
+            if unknown:
+                print(f"{label}{name}: {unknown} of {jobs} verdicts unknown; the daemon said:\n"
+                      f"{daemon.describe(40)}", file=sys.stderr)
             if name == "mqtt":
-                figures["daemon_latency_p50_ms"] = percentile(outcome[2], 50)  # type: ignore[misc]
-                figures["daemon_latency_p99_ms"] = percentile(outcome[2], 99)  # type: ignore[misc]
+                figures["daemon_latency_p50_ms"] = percentile(outcome[3], 50)  # type: ignore[misc]
+                figures["daemon_latency_p99_ms"] = percentile(outcome[3], 99)  # type: ignore[misc]
             if not in_order:
                 print(f"{label}{name}: verdicts missing, repeated or out of order: {seen[:20]}...", file=sys.stderr)
             results[label + name] = figures
@@ -250,12 +267,13 @@ def main() -> int:
     report = {"machine": describe(), "fps": args.fps, "frames_per_job": args.frames, "pace_s": PACE_S,
               "model_p50_ms": floor_ms, "model_backend": floor_backend, "baseline_ms": baseline_ms,
               "clients": results, "genicam": genicam}
-    rows = ["| camera | client | jobs | p50 ms | p99 ms | max ms | p50 / floor | every verdict once, in order |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| camera | client | jobs | unknown | p50 ms | p99 ms | max ms | p50 / floor | every verdict once, in order |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, figures in results.items():
         camera, client = name.split(" ", 1) if " " in name else ("synthetic", name)
         floor = genicam["baseline_ms"] if genicam and camera == "genicam" else baseline_ms
-        rows.append(f"| {camera} | {client} | {figures['jobs']} | {figures['p50_ms']:.1f} | {figures['p99_ms']:.1f} | "
+        rows.append(f"| {camera} | {client} | {figures['jobs']} | {figures['unknown']} | {figures['p50_ms']:.1f} | "
+                    f"{figures['p99_ms']:.1f} | "
                     f"{figures['max_ms']:.1f} | {figures['p50_ms'] / floor:.2f}x | "
                     f"{'yes' if figures['every_verdict_once_in_order'] else 'NO'} |")
     inside = results["mqtt"].get("daemon_latency_p50_ms")

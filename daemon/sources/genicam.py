@@ -10,6 +10,9 @@ Trigger modes (LINEWATCH_CAMERA__TRIGGER):
 A triggered camera is silent between parts. `read` then returns IDLE every quarter second, after checking that the
 camera still answers (a unicast discovery at most once a second: it never waits behind Aravis' control channel,
 whose commands to a camera that is gone take 2.5 s each), so a camera that dies between parts is noticed too. A
+GigE Vision camera that dropped linewatch as its controller (its heartbeat timed out: this host stalled for about
+3 s, or another application took the camera) still answers, takes triggers and sends nothing; that is noticed
+within a quarter second too, and the camera is reopened. A
 frame the camera sent incomplete (lost packets) is dropped and counted (`take_lost`): the capture stage leaves a gap
 in the frame numbers, and the job that needed it is never a pass.
 
@@ -71,6 +74,7 @@ class GenicamSource:
         self.description = f"genicam {selector or '(first camera)'} trigger={options.trigger.value}"
         self.info: GenicamCamera | None = None  # the camera opened last
         self._camera: Any = None
+        self._device: Any = None  # a GigE Vision camera's device: whether we still control it
         self._stream: Any = None
         self._arv: Any = None
         self._glib_error: type[Exception] = Exception
@@ -139,6 +143,8 @@ class GenicamSource:
             # camera two ways (a second NIC, or loopback beside eth0) may be one the stream never arrives on.
             gige = self.info.protocol == "GigEVision" and bool(self.info.address)
             self._camera = arv.Camera.new(self.info.address if gige else self.info.device_id)
+            device = self._camera.get_device()
+            self._device = device if isinstance(device, arv.GvDevice) else None
             self._configure()
             self._start_stream()
         except self._glib_error as exc:
@@ -271,6 +277,7 @@ class GenicamSource:
                     if now - started > timeout:  # frames are due: their absence is the sign (no register read)
                         self._gone = True
                         raise SourceUnavailable(f"no frame for {timeout:g} s")
+                    self._check_control()
                     continue
                 self._check_link()
                 if mode is TriggerMode.HARDWARE:
@@ -313,7 +320,17 @@ class GenicamSource:
         while (buffer := self._stream.try_pop_buffer()) is not None:
             self._stream.push_buffer(buffer)
 
+    def _check_control(self) -> None:
+        """Whether this host is still the GigE Vision camera's controller (Aravis' heartbeat thread reads it once a
+        second; asking costs nothing). A camera that dropped us sends no more frames, however long we wait."""
+        device = self._device
+        if device is not None and not device.is_controller():
+            self._gone = True  # its new controller may ignore our goodbye: release it without waiting
+            raise SourceUnavailable(f"camera {self.info.serial if self.info else ''}: control lost (its heartbeat "
+                                    "timed out: this host stalled for 3 s or more, or another application took it)")
+
     def _check_link(self) -> None:
+        self._check_control()
         now = time.monotonic()
         if now - self._last_link_check < LINK_CHECK_S:
             return
@@ -327,6 +344,7 @@ class GenicamSource:
 
     def close(self) -> None:
         camera, self._camera, stream, self._stream = self._camera, None, self._stream, None
+        self._device = None  # holds the camera too: the last reference must go with it
         with self._shots_lock:
             self._shots.clear()  # their jobs hear the camera reconnecting: unknown
         self._outstanding, self._fired = None, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -153,6 +154,62 @@ def test_without_cap_net_raw_the_stream_comes_whole_through_a_plain_udp_socket(f
     assert "Standard socket method" in done.stderr and "Packet socket method" not in done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["frames"] == 40 and result["lost"] <= 1, result  # the first may start mid-frame
+
+
+STALLED_HOLDER = """
+import json, sys, time
+from daemon.sources.base import IDLE
+from daemon.sources.genicam import GenicamOptions, GenicamSource, TriggerMode
+from daemon.sources.base import SourceUnavailable
+source = GenicamSource(sys.argv[1], GenicamOptions(trigger=TriggerMode.SOFTWARE, read_timeout_s=5))
+source.open()
+print("open", flush=True)
+sys.stdin.readline()  # after the stall
+source.fire("after-stall", 1)
+fired = time.monotonic()
+try:
+    while source.read() is IDLE:
+        pass
+    outcome = {"frame": True}
+except SourceUnavailable as exc:
+    outcome = {"error": str(exc), "after_s": time.monotonic() - fired}
+source.close()
+source.open()  # reopened: in control again
+source.fire("reopened", 1)
+while source.read() is IDLE:
+    pass
+outcome["reopened"] = source.take_fired().job_id
+print(json.dumps(outcome), flush=True)
+source.close()
+"""
+
+
+def test_a_camera_that_dropped_a_stalled_host_as_its_controller_is_noticed_at_once_and_reopened(
+        fake_camera: FakeCamera) -> None:
+    """GigE Vision: a camera that hears no heartbeat for 3 s drops its controller; it still answers discovery and takes
+    a trigger, but streams nothing. Here the process holding the camera is stopped for 4 s (SIGSTOP, a host stalled
+    under load, as CI did once); before the fix its next fired frame waited out the 5 s read deadline."""
+    holder = subprocess.Popen([sys.executable, "-c", STALLED_HOLDER, fake_camera.serial], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        while (line := holder.stdout.readline()) and line.strip() != "open":
+            pass  # its log lines
+        assert line, "the holder did not open the camera"
+        holder.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(4.0)  # the stall itself is what is tested: the camera's 3 s heartbeat timeout must pass
+        finally:
+            holder.send_signal(signal.SIGCONT)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        out, _ = holder.communicate(timeout=60)
+    finally:
+        holder.kill()
+    outcome = json.loads(out.strip().splitlines()[-1])
+    assert "control lost" in outcome.get("error", ""), outcome
+    assert outcome["after_s"] < 2.0, "noticed within a few quarter-second checks, not at the 5 s read deadline"
+    assert outcome["reopened"] == "reopened"
 
 
 def test_a_killed_camera_is_noticed_while_streaming_and_while_waiting_for_a_trigger(fake_camera: FakeCamera) -> None:
