@@ -42,6 +42,8 @@ LINK_CHECK_S = 1.0  # and checks that the camera answers at most this often whil
 MAX_SHOTS = 256  # software triggers waiting to be fired (8 open jobs of up to 32 frames)
 DISCOVERY_RETRY_S = 0.5
 SOCKET_BUFFER_MIN = 1 << 20  # bytes
+_STREAM_COUNTS = ("received_packets", "completed_buffers", "failures", "underruns", "missing_packets",
+                  "ignored_packets")
 GVCP_TIMEOUT_S = 2.5  # Aravis 0.8: a GigE Vision command to a camera that is gone fails after 5 x 500 ms
 
 
@@ -272,7 +274,8 @@ class GenicamSource:
                 now = time.monotonic()
                 if self._outstanding is not None and now - self._outstanding[1] > timeout:
                     self._gone = True
-                    raise SourceUnavailable(f"no frame within {timeout:g} s of the software trigger")
+                    raise SourceUnavailable(f"no frame within {timeout:g} s of the software trigger "
+                                            f"({self._stream_counts()})")
                 if mode is TriggerMode.FREE_RUN:
                     if now - started > timeout:  # frames are due: their absence is the sign (no register read)
                         self._gone = True
@@ -319,6 +322,14 @@ class GenicamSource:
         """Frames nobody fired for (left from before a reconnect): back to the stream, uncounted."""
         while (buffer := self._stream.try_pop_buffer()) is not None:
             self._stream.push_buffer(buffer)
+
+    def _stream_counts(self) -> str:
+        """Aravis' own counts for this stream (what arrived at all), for the message of a frame that never came."""
+        try:
+            return "stream: " + ", ".join(
+                f"{name} {self._stream.get_info_uint64_by_name('n_' + name)}" for name in _STREAM_COUNTS)
+        except (self._glib_error, AttributeError, TypeError):  # an older Aravis without stream infos
+            return "no stream counts"
 
     def _check_control(self) -> None:
         """Whether this host is still the GigE Vision camera's controller (Aravis' heartbeat thread reads it once a
