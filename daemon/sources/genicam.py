@@ -147,13 +147,17 @@ class GenicamSource:
             self._camera = arv.Camera.new(self.info.address if gige else self.info.device_id)
             device = self._camera.get_device()
             self._device = device if isinstance(device, arv.GvDevice) else None
+            if self._device is not None and not self._device.is_controller():
+                self._gone = True  # it ignores our commands: release it without waiting on them
+                raise SourceUnavailable(f"camera {self.info.serial}: another application controls it (a GigE "
+                                        "Vision camera takes one controller: close the other viewer)")
             self._configure()
             self._start_stream()
         except self._glib_error as exc:
             self._gone = True
             self.close()
             raise SourceUnavailable(f"camera {self.info.serial}: {exc}") from None
-        except SourceFatal:
+        except (SourceFatal, SourceUnavailable):
             self.close()
             raise
         log.info("genicam_open", vendor=self.info.vendor, model=self.info.model, serial=self.info.serial,

@@ -156,6 +156,24 @@ def test_without_cap_net_raw_the_stream_comes_whole_through_a_plain_udp_socket(f
     assert result["frames"] == 40 and result["lost"] <= 1, result  # the first may start mid-frame
 
 
+def test_a_camera_another_application_controls_is_refused_with_that_reason_and_opened_once_free(
+        fake_camera: FakeCamera) -> None:
+    """A vendor viewer left open on the line PC holds the camera: GigE Vision gives control to one application."""
+    holder = opened(fake_camera, trigger=TriggerMode.SOFTWARE)
+    second = GenicamSource(fake_camera.serial, GenicamOptions(trigger=TriggerMode.SOFTWARE, open_timeout_s=1.0))
+    try:
+        with pytest.raises(SourceUnavailable, match="another application controls it"):
+            second.open()
+        assert holder.fire("still-mine", 1)
+        frame(holder)  # the holder was not disturbed
+        fired = holder.take_fired()
+        assert fired is not None and fired.job_id == "still-mine"
+    finally:
+        holder.close()
+    second.open()  # released: linewatch gets it
+    second.close()
+
+
 STALLED_HOLDER = """
 import json, sys, time
 from daemon.sources.base import IDLE
