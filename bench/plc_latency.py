@@ -267,7 +267,8 @@ def main() -> int:
     report = {"machine": describe(), "fps": args.fps, "frames_per_job": args.frames, "pace_s": PACE_S,
               "model_p50_ms": floor_ms, "model_backend": floor_backend, "baseline_ms": baseline_ms,
               "clients": results, "genicam": genicam}
-    rows = ["| camera | client | jobs | unknown | p50 ms | p99 ms | max ms | p50 / floor | every verdict once, in order |",
+    rows = ["| camera | client | jobs | unknown | p50 ms | p99 ms | max ms | p50 / floor "
+            "| every verdict once, in order |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, figures in results.items():
         camera, client = name.split(" ", 1) if " " in name else ("synthetic", name)
