@@ -1,14 +1,14 @@
-"""ByteTrack (Zhang et al., ECCV 2022) as Ultralytics' BYTETracker runs it, with the arithmetic done for all tracks
-at once.
+"""ByteTrack (Zhang et al., ECCV 2022) as Ultralytics' BYTETracker runs it, with the arithmetic done for all tracks at
+once.
 
-Ultralytics' BYTETracker (8.4) makes an object per detection and runs each matched track's Kalman update, box
-conversion and IoU row one track at a time: 0.20 ms per frame on this project's 2-core machine with the model's
-detections of the synthetic line (a few defects in view), where the whole event stage may spend 0.4 ms per frame
-beside a model that takes 5 (bench/box_limit.py). This module (0.14 ms on the same frames) keeps its algorithm
-and its numbers (the same two-stage association with fused scores, the same thresholds, Kalman filter, track states, id order and pool bookkeeping, down to a track dropped as stale staying
-one more frame in the lost pool, and Ultralytics' own IoU and assignment functions) and does each step as a
-few array operations over every track. tests/events/test_bytetrack.py runs both on the same detections and
-requires the same tracks, ids and boxes frame by frame.
+Ultralytics' BYTETracker (8.4) makes an object per detection and runs each matched track's Kalman update, box conversion
+and IoU row one track at a time: 0.20 ms per frame on this project's 2-core machine with the model's detections of the
+synthetic line (a few defects in view), where the whole event stage may spend 0.4 ms per frame beside a model that takes
+5 (bench/box_limit.py). This module (0.14 ms on the same frames) keeps its algorithm and its numbers (the same two-stage
+association with fused scores, the same thresholds, Kalman filter, track states, id order and pool bookkeeping, down to
+a track dropped as stale staying one more frame in the lost pool, and Ultralytics' own IoU and assignment functions) and
+does each step as a few array operations over every track. tests/events/test_bytetrack.py runs both on the same
+detections and requires the same tracks, ids and boxes frame by frame.
 """
 
 from __future__ import annotations
