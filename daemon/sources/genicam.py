@@ -330,8 +330,10 @@ class GenicamSource:
     def _stream_counts(self) -> str:
         """Aravis' own counts for this stream (what arrived at all), for the message of a frame that never came."""
         try:
+            queued = self._stream.get_n_buffers()  # (waiting for a frame, filled and not yet read)
             return "stream: " + ", ".join(
-                f"{name} {self._stream.get_info_uint64_by_name('n_' + name)}" for name in _STREAM_COUNTS)
+                f"{name} {self._stream.get_info_uint64_by_name('n_' + name)}" for name in _STREAM_COUNTS) + (
+                f", buffers queued {queued[0]} in / {queued[1]} out of {self.options.buffers}")
         except (self._glib_error, AttributeError, TypeError):  # an older Aravis without stream infos
             return "no stream counts"
 
