@@ -151,6 +151,9 @@ class GenicamSource:
                 self._gone = True  # it ignores our commands: release it without waiting on them
                 raise SourceUnavailable(f"camera {self.info.serial}: another application controls it (a GigE "
                                         "Vision camera takes one controller: close the other viewer)")
+            # A controller that died (a crash, a stall past the heartbeat timeout) leaves the camera acquiring,
+            # streaming to its old port and with its trigger settings locked: stop it before anything is set.
+            self._camera.stop_acquisition()
             self._configure()
             self._start_stream()
         except self._glib_error as exc:

@@ -174,6 +174,50 @@ def test_a_camera_another_application_controls_is_refused_with_that_reason_and_o
     second.close()
 
 
+KILLED_HOLDER = """
+import sys
+from daemon.sources.genicam import GenicamOptions, GenicamSource, TriggerMode
+source = GenicamSource(sys.argv[1], GenicamOptions(trigger=TriggerMode.SOFTWARE))
+source.open()  # acquiring, streaming to this process's port
+print("open", flush=True)
+sys.stdin.readline()  # killed here: no goodbye, the camera is left acquiring
+"""
+
+
+def test_a_camera_left_acquiring_by_a_controller_that_died_streams_to_linewatch_once_it_takes_over(
+        fake_camera: FakeCamera) -> None:
+    """A controller killed mid-acquisition (a crash, or a host that stalled past the heartbeat timeout) leaves the
+    camera acquiring toward its old port. Before the fix linewatch took control, set everything, and the camera
+    went on streaming to the dead port: no fired frame ever came (received_packets 0). CI caught it once as the
+    reopen after a control loss."""
+    holder = subprocess.Popen([sys.executable, "-c", KILLED_HOLDER, fake_camera.serial], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout is not None
+        while (line := holder.stdout.readline()) and line.strip() != "open":
+            pass  # its log lines
+        assert line, "the holder did not open the camera"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    source = GenicamSource(fake_camera.serial, GenicamOptions(trigger=TriggerMode.SOFTWARE, open_timeout_s=1.0))
+    deadline = time.monotonic() + 15
+    while True:  # the dead holder keeps control until the camera's 3 s heartbeat timeout
+        try:
+            source.open()
+            break
+        except SourceUnavailable as exc:
+            assert "another application controls it" in str(exc), exc
+            assert time.monotonic() < deadline, "the camera never let the dead controller go"
+    try:
+        assert source.fire("after-crash", 1)
+        frame(source)
+        fired = source.take_fired()
+        assert fired is not None and fired.job_id == "after-crash"
+    finally:
+        source.close()
+
+
 STALLED_HOLDER = """
 import json, sys, time
 from daemon.sources.base import IDLE
