@@ -174,6 +174,20 @@ def test_a_camera_another_application_controls_is_refused_with_that_reason_and_o
     second.close()
 
 
+def start_holder(script: str, camera: FakeCamera) -> subprocess.Popen[str]:
+    """Another process that opens the camera with `script` (it prints "open", then waits on stdin); killed if it
+    does not get that far."""
+    holder = subprocess.Popen([sys.executable, "-c", script, camera.serial], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout is not None
+    while (line := holder.stdout.readline()) and line.strip() != "open":
+        pass  # its log lines
+    if not line:
+        holder.kill()
+        raise AssertionError("the holder did not open the camera")
+    return holder
+
+
 KILLED_HOLDER = """
 import sys
 from daemon.sources.genicam import GenicamOptions, GenicamSource, TriggerMode
@@ -190,16 +204,9 @@ def test_a_camera_left_acquiring_by_a_controller_that_died_streams_to_linewatch_
     camera acquiring toward its old port. Before the fix linewatch took control, set everything, and the camera
     went on streaming to the dead port: no fired frame ever came (received_packets 0). CI caught it once as the
     reopen after a control loss."""
-    holder = subprocess.Popen([sys.executable, "-c", KILLED_HOLDER, fake_camera.serial], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        assert holder.stdout is not None
-        while (line := holder.stdout.readline()) and line.strip() != "open":
-            pass  # its log lines
-        assert line, "the holder did not open the camera"
-    finally:
-        holder.kill()
-        holder.wait(10)
+    holder = start_holder(KILLED_HOLDER, fake_camera)
+    holder.kill()
+    holder.wait(10)
     source = GenicamSource(fake_camera.serial, GenicamOptions(trigger=TriggerMode.SOFTWARE, open_timeout_s=1.0))
     deadline = time.monotonic() + 15
     while True:  # the dead holder keeps control until the camera's 3 s heartbeat timeout
@@ -251,13 +258,9 @@ def test_a_camera_that_dropped_a_stalled_host_as_its_controller_is_noticed_at_on
     """GigE Vision: a camera that hears no heartbeat for 3 s drops its controller; it still answers discovery and takes
     a trigger, but streams nothing. Here the process holding the camera is stopped for 4 s (SIGSTOP, a host stalled
     under load, as CI did once); before the fix its next fired frame waited out the 5 s read deadline."""
-    holder = subprocess.Popen([sys.executable, "-c", STALLED_HOLDER, fake_camera.serial], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    holder = start_holder(STALLED_HOLDER, fake_camera)
     try:
-        assert holder.stdout is not None and holder.stdin is not None
-        while (line := holder.stdout.readline()) and line.strip() != "open":
-            pass  # its log lines
-        assert line, "the holder did not open the camera"
+        assert holder.stdin is not None
         holder.send_signal(signal.SIGSTOP)
         try:
             time.sleep(4.0)  # the stall itself is what is tested: the camera's 3 s heartbeat timeout must pass
