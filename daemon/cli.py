@@ -136,6 +136,9 @@ def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Call
         width, height = first.width or 640, first.height or 480
         batch = warm_up_batch(settings)
         warm_ms = detector.warm_up(width, height, settings.model.warmup_runs, batch)
+        for side, per_batch in sorted({(c.camera.tiles.size or detector.imgsz, c.camera.tiles.per_batch)
+                                       for c in settings.camera_configs if c.camera.tiles is not None}):
+            detector.warm_up(side, side, settings.model.warmup_runs, per_batch)  # a tiled camera's batches
         log.info("model_loaded", model=detector.info.name, sha256=detector.info.sha256[:16],
                  backend=detector.backend_name, weights=str(detector.weights), device=detector.device,
                  imgsz=detector.imgsz, classes=list(detector.info.classes), warmup_ms=round(warm_ms, 1),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from daemon.backoff import Backoff
 from daemon.buffers import BufferPool
 from daemon.detect.stage import Lane
+from daemon.detect.tiles import Box, Tiler
 from daemon.events.job_stage import JobStage, TriggerRefused
 from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
@@ -41,6 +42,8 @@ FILE_HANDOFF_CAPACITY = 8  # files and offline runs: a little read-ahead, the re
 RESULTS_CAPACITY = 64  # detector → events: events are cheap; a stall here means the disk is failing
 
 StatsFeed = tuple[str, float, Callable[[], bytes]]  # (topic, interval, render): what the publisher sends
+# Detector.prepare: a frame's model inputs on its capture thread (image, pool, tiles, whether the whole frame too)
+Prepare = Callable[[Image, BufferPool, Sequence[Box], bool], Prepared | None]
 
 
 def frame_policy(camera: CameraSettings) -> DropPolicy:
@@ -61,7 +64,7 @@ class CameraPipeline:
     def __init__(self, config: CameraConfig, settings: Settings, model: ModelInfo, outbox: Outbox,
                  stop: threading.Event, *, metrics: Metrics, bell: Bell,
                  on_status: Callable[[CameraStatus], None],
-                 prepare: Callable[[Image, BufferPool], Prepared | None] | None = None) -> None:
+                 prepare: Prepare | None = None) -> None:
         camera = config.camera
         self.camera_id = camera_id = config.camera_id
         self.config = config
@@ -70,7 +73,9 @@ class CameraPipeline:
         self.frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", capacity, policy, stop,
                                               on_drop=metrics.frames_dropped.labels(camera_id).inc, bell=bell)
         self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
-        self.lane = Lane(camera_id, self.frames, self.results)
+        rules = Rules(config.rules, model.classes, settings.model.confidence)
+        self.tiler = None if camera.tiles is None else Tiler(camera.tiles, model.imgsz, keep=rules.may_hold)
+        self.lane = Lane(camera_id, self.frames, self.results, self.tiler)
         prefix = settings.mqtt.topic_prefix
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
@@ -82,7 +87,7 @@ class CameraPipeline:
         self._on_status = on_status
         self.events = EventStage(camera_id, model, self.results, outbox, stop, metrics,
                                  events=settings.events, snapshots=self.snapshots,
-                                 rules=Rules(config.rules, model.classes, settings.model.confidence),
+                                 rules=rules,
                                  stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs)
         stall_s = stall_timeout_s(camera)
         source = build_source(camera.source, camera.source_options())
@@ -92,7 +97,7 @@ class CameraPipeline:
         self.capture = CaptureStage(
             camera_id, source, self.frames, stop,
             backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s), stall_timeout_s=stall_s,
-            on_status=self._report, metrics=metrics, prepare=prepare,
+            on_status=self._report, metrics=metrics, prepare=None if prepare is None else self._inputs(prepare),
             on_trigger=None if self.jobs is None else self._photo_eye,
             on_fired=None if self.jobs is None else self.jobs.bind)
         grace_s = float(getattr(source, "native_grace_s", 0.0))  # GenICam: a dead camera's command timeouts
@@ -102,6 +107,14 @@ class CameraPipeline:
         self.stats_feed: StatsFeed | None = (
             stats_topic(prefix, camera_id), interval,
             lambda: render_stats(camera_id, interval, self.events.stats())) if interval else None
+
+    def _inputs(self, prepare: Prepare) -> Callable[[Image, BufferPool], Prepared | None]:
+        """The capture thread's call: the whole frame's model input, or its tiles' (and the whole frame's too when
+        the full-frame pass is on)."""
+        tiler = self.tiler
+        if tiler is None:
+            return lambda image, pool: prepare(image, pool, (), True)
+        return lambda image, pool: prepare(image, pool, tiler.grid(image.shape[1], image.shape[0]), tiler.full_frame)
 
     def _report(self, status: CameraStatus) -> None:
         if self.jobs is not None:

@@ -21,6 +21,22 @@ from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
 TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+class TileSettings(Section):
+    """Tiled inference for small defects on large frames (LINEWATCH_CAMERA__TILES__* or, per camera,
+    LINEWATCH_CAMERAS__<ID>__TILES__*, or the whole object as JSON in LINEWATCH_CAMERAS__<ID>__TILES)."""
+
+    size: int | None = Field(None, ge=32, le=4096, description="Tile side in the frame's own pixels; default: the "
+                             "model's input size (each tile seen at native resolution)")
+    overlap: float = Field(0.2, ge=0.0, le=0.75, description="Overlap of neighbouring tiles, a fraction of the "
+                           "tile side: at least the largest defect's size, so each defect lies whole in one tile")
+    full_frame: bool = Field(False, description="Also inspect the whole frame, letterboxed, for defects larger "
+                             "than a tile; its boxes are merged with the tiles'")
+    per_batch: int = Field(8, ge=1, le=256, description="At most this many of the camera's tiles in one batch of "
+                           "the shared detector, so a large camera cannot starve the others")
+    merge_ios: float = Field(0.5, gt=0.0, le=1.0, description="Boxes of one class from different tiles are merged "
+                             "(SAHI's greedy NMM) when their intersection covers this fraction of the smaller one")
+
+
 class CameraSettings(Section):
     url: str = Field(
         description="rtsp://…, /dev/videoN or v4l2:///dev/videoN, file:///path.mp4 or a path, "
@@ -63,6 +79,8 @@ class CameraSettings(Section):
     )
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
+    tiles: TileSettings | None = Field(None, description="Tiled inference (off when unset): tile size, overlap, "
+                                       "full-frame pass, tiles per batch, merge threshold")
     handoff: Literal["auto", "latest", "wait"] = Field(
         "auto", description="Drop policy of the capture→detector hand-off; auto: live→latest, files and triggered "
         "GenICam cameras→wait"

@@ -23,6 +23,7 @@ from daemon.cpus import cpu_limit
 from daemon.detect.backends import BackendError, choose_backend, source_stem, weights_sha256
 from daemon.detect.prepare import Letterboxer
 from daemon.detect.threads import default_streams, default_threads, limit_runtime_threads
+from daemon.detect.tiles import Box, ModelInput, whole_frame
 from daemon.frames import BBox, Detection, Frame, Image, ModelInfo, Prepared
 from daemon.logs import adopt_foreign_loggers, get_logger
 from daemon.settings import ModelSettings
@@ -174,7 +175,7 @@ class Detector:
                     if prepared is None or not self._replicas[stream].set_up:
                         _, elapsed = self.infer_batch([blank] * batch, stream)
                     else:
-                        _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch, stream)
+                        _, elapsed = self.infer_inputs([ModelInput(blank, prepared.tensor)] * batch, stream)
                 except Exception as exc:  # the runtime refused the model (an engine of another GPU, a bad export)
                     raise ModelLoadError(f"cannot run model {self.weights}: {exc}") from exc
         return elapsed
@@ -184,25 +185,43 @@ class Detector:
         found, elapsed_ms = self.infer_batch([image], stream)
         return found[0], elapsed_ms
 
-    def prepare(self, image: Image, pool: BufferPool | None = None) -> Prepared | None:
+    def prepare(self, image: Image, pool: BufferPool | None = None, tiles: Sequence[Box] = (),
+                whole: bool = True) -> Prepared | None:
         """The frame letterboxed to the model's input (Ultralytics' letterbox, prepare.py), RGB, channels first;
-        for a CPU model in FP32 also scaled to 0..1 here rather than on the detector's thread. Runs on each
-        camera's capture thread, into that thread's `pool`; None before the first inference has set the model up."""
+        for a CPU model in FP32 also scaled to 0..1 here rather than on the detector's thread; and each of `tiles`
+        (a tiled camera's grid, tiles.py), without the whole frame unless `whole`. Runs on each camera's capture
+        thread, into that thread's `pool`; None before the first inference has set the model up."""
         letterbox = self._letterbox
         if letterbox is None:
             return None
-        return Prepared(letterbox(image, pool))
+        crops = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in tiles]
+        return Prepared(letterbox(image, pool) if whole else None, letterbox.many(crops, pool))
 
     def infer_frames(self, frames: Sequence[Frame], stream: int = 0) -> tuple[list[tuple[Detection, ...]], float]:
-        """The detector stage's call: frames the capture threads prepared go straight to the model; a batch with
-        an unprepared frame, or of different input shapes (cameras of different sizes on a rectangular model),
-        takes Ultralytics' whole predict path, as does a stream's first inference (it sets that copy up)."""
-        prepared = [frame.prepared for frame in frames]
-        shapes = {item.tensor.shape for item in prepared if item is not None}
-        if None in prepared or len(shapes) != 1 or not self._replicas[stream].set_up:
-            return self.infer_batch([frame.image for frame in frames], stream)
-        return self._infer_prepared([(item.tensor, frame.image.shape[:2])  # type: ignore[union-attr]
-                                     for item, frame in zip(prepared, frames, strict=True)], stream)
+        """Whole frames, each as its one input (the bare loop of bench/box_limit.py, tests)."""
+        return self.infer_inputs([whole_frame(frame)[0] for frame in frames], stream)
+
+    def infer_inputs(self, inputs: Sequence[ModelInput], stream: int = 0) -> tuple[
+            list[tuple[Detection, ...]], float]:
+        """The detector stage's call: each input's detections in its own pixels, and the time of it all in ms.
+        Inputs the capture threads prepared go straight to the model, one batch per input shape (cameras of
+        different sizes on a rectangular model, tiles beside whole frames); the rest, and a stream's first
+        inference (it sets that copy up), take Ultralytics' whole predict path."""
+        started = time.perf_counter()
+        found: list[tuple[Detection, ...]] = [()] * len(inputs)
+        groups: dict[tuple[int, ...] | None, list[int]] = {}
+        ready = self._replicas[stream].set_up
+        for index, item in enumerate(inputs):
+            groups.setdefault(item.tensor.shape if ready and item.tensor is not None else None, []).append(index)
+        for shape, indices in groups.items():
+            if shape is None:
+                results, _ = self.infer_batch([inputs[i].image for i in indices], stream)
+            else:
+                results, _ = self._infer_prepared([(inputs[i].tensor, inputs[i].image.shape[:2]) for i in indices],
+                                                  stream)
+            for index, result in zip(indices, results, strict=True):
+                found[index] = result
+        return found, (time.perf_counter() - started) * 1000.0
 
     def _infer_prepared(self, items: Sequence[tuple[Image, tuple[int, ...]]], stream: int = 0) -> tuple[
             list[tuple[Detection, ...]], float]:

@@ -50,13 +50,33 @@ class Letterboxer:
 
     def __call__(self, image: Image, pool: BufferPool | None = None) -> Tensor:
         """The model's input for one BGR frame: 3 x H x W, RGB, contiguous; float32 0..1 or uint8."""
-        shape = image.shape
-        if shape not in self._geometry:
-            self._geometry[shape] = self._check(image)
-        geometry = self._geometry[shape]
+        geometry = self.geometry(image)
         if geometry is None:
             return self._ultralytics(image)
         return self._fill(image, geometry, pool)
+
+    def geometry(self, image: Image) -> _Geometry | None:
+        """This image size's letterbox (checked against Ultralytics' at its first use); None: Ultralytics' own."""
+        shape = image.shape
+        if shape not in self._geometry:
+            self._geometry[shape] = self._check(image)
+        return self._geometry[shape]
+
+    def many(self, images: list[Image], pool: BufferPool | None = None) -> tuple[Tensor, ...]:
+        """The inputs of several pictures of one size (a camera's tiles), written into one array reused from
+        `pool` (its border painted when it is made), as views of it in order."""
+        if not images:
+            return ()
+        geometry = self.geometry(images[0])
+        if geometry is None or any(image.shape != images[0].shape for image in images):
+            return tuple(self(image, pool) for image in images)
+        dtype = np.float32 if self.as_float else np.uint8
+        count = len(images)
+        block = self._blank(geometry, count) if pool is None else pool.take(
+            ("inputs", count, geometry, dtype), lambda: self._blank(geometry, count))
+        for index, image in enumerate(images):
+            self._fill(image, geometry, pool, block[index])
+        return tuple(block)
 
     def _ultralytics(self, image: Image) -> Tensor:
         padded: Tensor = self._letterbox(image=image)
@@ -65,7 +85,7 @@ class Letterboxer:
             return np.multiply(chw, SCALE, dtype=np.float32, order="C")
         return np.ascontiguousarray(chw)
 
-    def _fill(self, image: Image, geometry: _Geometry, pool: BufferPool | None) -> Tensor:
+    def _fill(self, image: Image, geometry: _Geometry, pool: BufferPool | None, into: Tensor | None = None) -> Tensor:
         width, height = geometry.width, geometry.height
         picture: Tensor = image
         if image.shape[:2] != (height, width):
@@ -73,8 +93,8 @@ class Letterboxer:
                                                        lambda: np.empty((height, width, 3), np.uint8))
             picture = cv2.resize(image, (width, height), dst=into, interpolation=self._letterbox.interpolation)
         dtype = np.float32 if self.as_float else np.uint8
-        out = self._blank(geometry) if pool is None else pool.take(("input", geometry, dtype),
-                                                                   lambda: self._blank(geometry))
+        out = into if into is not None else self._blank(geometry) if pool is None else pool.take(
+            ("input", geometry, dtype), lambda: self._blank(geometry))
         region = out[:, geometry.top:geometry.top + height, geometry.left:geometry.left + width]
         rgb_chw = picture[..., ::-1].transpose(2, 0, 1)
         if self.as_float:
@@ -83,8 +103,9 @@ class Letterboxer:
             np.copyto(region, rgb_chw)
         return out
 
-    def _blank(self, geometry: _Geometry) -> Tensor:
-        border = np.full(geometry.shape, self._padding, dtype=np.uint8)
+    def _blank(self, geometry: _Geometry, count: int | None = None) -> Tensor:
+        shape = geometry.shape if count is None else (count, *geometry.shape)
+        border = np.full(shape, self._padding, dtype=np.uint8)
         return np.multiply(border, SCALE, dtype=np.float32) if self.as_float else border
 
     def _check(self, image: Image) -> _Geometry | None:

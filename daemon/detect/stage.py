@@ -5,10 +5,13 @@ and its results hand-off out. One pass of a worker:
 
 1. takes the waiting frame of each camera that has one, at most one per camera and at most `max_batch`,
    starting after the camera served first last time (round robin: a 30 fps camera cannot starve a 5 fps one);
+   a tiled camera's frame is many inputs (tiles.py), of which a pass takes at most that camera's `per_batch`,
+   the rest in the passes after: its next frame is taken once every input of this one was;
 2. when some cameras have nothing yet, waits at most `batch_wait_s` for them (a ring of the shared bell);
 3. runs one batched inference on the worker's own copy of the model (Ultralytics' predictor is not
    thread-safe: no other thread touches that copy);
-4. routes each camera's detections back to its own results hand-off.
+4. routes each camera's detections back to its own results hand-off (a tiled frame's once its last inputs are
+   inspected, merged across its tiles).
 
 One worker takes frames at a time, and each pass is numbered as it takes them; passes are routed in that order,
 whichever inference ends first. So each camera's results (and the close of its lane) reach its event stage in
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from daemon.detect.model import Detector
+from daemon.detect.tiles import ModelInput, Tiler, whole_frame
 from daemon.frames import END_OF_STREAM, Detection, Frame, Inference
 from daemon.handoff import Bell, Handoff
 from daemon.lifecycle import StageThread
@@ -49,7 +53,36 @@ class Lane:
     camera_id: str
     frames: Handoff[Frame]
     results: Handoff[Inference]
+    tiler: Tiler | None = None  # a tiled camera's grid and merge
     done: bool = field(default=False, init=False)
+    current: _Job | None = field(default=None, init=False)  # a frame some of whose inputs are still to be taken
+
+
+@dataclass(eq=False)
+class _Job:
+    """One frame on its way through the model: its inputs (one, or its tiles), taken in order, perhaps over several
+    passes, and what each found."""
+
+    frame: Frame
+    inputs: list[ModelInput]
+    found: list[tuple[Detection, ...]]
+    taken: int = 0
+    elapsed_ms: float = 0.0
+    lost: bool = False  # a pass with some of its inputs failed: reported once
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """The inputs `start` up to `stop` of one camera's frame, in one pass."""
+
+    lane: Lane
+    job: _Job
+    start: int
+    stop: int
+
+    @property
+    def last(self) -> bool:
+        return self.stop == len(self.job.inputs)
 
 
 @dataclass(eq=False)
@@ -57,9 +90,9 @@ class _Pass:
     """What one pass of a worker took, numbered in the order passes took frames, and what its inference found."""
 
     number: int
-    batch: list[tuple[Lane, Frame]]
+    batch: list[_Chunk]
     ended: list[Lane]  # lanes whose results are closed once this pass's results are routed
-    found: list[tuple[Detection, ...]] = field(default_factory=list)
+    found: list[tuple[Detection, ...]] = field(default_factory=list)  # per input, the chunks' in order
     elapsed_ms: float = 0.0
     failed: bool = False  # its inference raised: its frames were never inspected
 
@@ -75,6 +108,8 @@ class DetectStage(StageThread):
         self._lanes = list(lanes)
         self._bell = bell
         self.max_batch = max_batch
+        # inputs in one batch: a frame each, or up to a tiled camera's per_batch tiles
+        self.max_inputs = max([max_batch, *(lane.tiler.per_batch for lane in lanes if lane.tiler is not None)])
         self.batch_wait_s = batch_wait_s
         self._taking = threading.Lock()  # held by the one worker taking frames; guards _next, _passes, lane.done
         self._next = 0  # the lane served first in the next batch
@@ -119,8 +154,8 @@ class DetectStage(StageThread):
             try:
                 if batch:
                     with self.progress.busy():
-                        work.found, work.elapsed_ms = self._detector.infer_frames([frame for _, frame in batch],
-                                                                                  stream)
+                        work.found, work.elapsed_ms = self._detector.infer_inputs(
+                            [item for chunk in batch for item in chunk.job.inputs[chunk.start:chunk.stop]], stream)
             except BaseException:
                 work.failed = True  # its frames are counted lost; the passes after it still reach their cameras
                 raise
@@ -128,14 +163,14 @@ class DetectStage(StageThread):
                 self._route(work)
 
     # -- collecting a batch ---------------------------------------------------------------------------------
-    def _collect(self, ended: list[Lane]) -> list[tuple[Lane, Frame]]:
-        batch: dict[Lane, Frame] = {}
+    def _collect(self, ended: list[Lane]) -> list[_Chunk]:
+        batch: dict[Lane, _Chunk] = {}
         deadline: float | None = None
         while True:
             seen = self._bell.rings
             self._take(batch, ended)
             waiting = [lane for lane in self._lanes if not lane.done and lane not in batch]
-            if len(batch) >= self.max_batch or not waiting or (batch and self.batch_wait_s <= 0):
+            if self._full(batch) or not waiting or (batch and self.batch_wait_s <= 0):
                 break
             now = time.monotonic()
             if batch:
@@ -150,22 +185,35 @@ class DetectStage(StageThread):
         if batch:
             first = self._lanes.index(next(iter(batch)))
             self._next = (first + 1) % len(self._lanes)
-        return list(batch.items())
+        return list(batch.values())
 
-    def _take(self, batch: dict[Lane, Frame], ended: list[Lane]) -> None:
+    def _full(self, batch: dict[Lane, _Chunk]) -> bool:
+        return len(batch) >= self.max_batch or sum(c.stop - c.start for c in batch.values()) >= self.max_inputs
+
+    def _take(self, batch: dict[Lane, _Chunk], ended: list[Lane]) -> None:
         count = len(self._lanes)
         for offset in range(count):
-            if len(batch) >= self.max_batch:
+            if self._full(batch):
                 return
             lane = self._lanes[(self._next + offset) % count]
             if lane.done or lane in batch:
                 continue
-            item = lane.frames.get(0.0)
-            if item is END_OF_STREAM:
-                lane.done = True
-                ended.append(lane)  # its results close after its frames in flight: its event stage then ends
-            elif item is not None:
-                batch[lane] = item
+            job = lane.current
+            if job is None:
+                item = lane.frames.get(0.0)
+                if item is END_OF_STREAM:
+                    lane.done = True
+                    ended.append(lane)  # its results close after its frames in flight: its event stage then ends
+                    continue
+                if item is None:
+                    continue
+                inputs = lane.tiler.inputs(item) if lane.tiler is not None else whole_frame(item)
+                job = _Job(item, inputs, [()] * len(inputs))
+            room = self.max_inputs - sum(c.stop - c.start for c in batch.values())
+            share = min(len(job.inputs) - job.taken, room, lane.tiler.per_batch if lane.tiler is not None else 1)
+            batch[lane] = _Chunk(lane, job, job.taken, job.taken + share)
+            job.taken += share
+            lane.current = job if job.taken < len(job.inputs) else None
 
     def _abandon_stuck_lanes(self, now: float, ended: list[Lane]) -> None:
         if not self._stop.is_set():
@@ -190,25 +238,35 @@ class DetectStage(StageThread):
                 self._deliver(ready)
 
     def _deliver(self, work: _Pass) -> None:
-        if work.failed:
-            for lane, frame in work.batch:
-                self._lost[lane.camera_id].inc()
-                log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
-                          reason="the model failed on this frame's batch (the detector stops: exit 1)")
-        elif work.batch:
-            self._hand_over(work)
+        if work.batch:
+            self._batch_size.observe(sum(chunk.stop - chunk.start for chunk in work.batch))
+        at = 0
+        for chunk in work.batch:
+            job, size = chunk.job, chunk.stop - chunk.start
+            if work.failed:
+                if not job.lost:
+                    job.lost = True
+                    self._lost[chunk.lane.camera_id].inc()
+                    log.error("inference_lost", camera_id=chunk.lane.camera_id, frame_seq=job.frame.seq,
+                              reason="the model failed on this frame's batch (the detector stops: exit 1)")
+            else:
+                job.found[chunk.start:chunk.stop] = work.found[at:at + size]
+                job.elapsed_ms += work.elapsed_ms
+            at += size
+            if chunk.last and not job.lost:
+                self._hand_over(chunk.lane, job)
         for lane in work.ended:
             lane.results.close()
 
-    def _hand_over(self, work: _Pass) -> None:
-        self._batch_size.observe(len(work.batch))
-        for (lane, frame), detections in zip(work.batch, work.found, strict=True):
-            self._inspected[lane.camera_id].inc()
-            self._inference_s[lane.camera_id].observe(work.elapsed_ms / 1000.0)
-            # The model's input is spent: an event stage keeping a frame (a defect's best view) keeps the image only
-            if not lane.results.put(Inference(replace(frame, prepared=None), detections, work.elapsed_ms)):
-                # Only a stopping or ended event stage refuses a result (the hand-off waits otherwise). Say so, and
-                # count it: a result with detections that vanished here would be a defect nobody heard of.
-                self._lost[lane.camera_id].inc()
-                log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
-                          detections=len(detections), reason="the event stage stopped before it took the result")
+    def _hand_over(self, lane: Lane, job: _Job) -> None:
+        frame, tiler = job.frame, lane.tiler
+        detections = tiler.merge(job.inputs, job.found) if tiler is not None else job.found[0]
+        self._inspected[lane.camera_id].inc()
+        self._inference_s[lane.camera_id].observe(job.elapsed_ms / 1000.0)
+        # The model's input is spent: an event stage keeping a frame (a defect's best view) keeps the image only
+        if not lane.results.put(Inference(replace(frame, prepared=None), detections, job.elapsed_ms)):
+            # Only a stopping or ended event stage refuses a result (the hand-off waits otherwise). Say so, and
+            # count it: a result with detections that vanished here would be a defect nobody heard of.
+            self._lost[lane.camera_id].inc()
+            log.error("inference_lost", camera_id=lane.camera_id, frame_seq=frame.seq,
+                      detections=len(detections), reason="the event stage stopped before it took the result")

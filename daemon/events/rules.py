@@ -50,6 +50,7 @@ class Rules:
         self._default = limits("")
         self._roi = settings.roi
         self._pixels: dict[tuple[int, int], tuple[list[_Poly], list[_Poly]]] = {}
+        self._masks: dict[tuple[int, int], tuple[npt.NDArray[np.uint8] | None, npt.NDArray[np.uint8] | None]] = {}
 
     def limits(self, class_id: int) -> ClassLimits:
         return self._limits.get(class_id, self._default)
@@ -75,6 +76,24 @@ class Rules:
                 return ROI
         return None
 
+    def may_hold(self, width: int, height: int, box: tuple[int, int, int, int]) -> bool:
+        """Whether a detection found in this part of the frame (a tile: its boxes' centres lie in it) could pass
+        the regions of interest: False for a tile wholly outside every included region, or wholly inside an
+        excluded one. Judged on the regions drawn once per frame size, an included one a pixel larger and an
+        excluded one a pixel smaller than drawn, so a tile on a region's edge is always inspected."""
+        if not (self._roi.include or self._roi.exclude):
+            return True
+        key = (width, height)
+        if key not in self._masks:
+            include, exclude = self._polygons(width, height)
+            self._masks[key] = (_mask(include, width, height, grow=True) if include else None,
+                                _mask(exclude, width, height, grow=False) if exclude else None)
+        inside, outside = self._masks[key]
+        x1, y1, x2, y2 = box
+        if inside is not None and not inside[y1:y2, x1:x2].any():
+            return False
+        return outside is None or not outside[y1:y2, x1:x2].all()
+
     def _polygons(self, width: int, height: int) -> tuple[list[_Poly], list[_Poly]]:
         """The ROI in this frame size's pixels (a camera may change resolution; cached per size)."""
         key = (width, height)
@@ -90,3 +109,11 @@ class Rules:
 
 def _inside(polygon: npt.NDArray[np.float32], point: tuple[float, float]) -> bool:
     return float(cv2.pointPolygonTest(polygon, point, False)) >= 0
+
+
+def _mask(polygons: list[_Poly], width: int, height: int, *, grow: bool) -> npt.NDArray[np.uint8]:
+    mask = np.zeros((height, width), np.uint8)
+    points = [np.round(p).astype(np.int32) for p in polygons]
+    cv2.fillPoly(mask, points, 1)
+    cv2.polylines(mask, points, True, 1 if grow else 0, thickness=3)  # the edge, a pixel either side of it
+    return mask
