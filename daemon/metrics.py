@@ -75,9 +75,12 @@ class Metrics:
         self.camera_state = Enum("linewatch_camera_state", "Current camera state (1 for the current one)", cam,
                                  states=[state.value for state in CameraState], registry=registry)
         self.inference_seconds = Histogram(
-            "linewatch_inference_seconds", "Model time of the batch that carried the camera's frame", cam,
+            "linewatch_inference_seconds", "Model time of the batches that carried the camera's frame (or its tiles)",
+            cam,
             buckets=_INFERENCE_BUCKETS, registry=registry)
-        self.batch_size = Histogram("linewatch_batch_size", "Frames per batched inference (one per camera at most)",
+        self.batch_size = Histogram("linewatch_batch_size",
+                                    "Model inputs per batched inference: frames, one per camera at most, and tiles, "
+                                    "a tiled camera's per_batch at most",
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=registry)
         self.capture_to_commit_seconds = Histogram(
             "linewatch_capture_to_commit_seconds",

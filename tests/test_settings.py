@@ -175,6 +175,42 @@ def test_a_genicam_setting_that_cannot_work_is_named(case: str, monkeypatch: pyt
     assert any(p.startswith(variable) and hint in p for p in caught.value.problems), caught.value.problems
 
 
+TILE_MISTAKES = {
+    "overlap of a whole tile": ({"LINEWATCH_CAMERA__TILES__OVERLAP": "1"}, "LINEWATCH_CAMERA__TILES__OVERLAP",
+                                "less than or equal to 0.75"),
+    "tiles as a number": ({"LINEWATCH_CAMERA__TILES": "1"}, "LINEWATCH_CAMERA__TILES", "valid dictionary"),
+    "an unknown tile key": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                             "LINEWATCH_CAMERAS__A__TILES": '{"sizes": 320}'}, "LINEWATCH_CAMERAS__A__TILES__SIZES",
+                            "did you mean"),
+    "no tiles per batch": ({"LINEWATCH_CAMERA__TILES__PER_BATCH": "0"}, "LINEWATCH_CAMERA__TILES__PER_BATCH",
+                           "greater than or equal to 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TILE_MISTAKES))
+def test_a_tile_setting_that_cannot_work_is_named(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    variables, variable, hint = TILE_MISTAKES[case]
+    if not any(name.startswith("LINEWATCH_CAMERAS__") for name in variables):
+        monkeypatch.setenv("LINEWATCH_CAMERA__URL", "synthetic://line")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert any(p.startswith(variable) and hint in p for p in caught.value.problems), caught.value.problems
+
+
+def test_tiles_are_off_unless_set_and_set_whole_or_field_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LINEWATCH_CAMERAS__A__URL", "synthetic://line")
+    monkeypatch.setenv("LINEWATCH_CAMERAS__B__URL", "synthetic://line?seed=2")
+    monkeypatch.setenv("LINEWATCH_CAMERAS__B__TILES", '{"full_frame": true}')
+    monkeypatch.setenv("LINEWATCH_CAMERAS__C__URL", "synthetic://line?seed=3")
+    monkeypatch.setenv("LINEWATCH_CAMERAS__C__TILES__SIZE", "640")
+    cameras = {c.camera_id: c.camera for c in load_settings().camera_configs}
+    assert cameras["a"].tiles is None
+    assert cameras["b"].tiles is not None and cameras["b"].tiles.full_frame and cameras["b"].tiles.size is None
+    assert cameras["c"].tiles is not None and cameras["c"].tiles.size == 640 and cameras["c"].tiles.overlap == 0.2
+
+
 @pytest.mark.parametrize(
     ("url", "kind", "camera_id"),
     [

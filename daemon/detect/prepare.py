@@ -85,7 +85,8 @@ class Letterboxer:
             return np.multiply(chw, SCALE, dtype=np.float32, order="C")
         return np.ascontiguousarray(chw)
 
-    def _fill(self, image: Image, geometry: _Geometry, pool: BufferPool | None, into: Tensor | None = None) -> Tensor:
+    def _fill(self, image: Image, geometry: _Geometry, pool: BufferPool | None,
+              block: Tensor | None = None) -> Tensor:
         width, height = geometry.width, geometry.height
         picture: Tensor = image
         if image.shape[:2] != (height, width):
@@ -93,7 +94,7 @@ class Letterboxer:
                                                        lambda: np.empty((height, width, 3), np.uint8))
             picture = cv2.resize(image, (width, height), dst=into, interpolation=self._letterbox.interpolation)
         dtype = np.float32 if self.as_float else np.uint8
-        out = into if into is not None else self._blank(geometry) if pool is None else pool.take(
+        out = block if block is not None else self._blank(geometry) if pool is None else pool.take(
             ("input", geometry, dtype), lambda: self._blank(geometry))
         region = out[:, geometry.top:geometry.top + height, geometry.left:geometry.left + width]
         rgb_chw = picture[..., ::-1].transpose(2, 0, 1)

@@ -7,6 +7,7 @@ those detections may become defects. Each refusal has a reason, counted per came
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,7 +51,7 @@ class Rules:
         self._default = limits("")
         self._roi = settings.roi
         self._pixels: dict[tuple[int, int], tuple[list[_Poly], list[_Poly]]] = {}
-        self._masks: dict[tuple[int, int], tuple[npt.NDArray[np.uint8] | None, npt.NDArray[np.uint8] | None]] = {}
+        self._shapes: dict[tuple[int, int], tuple[list[Any] | None, ...]] = {}  # shapely polygons, per frame size
 
     def limits(self, class_id: int) -> ClassLimits:
         return self._limits.get(class_id, self._default)
@@ -78,21 +79,21 @@ class Rules:
 
     def may_hold(self, width: int, height: int, box: tuple[int, int, int, int]) -> bool:
         """Whether a detection found in this part of the frame (a tile: its boxes' centres lie in it) could pass
-        the regions of interest: False for a tile wholly outside every included region, or wholly inside an
-        excluded one. Judged on the regions drawn once per frame size, an included one a pixel larger and an
-        excluded one a pixel smaller than drawn, so a tile on a region's edge is always inspected."""
+        the regions of interest: False for a tile that no included region touches, or that an excluded one covers
+        whole (shapely's exact tests on the closed shapes, as pointPolygonTest counts a point on an edge inside).
+        A polygon shapely finds invalid (one that crosses itself) never skips a tile."""
         if not (self._roi.include or self._roi.exclude):
             return True
         key = (width, height)
-        if key not in self._masks:
-            include, exclude = self._polygons(width, height)
-            self._masks[key] = (_mask(include, width, height, grow=True) if include else None,
-                                _mask(exclude, width, height, grow=False) if exclude else None)
-        inside, outside = self._masks[key]
-        x1, y1, x2, y2 = box
-        if inside is not None and not inside[y1:y2, x1:x2].any():
+        if key not in self._shapes:
+            self._shapes[key] = tuple(_shapes(polygons) for polygons in self._polygons(width, height))
+        from shapely import box as rectangle
+
+        include, exclude = self._shapes[key]
+        tile = rectangle(*box)
+        if include is not None and not any(p.intersects(tile) for p in include):
             return False
-        return outside is None or not outside[y1:y2, x1:x2].all()
+        return exclude is None or not any(p.covers(tile) for p in exclude)
 
     def _polygons(self, width: int, height: int) -> tuple[list[_Poly], list[_Poly]]:
         """The ROI in this frame size's pixels (a camera may change resolution; cached per size)."""
@@ -111,9 +112,10 @@ def _inside(polygon: npt.NDArray[np.float32], point: tuple[float, float]) -> boo
     return float(cv2.pointPolygonTest(polygon, point, False)) >= 0
 
 
-def _mask(polygons: list[_Poly], width: int, height: int, *, grow: bool) -> npt.NDArray[np.uint8]:
-    mask = np.zeros((height, width), np.uint8)
-    points = [np.round(p).astype(np.int32) for p in polygons]
-    cv2.fillPoly(mask, points, 1)
-    cv2.polylines(mask, points, True, 1 if grow else 0, thickness=3)  # the edge, a pixel either side of it
-    return mask
+
+def _shapes(polygons: list[_Poly]) -> list[Any] | None:
+    """The regions as shapely polygons; None when there are none, or one is not a valid shape (never skip then)."""
+    from shapely import Polygon as Shape
+
+    shapes = [Shape(p.astype(np.float64)) for p in polygons]
+    return shapes if shapes and all(s.is_valid for s in shapes) else None

@@ -16,10 +16,12 @@ import pytest
 from daemon.backoff import Backoff
 from daemon.detect.model import Detector, precision_options
 from daemon.detect.stage import DetectStage, Lane
+from daemon.detect.tiles import Tiler
 from daemon.frames import END_OF_STREAM, BBox, Frame, Inference
 from daemon.handoff import Bell, DropPolicy, Handoff
 from daemon.metrics import Metrics
 from daemon.settings import ModelSettings
+from daemon.settings_cameras import TileSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.synthetic import SyntheticSource
 from daemon.sources.synthetic_line import LineParams, SyntheticLine
@@ -27,7 +29,9 @@ from daemon.sources.synthetic_line import LineParams, SyntheticLine
 
 @pytest.fixture(scope="module")
 def detector(model_path: Path) -> Detector:
-    return Detector(ModelSettings(path=model_path, imgsz=320))
+    loaded = Detector(ModelSettings(path=model_path, imgsz=320))
+    loaded.warm_up(640, 480, 1)  # as the daemon does before its cameras start: each stream set up
+    return loaded
 
 
 def _iou(box_a: BBox, box_b: BBox) -> float:
@@ -65,13 +69,13 @@ class _Camera:
 
 
 def _camera(camera_id: str, url: str, policy: DropPolicy, bell: Bell, stop: threading.Event,
-            metrics: Metrics) -> _Camera:
+            metrics: Metrics, tiles: TileSettings | None = None) -> _Camera:
     frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", 1 if policy is DropPolicy.LATEST else 8, policy, stop,
                                      on_drop=metrics.frames_dropped.labels(camera_id).inc, bell=bell)
     results: Handoff[Inference] = Handoff(f"results:{camera_id}", 10_000, DropPolicy.WAIT, stop)
     capture = CaptureStage(camera_id, SyntheticSource(url), frames, stop, backoff=Backoff(0.1, 1.0),
                            stall_timeout_s=10.0, on_status=lambda status: None, metrics=metrics)
-    return _Camera(camera_id, capture, Lane(camera_id, frames, results))
+    return _Camera(camera_id, capture, Lane(camera_id, frames, results, None if tiles is None else Tiler(tiles, 320)))
 
 
 @pytest.fixture
@@ -79,12 +83,13 @@ def run_cameras(detector: Detector) -> Iterator[object]:
     stops: list[threading.Event] = []
 
     def run(cameras: dict[str, tuple[str, DropPolicy]], *, max_batch: int, until: int, watch: str,
-            ) -> tuple[Metrics, dict[str, list[Inference]], list[int]]:
+            tiles: dict[str, TileSettings] | None = None) -> tuple[Metrics, dict[str, list[Inference]], list[int]]:
         """Run until camera `watch` has had `until` frames inspected; return the metrics, each camera's
         results and the batch sizes."""
         stop, bell, metrics = threading.Event(), Bell(), Metrics()
         stops.append(stop)
-        built = {cid: _camera(cid, url, policy, bell, stop, metrics) for cid, (url, policy) in cameras.items()}
+        built = {cid: _camera(cid, url, policy, bell, stop, metrics, (tiles or {}).get(cid))
+                 for cid, (url, policy) in cameras.items()}
         batches: list[int] = []
         real_infer = detector.infer_batch
 
@@ -160,6 +165,31 @@ def test_per_camera_counters_and_drops(run_cameras: object) -> None:
     # And frames of both cameras rode in the same batches
     assert 2 in batches
     assert sum(batches) == len(results["fast"]) + len(results["slow"])
+
+
+def test_a_tiled_5_mp_camera_takes_at_most_its_share_of_each_batch_and_a_small_camera_loses_nothing(
+        run_cameras: object) -> None:
+    # Given a 5 MP camera cut into 80 tiles that the model cannot keep up with (its frames wait, none dropped), and
+    # a live 5 fps camera beside it
+    metrics, results, batches = run_cameras(  # type: ignore[operator]
+        {"big": ("synthetic://line?fps=2&seed=7&width=2592&height=1944&min_defect_px=8&max_defect_px=24",
+                 DropPolicy.WAIT),
+         "slow": ("synthetic://line?fps=5&seed=8", DropPolicy.LATEST)},
+        max_batch=2, until=10, watch="slow", tiles={"big": TileSettings(size=320, per_batch=4)})
+    # Then no batch holds more than the tiled camera's share beside the other camera's frame ...
+    assert max(batches) <= 4
+    # ... the small camera's frames were all inspected, in order, while the big one's were in the model ...
+    assert metrics.value("linewatch_frames_dropped_total", camera="slow") == 0
+    assert [r.frame.seq for r in results["slow"]] == list(range(len(results["slow"])))
+    big = results["big"]
+    assert len(results["slow"]) > len(big), "an 80-tile frame takes many passes; the small camera is served in them"
+    # ... and each big frame came out once, whole: its boxes merged in the frame's own pixels
+    assert big and [r.frame.seq for r in big] == list(range(len(big)))
+    assert metrics.value("linewatch_frames_inspected_total", camera="big") == len(big)
+    assert sum(batches) == 80 * len(big) + len(results["slow"]), "every tile inspected once; none left half done"
+    for result in big:
+        for d in result.detections:
+            assert 0 <= d.bbox.x1 < d.bbox.x2 <= 2592 and 0 <= d.bbox.y1 < d.bbox.y2 <= 1944
 
 
 def test_fp16_asks_ultralytics_for_quantize_not_the_deprecated_half() -> None:

@@ -21,6 +21,7 @@ from daemon.backoff import Backoff
 from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage, Lane
 from daemon.detect.threads import MAX_AUTO_STREAMS, default_streams, default_threads
+from daemon.detect.tiles import ModelInput
 from daemon.exitcodes import FailureKind
 from daemon.frames import END_OF_STREAM, Frame, Inference
 from daemon.handoff import Bell, DropPolicy, Handoff
@@ -96,19 +97,19 @@ def _camera(camera_id: str, url: str, policy: DropPolicy, bell: Bell, stop: thre
 
 
 class _Watched:
-    """The real detector's infer_frames, with which stream ran each call and when."""
+    """The real detector's infer_inputs, with which stream ran each call and when."""
 
     def __init__(self, detector: Detector, fail_on_stream: int | None = None) -> None:
         self.calls: list[tuple[int, float, float]] = []
-        self._real = detector.infer_frames
+        self._real = detector.infer_inputs
         self._fail_on = fail_on_stream
-        detector.infer_frames = self  # type: ignore[method-assign]
+        detector.infer_inputs = self  # type: ignore[method-assign]
 
-    def __call__(self, frames: list[Frame], stream: int = 0) -> Any:
+    def __call__(self, inputs: list[ModelInput], stream: int = 0) -> Any:
         if stream == self._fail_on:
             raise RuntimeError(f"injected failure on stream {stream}")
         started = time.monotonic()
-        found = self._real(frames, stream)
+        found = self._real(inputs, stream)
         self.calls.append((stream, started, time.monotonic()))
         return found
 
@@ -150,7 +151,7 @@ def test_streams_run_side_by_side_and_each_camera_gets_every_result_in_order(two
         stop.set()
         for capture, _ in cameras.values():
             capture.join(10)
-        two_streams.infer_frames = watched._real  # type: ignore[method-assign]
+        two_streams.infer_inputs = watched._real  # type: ignore[method-assign]
     # Then both streams ran inferences, and some of them at the same time
     assert {stream for stream, _, _ in watched.calls} == {0, 1}
     spans = sorted((start, end) for _, start, end in watched.calls)
@@ -179,7 +180,7 @@ def test_a_worker_that_crashes_fails_the_stage_and_the_others_leave(two_streams:
         assert stage.join(30), "a worker was left running"
     finally:
         stop.set()
-        two_streams.infer_frames = watched._real  # type: ignore[method-assign]
+        two_streams.infer_inputs = watched._real  # type: ignore[method-assign]
     failure = stage.failure
     assert failure is not None and failure.kind is FailureKind.BUG
     assert f"injected failure on stream {stream}" in failure.reason

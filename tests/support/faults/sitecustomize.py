@@ -35,4 +35,4 @@ elif _FAULT == "detector_hang":
     def _hang(*_args, **_kwargs):  # type: ignore[no-untyped-def]
         threading.Event().wait()  # an inference that never returns, as a driver or a runtime stuck in C would
 
-    Detector.infer_frames = _hang  # type: ignore[method-assign]
+    Detector.infer_inputs = _hang  # type: ignore[method-assign]
