@@ -140,6 +140,17 @@ def test_the_box_limit_benchmark_runs_the_bare_loop_beside_the_daemon(tmp_path: 
     assert {"capture:c0", "detect", "events:c0", "publish:mqtt"} <= set(threads), "each stage's thread is named"
 
 
+def test_the_tiles_benchmark_judges_whole_frames_and_tiles_on_5_mp_frames_and_runs_the_daemon_both_ways(
+        tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/tiles.py", "--frames", "2", "--seconds", "2")
+    report = _written(tmp_path, "tiles")
+    assert report["tiles_per_frame"] == 80 and report["defects"] > 0
+    assert set(report["recall_all"]) == {"whole frame", "tiles", "tiles + whole frame"}
+    assert all(0 <= r["floor (0.25)"] <= 1 for r in report["recall_all"].values())
+    assert report["decode_jpeg_5mp_ms"] > 0
+    assert all(d["inspected_fps"] > 0 and d["age_p99_ms"] is not None for d in report["daemon"].values())
+
+
 @pytest.mark.integration
 @pytest.mark.usefixtures("stamp_camera_runs")
 def test_the_capacity_benchmark_measures_an_idle_camera_and_grows_n_until_it_fails(tmp_path: Path) -> None:

@@ -172,10 +172,10 @@ class Detector:
             for _ in range(runs):  # the first sets Ultralytics' predictor up; the others take the prepared path
                 prepared = self.prepare(blank)
                 try:
-                    if prepared is None or not self._replicas[stream].set_up:
+                    if prepared is None or prepared.tensor is None or not self._replicas[stream].set_up:
                         _, elapsed = self.infer_batch([blank] * batch, stream)
                     else:
-                        _, elapsed = self.infer_inputs([ModelInput(blank, prepared.tensor)] * batch, stream)
+                        _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch, stream)
                 except Exception as exc:  # the runtime refused the model (an engine of another GPU, a bad export)
                     raise ModelLoadError(f"cannot run model {self.weights}: {exc}") from exc
         return elapsed
