@@ -27,6 +27,7 @@ from daemon.detect.model import Detector
 from daemon.detect.stage import DetectStage
 from daemon.events.job_stage import VERDICT, JobStage, TriggerRefused
 from daemon.events.jobs import part_id_from_message
+from daemon.events.rules import Rules
 from daemon.events.snapshots import SNAPSHOT
 from daemon.exitcodes import ExitCode, FailureKind, StageFailure, deciding_camera_failures, exit_code_for
 from daemon.files import read_secret
@@ -35,6 +36,7 @@ from daemon.handoff import Bell
 from daemon.lifecycle import StageThread, start_in_order, stop_in_reverse
 from daemon.logs import get_logger
 from daemon.metrics import Metrics, OutboxDepth
+from daemon.ops.detect_api import DetectApi
 from daemon.ops.health import Health
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.outbox import DropReport, Outbox, OutboxLimits
@@ -116,7 +118,9 @@ class App:
             stats=[p.stats_feed for p in self.pipelines if p.stats_feed is not None],
             commands={trigger_topic(prefix, camera_id): _mqtt_trigger(stage) for camera_id, stage in self.jobs.items()})
         self.plcs = plc_servers(settings, list(self.jobs.values()), metrics)
-        self.detect = DetectStage(detector, [p.lane for p in self.pipelines], bell, stop,
+        self.detect_api = self._detect_api(settings, detector, bell) if settings.http.detect else None
+        lanes = [p.lane for p in self.pipelines] + ([self.detect_api.lane] if self.detect_api is not None else [])
+        self.detect = DetectStage(detector, lanes, bell, stop,
                                   max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
                                   metrics=metrics)
         for stage in self.jobs.values():  # a trigger is inspected only by a detector that runs
@@ -148,10 +152,19 @@ class App:
         return 202, {"camera_id": camera_id, "job_id": trigger.job_id, "part_id": trigger.part_id,
                      "triggered_at": rfc3339(trigger.at_utc)}
 
+    def _detect_api(self, settings: Settings, detector: Detector, bell: Bell) -> DetectApi:
+        """POST /detect's lane and answers: each camera's rules and tiling, by the id a request names."""
+        http = settings.http
+        return DetectApi(detector.info, {p.camera_id: (p.rules, p.tiler) for p in self.pipelines},
+                         Rules(settings.rules, detector.info.classes, settings.model.confidence), detector.prepare,
+                         bell, self.stop, queue=http.detect_queue,
+                         token=read_secret(http.detect_token_file) if http.detect_token_file is not None else None)
+
     @property
     def stages(self) -> tuple[StageThread, ...]:
         """In start order: consumers first."""
-        return (self.publisher, *(s for p in self.pipelines for s in p.consumers), self.detect,
+        api = (self.detect_api,) if self.detect_api is not None else ()
+        return (self.publisher, *(s for p in self.pipelines for s in p.consumers), *api, self.detect,
                 *(p.capture for p in self.pipelines))
 
     def _camera_failed(self, failure: StageFailure) -> None:

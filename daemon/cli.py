@@ -84,7 +84,10 @@ def _run_daemon(settings: Settings, stop: threading.Event, on_tick: Callable[[],
     if settings.http.enabled:
         try:
             # Before the model loads: /healthz answers at once, /readyz says 503 until warm-up is done.
-            server = OpsHttpServer(settings.http.host, settings.http.port, metrics, health)
+            server = OpsHttpServer(settings.http.host, settings.http.port, metrics, health,
+                                   detect=settings.http.detect,
+                                   detect_max_bytes=int(settings.http.detect_max_mb * (1 << 20)),
+                                   detect_timeout_s=settings.http.detect_timeout_s)
         except OpsServerError as exc:
             get_logger("linewatch").error("http_unusable", error=str(exc), exit_code=int(ExitCode.BOOT))
             return ExitCode.BOOT
@@ -164,6 +167,8 @@ def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Call
     health.model_ready.set()
     if server is not None and settings.http.triggers:
         server.on_trigger = app.http_trigger
+    if server is not None:
+        server.detect = app.detect_api  # None unless LINEWATCH_HTTP__DETECT
     return app.run(on_tick)
 
 

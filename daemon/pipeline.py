@@ -73,7 +73,7 @@ class CameraPipeline:
         self.frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", capacity, policy, stop,
                                               on_drop=metrics.frames_dropped.labels(camera_id).inc, bell=bell)
         self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
-        rules = Rules(config.rules, model.classes, settings.model.confidence)
+        self.rules = rules = Rules(config.rules, model.classes, settings.model.confidence)
         self.tiler = None if camera.tiles is None else Tiler(camera.tiles, model.imgsz, keep=rules.may_hold)
         self.lane = Lane(camera_id, self.frames, self.results, self.tiler)
         prefix = settings.mqtt.topic_prefix

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from daemon.files import is_regular_file, stat_or_none
+from daemon.files import is_regular_file, read_secret, stat_or_none
 from daemon.settings_base import Section
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -173,12 +173,29 @@ class HttpSettings(Section):
     port: int = Field(9464, ge=1, le=65535, description="Port of the ops HTTP server")
     triggers: bool = Field(False, description="Accept POST /cameras/<id>/trigger (starts an inspection job): off "
                            "unless asked for, as anyone who reaches the port could trigger")
+    detect: bool = Field(False, description="Accept POST /detect: one image inspected on demand by the loaded model "
+                         "(the cameras keep priority); off unless asked for")
+    detect_token_file: Path | None = Field(None, description="/detect: file holding a bearer token that each request "
+                                           "must send (Authorization: Bearer …); default: none asked")
+    detect_max_mb: float = Field(20.0, gt=0, le=512, description="/detect: the largest request body, in MiB (413 "
+                                 "above)")
+    detect_queue: int = Field(4, ge=1, le=256, description="/detect: requests waiting or in the model at once (429 "
+                              "above)")
+    detect_timeout_s: float = Field(10.0, gt=0, le=300, description="/detect: the answer's deadline once the body is "
+                                    "read (504 after)")
 
     @field_validator("host")
     @classmethod
     def _host_resolves(cls, value: str) -> str:
         if value:  # "": every interface
             resolve_bind_address(value, 9464)
+        return value
+
+    @field_validator("detect_token_file")
+    @classmethod
+    def _token_readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not read_secret(value):
+            raise ValueError(f"{str(value)!r} is empty: a bearer token file holds the token")
         return value
 
 

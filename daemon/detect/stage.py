@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from daemon.detect.model import Detector
-from daemon.detect.tiles import ModelInput, Tiler, whole_frame
+from daemon.detect.tiles import Inputs, ModelInput, whole_frame
 from daemon.frames import END_OF_STREAM, Detection, Frame, Inference
 from daemon.handoff import Bell, Handoff
 from daemon.lifecycle import StageThread
@@ -53,7 +53,8 @@ class Lane:
     camera_id: str
     frames: Handoff[Frame]
     results: Handoff[Inference]
-    tiler: Tiler | None = None  # a tiled camera's grid and merge
+    tiler: Inputs | None = None  # a tiled camera's grid and merge (or /detect's, by the camera a request names)
+    background: bool = False  # /detect: served only with room left once the cameras had their turn
     done: bool = field(default=False, init=False)
     current: _Job | None = field(default=None, init=False)  # a frame some of whose inputs are still to be taken
 
@@ -169,7 +170,7 @@ class DetectStage(StageThread):
         while True:
             seen = self._bell.rings
             self._take(batch, ended)
-            waiting = [lane for lane in self._lanes if not lane.done and lane not in batch]
+            waiting = [lane for lane in self._lanes if not lane.done and not lane.background and lane not in batch]
             if self._full(batch) or not waiting or (batch and self.batch_wait_s <= 0):
                 break
             now = time.monotonic()
@@ -182,9 +183,9 @@ class DetectStage(StageThread):
                 break  # route the end of a lane now: its event stage finishes its tracks
             elif not self._bell.wait(seen, _IDLE_WAIT_S):
                 self._abandon_stuck_lanes(now, ended)
-        if batch:
-            first = self._lanes.index(next(iter(batch)))
-            self._next = (first + 1) % len(self._lanes)
+        cameras = [lane for lane in batch if not lane.background]
+        if cameras:
+            self._next = (self._lanes.index(cameras[0]) + 1) % len(self._lanes)
         return list(batch.values())
 
     def _full(self, batch: dict[Lane, _Chunk]) -> bool:
@@ -192,10 +193,10 @@ class DetectStage(StageThread):
 
     def _take(self, batch: dict[Lane, _Chunk], ended: list[Lane]) -> None:
         count = len(self._lanes)
-        for offset in range(count):
+        order = [self._lanes[(self._next + offset) % count] for offset in range(count)]
+        for lane in sorted(order, key=lambda lane: lane.background):  # the cameras first, in their round robin
             if self._full(batch):
                 return
-            lane = self._lanes[(self._next + offset) % count]
             if lane.done or lane in batch:
                 continue
             job = lane.current
@@ -260,7 +261,7 @@ class DetectStage(StageThread):
 
     def _hand_over(self, lane: Lane, job: _Job) -> None:
         frame, tiler = job.frame, lane.tiler
-        detections = tiler.merge(job.inputs, job.found) if tiler is not None else job.found[0]
+        detections = tiler.merge_for(frame, job.inputs, job.found) if tiler is not None else job.found[0]
         self._inspected[lane.camera_id].inc()
         self._inference_s[lane.camera_id].observe(job.elapsed_ms / 1000.0)
         # The model's input is spent: an event stage keeping a frame (a defect's best view) keeps the image only

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from daemon.frames import BBox, Detection, Frame, Image
 from daemon.settings_cameras import TileSettings
@@ -29,6 +29,17 @@ from daemon.settings_cameras import TileSettings
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in the frame's pixels (x2, y2 exclusive)
 # Whether a tile may hold a detection that the camera's rules keep (its regions of interest), per frame size.
 TileFilter = Callable[[int, int, Box], bool]
+
+
+class Inputs(Protocol):
+    """What the detector asks of a lane's frames: their model inputs, how many per batch, and the merge."""
+
+    per_batch: int
+
+    def inputs(self, frame: Frame) -> list[ModelInput]: ...
+
+    def merge_for(self, frame: Frame, inputs: Sequence[ModelInput],
+                  found: Sequence[tuple[Detection, ...]]) -> tuple[Detection, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,10 @@ class Tiler:
             found.append(ModelInput(image, prepared.tensor if prepared is not None else None))
         return found
 
+    def merge_for(self, frame: Frame, inputs: Sequence[ModelInput],
+                  found: Sequence[tuple[Detection, ...]]) -> tuple[Detection, ...]:
+        return self.merge(inputs, found)
+
     def merge(self, inputs: Sequence[ModelInput], found: Sequence[tuple[Detection, ...]]) -> tuple[Detection, ...]:
         """The boxes of every input in the frame's pixels, merged across tiles (SAHI's greedy NMM per class, by
         intersection over the smaller box), strongest first."""
@@ -130,3 +145,25 @@ def whole_frame(frame: Frame) -> list[ModelInput]:
     """An untiled camera's one input: the frame, letterboxed on its capture thread (or not yet)."""
     prepared = frame.prepared
     return [ModelInput(frame.image, prepared.tensor if prepared is not None else None)]
+
+
+class ByCamera:
+    """/detect's inputs: a request's image is tiled as the camera it names is (its Tiler), else inspected whole."""
+
+    def __init__(self, tilers: dict[str, Tiler]) -> None:
+        self._tilers = tilers
+        self.per_batch = max([1, *(tiler.per_batch for tiler in tilers.values())])
+
+    def tiler(self, camera_id: str) -> Tiler | None:
+        return self._tilers.get(camera_id)
+
+    def inputs(self, frame: Frame) -> list[ModelInput]:
+        tiler = self._tilers.get(frame.camera_id)
+        return tiler.inputs(frame) if tiler is not None else whole_frame(frame)
+
+    def merge_for(self, frame: Frame, inputs: Sequence[ModelInput],
+                  found: Sequence[tuple[Detection, ...]]) -> tuple[Detection, ...]:
+        tiler = self._tilers.get(frame.camera_id)
+        if tiler is None:
+            return found[0] if found else ()  # one picture: nothing to merge across
+        return tiler.merge(inputs, found)

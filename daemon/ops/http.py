@@ -19,7 +19,9 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -27,6 +29,9 @@ from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.ops.health import Health
 from daemon.redact import redact_values
+
+if TYPE_CHECKING:
+    from daemon.ops.detect_api import DetectApi
 
 log = get_logger("linewatch.http")
 
@@ -37,9 +42,9 @@ STOP_TIMEOUT_S = 2.0
 MAX_BODY_BYTES = 1024  # a trigger's body: {"part_id": "..."}
 ENDPOINTS = ("/healthz", "/readyz", "/metrics")
 TRIGGER_PATH = re.compile(r"^/cameras/([A-Za-z0-9_.-]+)/trigger$")
-_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
-            503: "Service Unavailable"}
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+            405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large", 429: "Too Many Requests",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable", 504: "Gateway Timeout"}
 _JSON = "application/json"
 
 # camera id, body -> (status, answer): POST /cameras/<id>/trigger, set once the pipeline runs (LINEWATCH_HTTP__TRIGGERS)
@@ -64,7 +69,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 class OpsHttpServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, health: Health) -> None:
+    def __init__(self, host: str, port: int, metrics: Metrics, health: Health, *, detect: bool = False,
+                 detect_max_bytes: int = 20 << 20, detect_timeout_s: float = 10.0) -> None:
         self._sock = _listen(host, port)  # bound now: a taken port is an exit 3 before the model loads
         self._metrics = metrics
         self._health = health
@@ -78,6 +84,13 @@ class OpsHttpServer:
         self._open: OrderedDict[asyncio.Task[None], asyncio.StreamWriter] = OrderedDict()  # oldest first
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self.on_trigger: TriggerHandler | None = None  # set by the composition root when triggers are enabled
+        # POST /detect (LINEWATCH_HTTP__DETECT): 503 until the composition root sets the API, once the model is ready
+        self.detect_expected = detect
+        self.detect: DetectApi | None = None
+        self._detect_max_bytes = detect_max_bytes
+        self._detect_timeout_s = detect_timeout_s
+        # a request's image is decoded and letterboxed off the loop (a 5 MP JPEG: tens of ms)
+        self._detect_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ops:detect")
 
     @property
     def port(self) -> int:
@@ -99,6 +112,7 @@ class OpsHttpServer:
         else:
             self._loop.close()
         self._metrics_pool.shutdown(wait=False, cancel_futures=True)
+        self._detect_pool.shutdown(wait=False, cancel_futures=True)
         self._sock.close()
 
     # -- the loop's thread --------------------------------------------------------------------------------
@@ -131,17 +145,24 @@ class OpsHttpServer:
             oldest.transport.abort()
         self._open[task] = writer
         try:
-            await asyncio.wait_for(self._exchange(reader, writer), REQUEST_DEADLINE_S)
+            started = asyncio.get_running_loop().time()
+            try:
+                head: bytes | None = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_DEADLINE_S)
+            except asyncio.LimitOverrunError:
+                head = None
+            # /detect: the body's upload and the model's answer get their own deadline; all else REQUEST_DEADLINE_S
+            limit = (self._detect_timeout_s + REQUEST_DEADLINE_S if head is not None and _is_detect(head)
+                     else REQUEST_DEADLINE_S - (asyncio.get_running_loop().time() - started))
+            await asyncio.wait_for(self._exchange(head, reader, writer), max(0.0, limit))
         except (TimeoutError, asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass  # too slow, gone, or cut off: nothing to answer
         finally:
             self._open.pop(task, None)
             writer.transport.abort()
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
+    async def _exchange(self, head: bytes | None, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        if head is None:
             code, body, kind = 431, b'{"error": "request head too large"}\n', "application/json"
         else:
             answer = await self._post(head, reader) if head.startswith(b"POST ") else self._answer(head)
@@ -166,20 +187,47 @@ class OpsHttpServer:
         match, handler = TRIGGER_PATH.match(target), self.on_trigger
         if target in ENDPOINTS:
             return 405, b'{"error": "only GET and HEAD"}\n', _JSON
+        if target == "/detect" and self.detect_expected:
+            return await self._detect(head, line[1].decode("latin-1"), reader)
         if match is None or handler is None:
-            return 404, b'{"error": "POST only to /cameras/<id>/trigger, with LINEWATCH_HTTP__TRIGGERS"}\n', _JSON
-        lengths = re.findall(rb"(?im)^content-length:[ \t]*(\d{1,9})[ \t]*\r?$", head)
-        chunked = re.search(rb"(?im)^transfer-encoding:", head) is not None
-        if re.search(rb"(?im)^content-length:", head) and not lengths:
-            return 400, b'{"error": "Content-Length is not a number"}\n', _JSON
-        if chunked or len(set(lengths)) > 1:
-            return 411, b'{"error": "send a Content-Length (no chunked body)"}\n', _JSON
-        size = int(lengths[0]) if lengths else 0
-        if size > MAX_BODY_BYTES:
-            return 413, b'{"error": "a trigger body is at most 1024 bytes"}\n', _JSON
+            return 404, (b'{"error": "POST only to /cameras/<id>/trigger, with LINEWATCH_HTTP__TRIGGERS, or to '
+                         b'/detect, with LINEWATCH_HTTP__DETECT"}\n'), _JSON
+        size, refused = _content_length(head, MAX_BODY_BYTES, "a trigger body is at most 1024 bytes")
+        if refused is not None:
+            return refused
         body = await reader.readexactly(size) if size else b""
         code, answer = handler(match.group(1), body)
         return code, json.dumps(answer).encode() + b"\n", _JSON
+
+    async def _detect(self, head: bytes, target: str, reader: asyncio.StreamReader) -> tuple[int, bytes, str]:
+        """POST /detect[?camera=<id>]: 401 without the token, 503 until the model is ready, 413 for a body over the
+        limit, then the image inspected (daemon/ops/detect_api.py) within DETECT_TIMEOUT_S (504 after)."""
+        api = self.detect
+        if api is None:
+            return 503, b'{"error": "the model is not ready yet"}\n', _JSON
+        if not api.authorized(_header(head, b"authorization")):
+            return 401, b'{"error": "send Authorization: Bearer <the token in LINEWATCH_HTTP__DETECT_TOKEN_FILE>"}\n', \
+                _JSON
+        size, refused = _content_length(
+            head, self._detect_max_bytes, f"an image is at most {self._detect_max_bytes} bytes (DETECT_MAX_MB)")
+        if refused is not None:
+            return refused
+        body = await reader.readexactly(size) if size else b""
+        query = parse_qs(target.split("?", 1)[1]) if "?" in target else {}
+        camera = query.get("camera", [None])[-1]
+        loop = asyncio.get_running_loop()
+        queued = await loop.run_in_executor(self._detect_pool, api.submit, body,
+                                            _header(head, b"content-type") or "", camera)
+        if not isinstance(queued, Future):
+            code, answer = queued
+            return code, json.dumps(answer).encode() + b"\n", _JSON
+        try:
+            code, answer = await asyncio.wait_for(asyncio.wrap_future(queued), self._detect_timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            api.forget(queued)
+            code, answer = 504, {"error": f"not inspected within {self._detect_timeout_s:g} s "
+                                 "(LINEWATCH_HTTP__DETECT_TIMEOUT_S); the cameras keep the model busy"}
+        return code, json.dumps(answer, separators=(",", ":")).encode() + b"\n", _JSON
 
     def _render_metrics(self) -> bytes:
         return generate_latest(self._metrics.registry)
@@ -199,3 +247,26 @@ class OpsHttpServer:
             body = json.dumps(redact_values(verdict.body()), indent=1).encode()
             return (200 if verdict.ok else 503), body, "application/json"
         return 404, b'{"error": "not found; try /healthz, /readyz or /metrics"}\n', "application/json"
+
+
+def _is_detect(head: bytes) -> bool:
+    return head.startswith((b"POST /detect ", b"POST /detect?"))
+
+
+def _header(head: bytes, name: bytes) -> str | None:
+    found = re.search(rb"(?im)^" + name + rb":[ \t]*([^\r\n]*?)[ \t]*\r?$", head)
+    return found.group(1).decode("latin-1") if found else None
+
+
+def _content_length(head: bytes, limit: int, too_large: str) -> tuple[int, tuple[int, bytes, str] | None]:
+    """The body's size from the head, or the answer that refuses it (no number, chunked or repeated, too large)."""
+    lengths = re.findall(rb"(?im)^content-length:[ \t]*(\d{1,12})[ \t]*\r?$", head)
+    chunked = re.search(rb"(?im)^transfer-encoding:", head) is not None
+    if re.search(rb"(?im)^content-length:", head) and not lengths:
+        return 0, (400, b'{"error": "Content-Length is not a number"}\n', _JSON)
+    if chunked or len(set(lengths)) > 1:
+        return 0, (411, b'{"error": "send a Content-Length (no chunked body)"}\n', _JSON)
+    size = int(lengths[0]) if lengths else 0
+    if size > limit:
+        return 0, (413, json.dumps({"error": too_large}).encode() + b"\n", _JSON)
+    return size, None
