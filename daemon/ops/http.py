@@ -1,9 +1,11 @@
-"""The ops HTTP server: `/healthz`, `/readyz` and `/metrics`, on its own named thread (`ops:http`).
+"""The ops HTTP server: `/healthz`, `/readyz` and `/metrics`, on its own named thread (`ops:http`); with the
+settings that ask for them, `POST /cameras/<id>/trigger` and `POST /detect` (ops/detect_api.py).
 
-It only reads: the health verdicts and the metrics registry. A port scanner, a stuck scraper or a slow-loris
+The probes only read: the health verdicts and the metrics registry. A port scanner, a stuck scraper or a slow-loris
 client must never make a healthy daemon look dead, nor hold up its exit, so the server is an asyncio loop on
 its own thread where no client can block another:
-- every connection has one deadline for the whole exchange (request head in, response out): REQUEST_DEADLINE_S;
+- every connection has one deadline for the whole exchange (request head in, response out): REQUEST_DEADLINE_S
+  (a /detect request: its upload and answer get DETECT_TIMEOUT_S more, its decoding runs off the loop);
 - at most MAX_CONNECTIONS are open at once; a new one makes the oldest unfinished one give way;
 - a request head is at most MAX_HEAD_BYTES; one request per connection (`Connection: close`);
 - `stop()` closes everything and returns within STOP_TIMEOUT_S, whatever the clients do.
