@@ -45,7 +45,7 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
-def offline(frames: int) -> tuple[dict[str, Any], Any]:
+def offline(frames: int, model: Path) -> tuple[dict[str, Any], Any]:
     import cv2
     import numpy as np
 
@@ -53,12 +53,12 @@ def offline(frames: int) -> tuple[dict[str, Any], Any]:
     from daemon.detect.model import Detector
     from daemon.detect.tiles import Tiler, whole_frame
     from daemon.frames import Frame, utc_now
-    from daemon.settings import DEFAULT_MODEL, ModelSettings
+    from daemon.settings import ModelSettings
     from daemon.settings_cameras import TileSettings
     from daemon.sources.synthetic_line import LineParams, SyntheticLine
     from daemon.sources.synthetic_params import CLASS_NAMES
 
-    detector = Detector(ModelSettings(path=DEFAULT_MODEL, device="cpu"))
+    detector = Detector(ModelSettings(path=model, device="cpu"))
     detector.warm_up(W, H, 2)
     tilers = {"tiles": Tiler(TileSettings(size=320), detector.imgsz),  # type: ignore[call-arg]
               "tiles + whole frame": Tiler(TileSettings(size=320, full_frame=True),  # type: ignore[call-arg]
@@ -120,19 +120,19 @@ def _draw(np: Any, cv2: Any, image: Any, grid: Any, truths: Any, boxes: Any) -> 
     for d in boxes:
         if d.confidence >= 0.25:
             cv2.rectangle(canvas, (int(d.bbox.x1), int(d.bbox.y1)), (int(d.bbox.x2), int(d.bbox.y2)), (0, 255, 0), 2)
-    whole = cv2.resize(canvas, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+    whole = cv2.resize(canvas, (W // 3, H // 3), interpolation=cv2.INTER_AREA)
     t = truths[0]
     cx, cy = int((t.x1 + t.x2) / 2), int((t.y1 + t.y2) / 2)
     x0, y0 = min(max(0, cx - 160), W - 320), min(max(0, cy - 160), H - 320)
-    crop = cv2.resize(canvas[y0:y0 + 320, x0:x0 + 320], (H // 2, H // 2), interpolation=cv2.INTER_NEAREST)
-    cv2.putText(whole, "5 MP frame, 320 px tiles (blue), truth (red), found tiled (green)", (10, 30),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
-    cv2.putText(crop, f"native 320 px around a {t.label} of {int(t.x2 - t.x1)}x{int(t.y2 - t.y1)} px", (10, 30),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
+    crop = cv2.resize(canvas[y0:y0 + 320, x0:x0 + 320], (H // 3, H // 3), interpolation=cv2.INTER_NEAREST)
+    cv2.putText(whole, "5 MP frame: 320 px tiles (blue), truth (red), found tiled (green)", (10, 24),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    cv2.putText(crop, f"native 320 px around a {t.label} of {int(t.x2 - t.x1)}x{int(t.y2 - t.y1)} px", (10, 24),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
     return np.concatenate([whole, crop], axis=1)
 
 
-def live(seconds: float, tiled: bool, broker_url: str) -> dict[str, Any]:
+def live(seconds: float, tiled: bool, broker_url: str, model: Path) -> dict[str, Any]:
     port = free_port()
     stats: list[dict[str, Any]] = []
     got = threading.Event()
@@ -144,7 +144,7 @@ def live(seconds: float, tiled: bool, broker_url: str) -> dict[str, Any]:
         got.set()
 
     extra = {"LINEWATCH_EVENTS__MODE": "frames", "LINEWATCH_EVENTS__STATS_INTERVAL_S": str(seconds),
-             "LINEWATCH_MODEL__DEVICE": "cpu", "LINEWATCH_CAMERA__ID": "big"}
+             "LINEWATCH_MODEL__DEVICE": "cpu", "LINEWATCH_CAMERA__ID": "big", "LINEWATCH_MODEL__PATH": str(model)}
     if tiled:
         extra["LINEWATCH_CAMERA__TILES"] = "{}"
     with tempfile.TemporaryDirectory() as state:
@@ -175,13 +175,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--model", type=Path, default=None, help="weights (default: the shipped model)")
     args = parser.parse_args()
-    figures, picture = offline(args.frames)
+    from daemon.settings import DEFAULT_MODEL
+
+    model = args.model or Path(DEFAULT_MODEL)
+    figures, picture = offline(args.frames, model)
     with broker() as mosquitto:
-        daemon = {"whole frame": live(args.seconds, False, mosquitto.url),
-                  "tiles": live(args.seconds, True, mosquitto.url)}
+        daemon = {"whole frame": live(args.seconds, False, mosquitto.url, model),
+                  "tiles": live(args.seconds, True, mosquitto.url, model)}
     machine = describe()
-    report = {"benchmark": "tiles", "machine": machine, "line": LINE, **figures, "daemon": daemon}
+    report = {"benchmark": "tiles", "machine": machine, "line": LINE, "model": str(model), **figures, "daemon": daemon}
     rows = "".join(
         f"| {m} | {figures['recall_all'][m]['rules (0.7)']:.2f} | {figures['recall_all'][m]['floor (0.25)']:.2f} | "
         f"{figures['stray_per_frame'][m]['rules (0.7)']:.1f} | {figures['model_ms_per_frame'][m]:.0f} |\n"
@@ -209,7 +213,7 @@ def main() -> int:
     if picture is not None:
         import cv2
 
-        cv2.imwrite(str(out.with_suffix(".png")), picture)
+        cv2.imwrite(str(out.with_suffix(".png")), picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return 0
 
 

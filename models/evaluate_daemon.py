@@ -67,7 +67,8 @@ class Collector:
         self._client.loop_stop()
 
 
-def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: str, mode: str) -> dict[str, Any]:
+def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: str, mode: str,
+               tiles: str | None = None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
     env.update({
         "LINEWATCH_CAMERA__URL": f"{url}&frames={frames}&realtime=false",
@@ -79,6 +80,7 @@ def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: s
         "LINEWATCH_EVENTS__MODE": mode,
         "LINEWATCH_HTTP__ENABLED": "false",
         "YOLO_OFFLINE": "1",
+        **({"LINEWATCH_CAMERA__TILES": tiles} if tiles is not None else {}),
     })
     proc = subprocess.run([sys.executable, "-m", "daemon", "run"], env=env, cwd=REPO, capture_output=True,
                           text=True, check=False)
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--mode", choices=("defects", "frames"), default="defects", help="the daemon's event mode")
     parser.add_argument("--events-out", type=Path, default=None, help="also save every received event (JSON lines)")
+    parser.add_argument("--tiles", default=None, help="tiled inference, as LINEWATCH_CAMERA__TILES takes it (JSON; "
+                        "'{}': every default), for frames of several megapixels")
     parser.add_argument("--thresholds", default="", help="also re-score at these confidence thresholds, e.g. "
                         "0.6,0.7 (an operating-point sweep: choose on a validation seed, report on the test seed)")
     args = parser.parse_args(argv)
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="linewatch-eval-") as state_dir:
-            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir, args.mode)
+            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir, args.mode, args.tiles)
         collector.wait_for(summary["published"], timeout=30)
     finally:
         collector.close()
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "url": args.url,
         "frames": args.frames,
         "mode": args.mode,
+        "tiles": args.tiles,
         "daemon": {k: summary[k] for k in ("frames_read", "frames_inspected", "frames_dropped", "events",
                                            "published")},
         "received_over_mqtt": len(collector.payloads),
