@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 # Must be set before Ultralytics is imported: it reads them at import time.
@@ -29,13 +30,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from a checkout, without installing the package
 
 from daemon.sources.synthetic_line import LineParams  # noqa: E402
-from daemon.tools.dataset import DEFAULT_SEEDS, export_dataset  # noqa: E402
+from daemon.tools.dataset import DEFAULT_SEEDS, export_dataset, export_tiles  # noqa: E402
 
 DEFAULT_OUT = REPO / "models" / "linewatch-defects.pt"
 MAX_PT_BYTES, MAX_ONNX_BYTES = 8 * 2**20, 15 * 2**20
 # Training frames carry more defects than the default line (0.3), so each image teaches more; there are
 # still about two good parts per defective one, which is what keeps false alarms down.
 TRAIN_URL = "synthetic://line?defect_rate=0.5"
+# A 5 MP camera's view of the same line: parts four times larger, defects of 8-24 px (issue 21).
+TILES_URL = "synthetic://line?width=2592&height=1944&min_defect_px=8&max_defect_px=24&defect_rate=0.5"
+TILE_SEED_OFFSET = 100  # the tiles' scenes: seeds 1100 (train) and 2100 (val), apart from every other split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         help="dataset folder; exported there first unless it has a data.yaml",
     )
     parser.add_argument("--url", default=TRAIN_URL, help=f"line parameters of the dataset (default {TRAIN_URL})")
+    parser.add_argument("--tiles-url", default=None, help="also the tiles a tiled camera inspects (320 px, overlap "
+                        f"0.2) of frames of this large line, e.g. {TILES_URL}")
+    parser.add_argument("--tile-frames", type=int, default=200,
+                        help="large frames cut into tiles for training (an eighth as many for validation)")
     parser.add_argument("--train", type=int, default=1200)
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--test", type=int, default=200)
@@ -82,6 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             params=LineParams.from_url(args.url),
             seeds=dict(DEFAULT_SEEDS),
         )
+        if args.tiles_url:
+            tiles = {}
+            for split, frames in (("train", args.tile_frames), ("val", max(1, args.tile_frames // 8))):
+                params = replace(LineParams.from_url(args.tiles_url), seed=DEFAULT_SEEDS[split] + TILE_SEED_OFFSET)
+                tiles[split] = {"seed": params.seed, "frames": frames,
+                                **export_tiles(args.data_dir, split=split, frames=frames, params=params)}
+            manifest_path = args.data_dir / "manifest.json"
+            manifest = json.loads(manifest_path.read_text())
+            manifest["tiles"] = {"url": LineParams.from_url(args.tiles_url).to_url(), "splits": tiles}
+            manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
         print(f"exported dataset to {args.data_dir} in {time.monotonic() - t0:.0f} s", flush=True)
     manifest = json.loads((args.data_dir / "manifest.json").read_text())
 
@@ -139,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 k: {"seed": v["seed"], "images": v["images"], "boxes": v["boxes"]}
                 for k, v in manifest["splits"].items()
             },
+            "tiles": manifest.get("tiles"),
         },
         "torch": torch.__version__,
     }

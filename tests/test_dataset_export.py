@@ -81,3 +81,28 @@ def test_overlapping_split_seeds_are_refused(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_url_as_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path), "--url", "synthetic://line?defect_rate=2"]) == 2
     assert "defect_rate" in capsys.readouterr().err
+
+
+def test_tiles_of_a_5_mp_line_carry_each_defect_in_the_tile_that_holds_it(tmp_path: Path) -> None:
+    from daemon.detect.tiles import slice_grid
+    from daemon.tools.dataset import export_tiles
+
+    export_dataset(tmp_path, train=1, val=0, test=0, params=LineParams(), seeds={"train": 1000})
+    params = LineParams(width=2592, height=1944, min_defect_px=8, max_defect_px=24, defect_rate=0.6, seed=1100)
+    counts = export_tiles(tmp_path, split="train", frames=3, params=params, negatives=0.0)
+    assert counts["with_defects"] > 0 and counts["without"] == 0
+    line, grid = SyntheticLine(params), slice_grid(2592, 1944, 320, 0.2)
+    tiles = sorted((tmp_path / "labels" / "train").glob("train_tile1100_*.txt"))
+    assert len(tiles) == counts["with_defects"]
+    for label in tiles:
+        _, _, index, number = label.stem.split("_")
+        frame = line.render(int(index))
+        x1, y1, x2, y2 = grid[int(number)]
+        # Each box, back in the frame's pixels, is a defect of the frame at least half inside the tile
+        for row in label.read_text().splitlines():
+            cls, cx, cy, w, h = row.split()
+            box = ((float(cx) - float(w) / 2) * 320 + x1, (float(cy) - float(h) / 2) * 320 + y1)
+            assert any(d.class_id == int(cls) and abs(max(d.x1, x1) - box[0]) < 0.01 and
+                       abs(max(d.y1, y1) - box[1]) < 0.01 for d in frame.defects), (label.name, row)
+        image = (tmp_path / "images" / "train" / f"{label.stem}.jpg")
+        assert image.is_file()

@@ -72,6 +72,13 @@ def _sahi_parts() -> dict[str, Any]:
         return _sahi
 
 
+def slice_grid(width: int, height: int, size: int, overlap: float) -> list[Box]:
+    """SAHI's tiles of a frame: `size` square (the frame's side where it is smaller), `overlap` of a side shared
+    with each neighbour, the last row and column moved in so that every tile is whole; left to right, top down."""
+    boxes = _sahi_parts()["grid"](height, width, size, size, False, overlap, overlap)
+    return [(int(x1), int(y1), int(x2), int(y2)) for x1, y1, x2, y2 in boxes]
+
+
 class Tiler:
     """One camera's tiling: its grid per frame size, its model inputs per frame, and the merge of their boxes.
     `grid` is called from the capture thread and the detector's; the cache is filled under a lock."""
@@ -94,10 +101,8 @@ class Tiler:
         grid = self._grids.get(key)
         if grid is None:
             with self._lock:
-                overlap = self.settings.overlap
-                boxes = _sahi_parts()["grid"](height, width, self.size, self.size, False, overlap, overlap)
                 keep = self._keep
-                grid = tuple(box for box in ((int(x1), int(y1), int(x2), int(y2)) for x1, y1, x2, y2 in boxes)
+                grid = tuple(box for box in slice_grid(width, height, self.size, self.settings.overlap)
                              if keep is None or keep(width, height, box))
                 self._grids[key] = grid
         return grid

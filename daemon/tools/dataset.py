@@ -112,6 +112,47 @@ def export_dataset(
     return data_yaml
 
 
+def tile_labels(frame: LineFrame, box: tuple[int, int, int, int]) -> str:
+    """The YOLO label file of one tile of a frame: each defect at least half inside it, clipped to it."""
+    x1, y1, x2, y2 = box
+    width, height = x2 - x1, y2 - y1
+    lines = []
+    for d in frame.defects:
+        ix1, iy1, ix2, iy2 = max(d.x1, x1), max(d.y1, y1), min(d.x2, x2), min(d.y2, y2)
+        if ix2 <= ix1 or iy2 <= iy1 or (ix2 - ix1) * (iy2 - iy1) < 0.5 * (d.x2 - d.x1) * (d.y2 - d.y1):
+            continue
+        lines.append(f"{d.class_id} {((ix1 + ix2) / 2 - x1) / width:.6f} {((iy1 + iy2) / 2 - y1) / height:.6f} "
+                     f"{(ix2 - ix1) / width:.6f} {(iy2 - iy1) / height:.6f}\n")
+    return "".join(lines)
+
+
+def export_tiles(out_dir: Path, *, split: str, frames: int, params: LineParams, tile: int = 320,
+                 overlap: float = 0.2, negatives: float = 0.05) -> dict[str, int]:
+    """Add tiles of large frames to a split of a dataset made by `export_dataset`: the tiles the daemon inspects
+    with LINEWATCH_CAMERA__TILES (SAHI's grid, daemon/detect/tiles.py), every tile with a defect and a fraction
+    `negatives` of the others (belt and good surfaces, so that a tiled camera does not see defects in them)."""
+    from daemon.detect.tiles import slice_grid
+
+    grid = slice_grid(params.width, params.height, tile, overlap)
+    line = SyntheticLine(params)
+    rng = np.random.default_rng(np.random.SeedSequence([params.seed, 0x711E]))
+    counts = {"with_defects": 0, "without": 0, "boxes": 0}
+    for index in sample_indices(params, frames):
+        frame = line.render(index)
+        for number, (x1, y1, x2, y2) in enumerate(grid):
+            labels = tile_labels(frame, (x1, y1, x2, y2))
+            if not labels and rng.random() >= negatives:
+                continue
+            name = f"{split}_tile{params.seed}_{index:08d}_{number:03d}"
+            if not cv2.imwrite(str(out_dir / "images" / split / f"{name}.jpg"), frame.image[y1:y2, x1:x2],
+                               [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                raise OSError(f"could not write an image under {out_dir}")
+            (out_dir / "labels" / split / f"{name}.txt").write_text(labels)
+            counts["with_defects" if labels else "without"] += 1
+            counts["boxes"] += labels.count("\n")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="linewatch export-dataset",
