@@ -97,7 +97,7 @@ def test_tiles_of_a_5_mp_line_carry_each_defect_in_the_tile_that_holds_it(tmp_pa
     for label in tiles:
         _, _, index, number = label.stem.split("_")
         frame = line.render(int(index))
-        x1, y1, x2, y2 = grid[int(number)]
+        x1, y1, _, _ = grid[int(number)]
         # Each box, back in the frame's pixels, is a defect of the frame at least half inside the tile
         for row in label.read_text().splitlines():
             cls, cx, cy, w, h = row.split()
