@@ -109,12 +109,13 @@ class CameraPipeline:
             lambda: render_stats(camera_id, interval, self.events.stats())) if interval else None
 
     def _inputs(self, prepare: Prepare) -> Callable[[Image, BufferPool], Prepared | None]:
-        """The capture thread's call: the whole frame's model input, or its tiles' (and the whole frame's too when
-        the full-frame pass is on)."""
+        """The capture thread's call: the whole frame's model input (a tiled camera's only with its full-frame
+        pass)."""
         tiler = self.tiler
         if tiler is None:
             return lambda image, pool: prepare(image, pool, (), True)
-        return lambda image, pool: prepare(image, pool, tiler.grid(image.shape[1], image.shape[0]), tiler.full_frame)
+        # its tiles are letterboxed by the detector, a batch at a time: memory stays flat whatever the frame's size
+        return lambda image, pool: prepare(image, pool, (), True) if tiler.full_frame else None
 
     def _report(self, status: CameraStatus) -> None:
         if self.jobs is not None:

@@ -90,6 +90,7 @@ class _Replica:
         self.model = model  # Ultralytics' YOLO
         self.set_up = False  # Ultralytics builds its predictor at the first inference
         self.batches = BufferPool(slots=4)  # batched inputs, stacked into reused arrays (buffers.py)
+        self.tiles = BufferPool(slots=4)  # a pass's tiles, letterboxed into reused arrays
 
 
 class Detector:
@@ -209,16 +210,31 @@ class Detector:
         inference (it sets that copy up), take Ultralytics' whole predict path."""
         started = time.perf_counter()
         found: list[tuple[Detection, ...]] = [()] * len(inputs)
-        groups: dict[tuple[int, ...] | None, list[int]] = {}
-        ready = self._replicas[stream].set_up
+        groups: dict[tuple[str, tuple[int, ...]] | None, list[int]] = {}
+        replica, letterbox = self._replicas[stream], self._letterbox
         for index, item in enumerate(inputs):
-            groups.setdefault(item.tensor.shape if ready and item.tensor is not None else None, []).append(index)
-        for shape, indices in groups.items():
-            if shape is None:
-                results, _ = self.infer_batch([inputs[i].image for i in indices], stream)
+            if not replica.set_up:
+                key = None
+            elif item.tensor is not None:
+                key = ("tensor", item.tensor.shape)
+            elif item.tile and letterbox is not None:
+                key = ("tile", item.image.shape)  # letterboxed here, a pass's worth at a time
             else:
-                results, _ = self._infer_prepared([(inputs[i].tensor, inputs[i].image.shape[:2]) for i in indices],
-                                                  stream)
+                key = None
+            groups.setdefault(key, []).append(index)
+        for key, indices in groups.items():
+            if key is None:
+                results, _ = self.infer_batch([inputs[i].image for i in indices], stream)
+                for index, result in zip(indices, results, strict=True):
+                    found[index] = result
+                continue
+            if key[0] == "tile":
+                assert letterbox is not None
+                tensors = letterbox.many([inputs[i].image for i in indices], replica.tiles)
+            else:
+                tensors = tuple(inputs[i].tensor for i in indices)
+            results, _ = self._infer_prepared([(tensor, inputs[i].image.shape[:2])
+                                               for tensor, i in zip(tensors, indices, strict=True)], stream)
             for index, result in zip(indices, results, strict=True):
                 found[index] = result
         return found, (time.perf_counter() - started) * 1000.0
@@ -232,8 +248,13 @@ class Detector:
         started = time.perf_counter()
         replica = self._replicas[stream]
         model = replica.model.predictor.model
+        base = items[0][0].base
         if len(items) == 1:
             stacked = items[0][0][None]
+        elif (isinstance(base, np.ndarray) and len(base) == len(items)
+              and all(tensor is not None and tensor.base is base for tensor, _ in items)
+              and all(t.ctypes.data == base.ctypes.data + i * t.nbytes for i, (t, _) in enumerate(items))):
+            stacked = base  # a block of tiles letterboxed in order (Letterboxer.many): already the batch
         else:
             first = items[0][0]
             shape = (len(items), *first.shape)

@@ -11,9 +11,10 @@ Roboflow's and Ultralytics' docs point to: its grid (`get_slice_bboxes`: the las
 every tile is whole) and its greedy non-maximum merging per class over intersection-over-smaller (a box cut by
 a tile border is inside the whole box the next tile saw: merged into the union, at the higher confidence). The
 grid is computed once per frame size; tiles wholly outside the camera's regions of interest (or wholly inside
-an excluded one) are never inspected. Their model inputs are letterboxed on the camera's capture thread into one
-reused array per frame (Detector.prepare), and the shared detector takes at most `per_batch` of them per batch
-(stage.py), so one 5 MP camera does not starve the others.
+an excluded one) are never inspected. The shared detector takes at most `per_batch` of a frame's tiles per batch
+(stage.py), so one 5 MP camera does not starve the others, and letterboxes them itself, a batch at a time, into one
+reused array that goes to the model as it is: a frame's 80 tiles letterboxed at once would hold 100 MB of float
+inputs per frame in flight (Detector.prepare can still make them all, for a single image: /detect).
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ class ModelInput:
     """One picture for the model: a whole frame, or a tile (a view of it) and where it lies in the frame."""
 
     image: Image
-    tensor: Any  # its letterboxed input, made on the capture thread; None: the detector's Ultralytics path
+    tensor: Any  # its letterboxed input, made on the capture thread; None: made on the detector's thread
     x: int = 0
     y: int = 0
+    tile: bool = False  # a tile: letterboxed by the detector a pass at a time (else Ultralytics' own path)
 
 
 _sahi_lock = threading.Lock()
@@ -114,7 +116,7 @@ class Tiler:
         tensors = prepared.tiles if prepared is not None else ()
         grid = self.grid(frame.width, frame.height)
         image = frame.image
-        found = [ModelInput(image[y1:y2, x1:x2], tensors[i] if len(tensors) == len(grid) else None, x1, y1)
+        found = [ModelInput(image[y1:y2, x1:x2], tensors[i] if len(tensors) == len(grid) else None, x1, y1, True)
                  for i, (x1, y1, x2, y2) in enumerate(grid)]
         if self.full_frame:
             found.append(ModelInput(image, prepared.tensor if prepared is not None else None))

@@ -91,13 +91,13 @@ def run_cameras(detector: Detector) -> Iterator[object]:
         built = {cid: _camera(cid, url, policy, bell, stop, metrics, (tiles or {}).get(cid))
                  for cid, (url, policy) in cameras.items()}
         batches: list[int] = []
-        real_infer = detector.infer_batch
+        real_infer = detector.infer_inputs
 
-        def counting(images: object, stream: int = 0) -> tuple[list[object], float]:
-            batches.append(len(images))  # type: ignore[arg-type]
-            return real_infer(images, stream)  # type: ignore[arg-type]
+        def counting(inputs: object, stream: int = 0) -> tuple[list[object], float]:
+            batches.append(len(inputs))  # type: ignore[arg-type]  # one call per pass: its inputs
+            return real_infer(inputs, stream)  # type: ignore[arg-type]
 
-        detector.infer_batch = counting  # type: ignore[method-assign]  # observe, not replace: the real model runs
+        detector.infer_inputs = counting  # type: ignore[method-assign]  # observe, not replace: the real model runs
         stage = DetectStage(detector, [c.lane for c in built.values()], bell, stop, max_batch=max_batch,
                             batch_wait_s=0.005, metrics=metrics)
         try:
@@ -119,7 +119,7 @@ def run_cameras(detector: Detector) -> Iterator[object]:
                     results[cid].append(item)  # type: ignore[arg-type]
             return metrics, results, batches
         finally:
-            detector.infer_batch = real_infer  # type: ignore[method-assign]
+            detector.infer_inputs = real_infer  # type: ignore[method-assign]
             stop.set()
 
     yield run

@@ -129,6 +129,22 @@ def test_the_tiles_inputs_are_each_crop_letterboxed_in_one_reused_array(detector
     assert again is not None and id(again.tiles[0].base) == block and pool.made == made
 
 
+def test_tiles_the_detector_letterboxes_itself_find_what_prepared_tiles_find(detector: Detector) -> None:
+    # A live tiled camera's tiles are letterboxed by the detector a batch at a time (memory stays flat); a batch
+    # of a frame's tiles goes to the model as the one array they were written into
+    image = SyntheticLine(LineParams(width=1280, height=960, min_defect_px=8, max_defect_px=24, defect_rate=1.0,
+                                     seed=51, speed=40)).render(20).image
+    tiler = _tiler()
+    prepared = detector.prepare(image, BufferPool(), tiler.grid(1280, 960), whole=False)
+    own = tiler.inputs(_frame(image.copy()))
+    given = tiler.inputs(_frame(image, prepared))
+    assert all(i.tensor is None and i.tile for i in own) and all(i.tensor is not None for i in given)
+    for start in range(0, len(own), 4):  # passes of four tiles, as PER_BATCH=4 would take them
+        mine, _ = detector.infer_inputs(own[start:start + 4])
+        theirs, _ = detector.infer_inputs(given[start:start + 4])
+        assert mine == theirs
+
+
 def _matched(truth: TruthBox, found: tuple[Detection, ...], floor: float) -> bool:
     for d in found:
         if d.class_id != truth.class_id or d.confidence < floor:
