@@ -8,7 +8,7 @@ scale with the frame, defects do not), seed 3200, rendered once and judged again
   default threshold (0.7, what counts as a sighting) and at the model's floor (0.25, what it reports), for the
   whole frame letterboxed to the model's input, the tiles (320 px, overlap 0.2: daemon/detect/tiles.py) and the
   tiles with the full-frame pass; boxes at the threshold that match no defect, per frame;
-- the model's time per frame for each (Detector.infer_inputs, one stream, inputs prepared as the capture thread
+- the model's time per frame for each (Detector.infer_inputs, one stream, inputs prepared as the daemon
   prepares them), and the CPU cost of decoding one 5 MP frame sent as JPEG (quality 90, as an MJPG camera);
 - the daemon itself (`python -m daemon run`, a real mosquitto, frames mode) on a 5 MP synthetic camera at 2 fps
   for `--seconds`, whole frame and tiled: frames inspected and dropped per second, capture-to-commit age p50/p99
@@ -80,7 +80,8 @@ def offline(frames: int, model: Path) -> tuple[dict[str, Any], Any]:
         for mode in MODES:
             tiler = tilers.get(mode)
             grid = tiler.grid(W, H) if tiler is not None else ()
-            prepared = detector.prepare(rendered.image, pool, grid, whole=tiler is None or tiler.full_frame)
+            # as the daemon does: the whole frame letterboxed on the capture side, the tiles by the detector
+            prepared = detector.prepare(rendered.image, pool) if tiler is None or tiler.full_frame else None
             frame = Frame("bench", index, rendered.image, 0.0, utc_now(), prepared)
             inputs = tiler.inputs(frame) if tiler is not None else whole_frame(frame)
             found, elapsed = detector.infer_inputs(inputs)

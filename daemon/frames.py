@@ -30,9 +30,7 @@ def rfc3339(moment: dt.datetime) -> str:
 class Prepared:
     """A frame made ready for the model off the detector's thread: letterboxed to the model's input, RGB."""
 
-    tensor: Image | None  # 3xHxW RGB, contiguous: float32 0..1 for a CPU model, else uint8 (converted on the device);
-    # None for a tiled camera without its full-frame pass
-    tiles: tuple[Image, ...] = ()  # a tiled camera's tiles' inputs, in its grid's order (views of one array)
+    tensor: Image  # 3xHxW RGB, contiguous: float32 0..1 for a CPU model, else uint8 (converted on the device)
 
 
 @dataclass(frozen=True, slots=True)

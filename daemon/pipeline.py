@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from daemon.backoff import Backoff
 from daemon.buffers import BufferPool
 from daemon.detect.stage import Lane
-from daemon.detect.tiles import Box, Tiler
+from daemon.detect.tiles import Tiler
 from daemon.events.job_stage import JobStage, TriggerRefused
 from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
@@ -42,8 +42,7 @@ FILE_HANDOFF_CAPACITY = 8  # files and offline runs: a little read-ahead, the re
 RESULTS_CAPACITY = 64  # detector → events: events are cheap; a stall here means the disk is failing
 
 StatsFeed = tuple[str, float, Callable[[], bytes]]  # (topic, interval, render): what the publisher sends
-# Detector.prepare: a frame's model inputs on its capture thread (image, pool, tiles, whether the whole frame too)
-Prepare = Callable[[Image, BufferPool, Sequence[Box], bool], Prepared | None]
+Prepare = Callable[[Image, BufferPool], Prepared | None]  # Detector.prepare, on the capture thread
 
 
 def frame_policy(camera: CameraSettings) -> DropPolicy:
@@ -111,11 +110,9 @@ class CameraPipeline:
     def _inputs(self, prepare: Prepare) -> Callable[[Image, BufferPool], Prepared | None]:
         """The capture thread's call: the whole frame's model input (a tiled camera's only with its full-frame
         pass)."""
-        tiler = self.tiler
-        if tiler is None:
-            return lambda image, pool: prepare(image, pool, (), True)
-        # its tiles are letterboxed by the detector, a batch at a time: memory stays flat whatever the frame's size
-        return lambda image, pool: prepare(image, pool, (), True) if tiler.full_frame else None
+        if self.tiler is None or self.tiler.full_frame:
+            return prepare
+        return lambda image, pool: None  # its tiles are letterboxed by the detector, a batch at a time
 
     def _report(self, status: CameraStatus) -> None:
         if self.jobs is not None:

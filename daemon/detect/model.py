@@ -23,7 +23,7 @@ from daemon.cpus import cpu_limit
 from daemon.detect.backends import BackendError, choose_backend, source_stem, weights_sha256
 from daemon.detect.prepare import Letterboxer
 from daemon.detect.threads import default_streams, default_threads, limit_runtime_threads
-from daemon.detect.tiles import Box, ModelInput, whole_frame
+from daemon.detect.tiles import ModelInput, whole_frame
 from daemon.frames import BBox, Detection, Frame, Image, ModelInfo, Prepared
 from daemon.logs import adopt_foreign_loggers, get_logger
 from daemon.settings import ModelSettings
@@ -173,7 +173,7 @@ class Detector:
             for _ in range(runs):  # the first sets Ultralytics' predictor up; the others take the prepared path
                 prepared = self.prepare(blank)
                 try:
-                    if prepared is None or prepared.tensor is None or not self._replicas[stream].set_up:
+                    if prepared is None or not self._replicas[stream].set_up:
                         _, elapsed = self.infer_batch([blank] * batch, stream)
                     else:
                         _, elapsed = self._infer_prepared([(prepared.tensor, blank.shape[:2])] * batch, stream)
@@ -186,17 +186,15 @@ class Detector:
         found, elapsed_ms = self.infer_batch([image], stream)
         return found[0], elapsed_ms
 
-    def prepare(self, image: Image, pool: BufferPool | None = None, tiles: Sequence[Box] = (),
-                whole: bool = True) -> Prepared | None:
+    def prepare(self, image: Image, pool: BufferPool | None = None) -> Prepared | None:
         """The frame letterboxed to the model's input (Ultralytics' letterbox, prepare.py), RGB, channels first;
-        for a CPU model in FP32 also scaled to 0..1 here rather than on the detector's thread; and each of `tiles`
-        (a tiled camera's grid, tiles.py), without the whole frame unless `whole`. Runs on each camera's capture
-        thread, into that thread's `pool`; None before the first inference has set the model up."""
+        for a CPU model in FP32 also scaled to 0..1 here rather than on the detector's thread. Runs on each
+        camera's capture thread, into that thread's `pool`; None before the first inference has set the model up.
+        A tiled camera's tiles are letterboxed by the detector instead, a batch at a time (infer_inputs)."""
         letterbox = self._letterbox
         if letterbox is None:
             return None
-        crops = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in tiles]
-        return Prepared(letterbox(image, pool) if whole else None, letterbox.many(crops, pool))
+        return Prepared(letterbox(image, pool))
 
     def infer_frames(self, frames: Sequence[Frame], stream: int = 0) -> tuple[list[tuple[Detection, ...]], float]:
         """Whole frames, each as its one input (the bare loop of bench/box_limit.py, tests)."""
@@ -205,36 +203,30 @@ class Detector:
     def infer_inputs(self, inputs: Sequence[ModelInput], stream: int = 0) -> tuple[
             list[tuple[Detection, ...]], float]:
         """The detector stage's call: each input's detections in its own pixels, and the time of it all in ms.
-        Inputs the capture threads prepared go straight to the model, one batch per input shape (cameras of
-        different sizes on a rectangular model, tiles beside whole frames); the rest, and a stream's first
-        inference (it sets that copy up), take Ultralytics' whole predict path."""
+        Inputs the capture threads prepared, and tiles (letterboxed here into one reused array per batch), go
+        straight to the model, one batch per input shape (cameras of different sizes on a rectangular model, tiles
+        beside whole frames); the rest, and a stream's first inference (it sets that copy up), take Ultralytics'
+        whole predict path."""
         started = time.perf_counter()
         found: list[tuple[Detection, ...]] = [()] * len(inputs)
         groups: dict[tuple[str, tuple[int, ...]] | None, list[int]] = {}
         replica, letterbox = self._replicas[stream], self._letterbox
         for index, item in enumerate(inputs):
-            if not replica.set_up:
-                key = None
-            elif item.tensor is not None:
+            key = None  # Ultralytics' own path
+            if replica.set_up and item.tensor is not None:
                 key = ("tensor", item.tensor.shape)
-            elif item.tile and letterbox is not None:
-                key = ("tile", item.image.shape)  # letterboxed here, a pass's worth at a time
-            else:
-                key = None
+            elif replica.set_up and item.tile and letterbox is not None:
+                key = ("tile", item.image.shape)
             groups.setdefault(key, []).append(index)
         for key, indices in groups.items():
+            images = [inputs[i].image for i in indices]
             if key is None:
-                results, _ = self.infer_batch([inputs[i].image for i in indices], stream)
-                for index, result in zip(indices, results, strict=True):
-                    found[index] = result
-                continue
-            if key[0] == "tile":
-                assert letterbox is not None
-                tensors = letterbox.many([inputs[i].image for i in indices], replica.tiles)
+                results, _ = self.infer_batch(images, stream)
             else:
-                tensors = tuple(inputs[i].tensor for i in indices)
-            results, _ = self._infer_prepared([(tensor, inputs[i].image.shape[:2])
-                                               for tensor, i in zip(tensors, indices, strict=True)], stream)
+                tensors = (letterbox.many(images, replica.tiles) if key[0] == "tile" and letterbox is not None
+                           else [inputs[i].tensor for i in indices])
+                results, _ = self._infer_prepared([(tensor, image.shape[:2])
+                                                   for tensor, image in zip(tensors, images, strict=True)], stream)
             for index, result in zip(indices, results, strict=True):
                 found[index] = result
         return found, (time.perf_counter() - started) * 1000.0

@@ -14,7 +14,7 @@ grid is computed once per frame size; tiles wholly outside the camera's regions 
 an excluded one) are never inspected. The shared detector takes at most `per_batch` of a frame's tiles per batch
 (stage.py), so one 5 MP camera does not starve the others, and letterboxes them itself, a batch at a time, into one
 reused array that goes to the model as it is: a frame's 80 tiles letterboxed at once would hold 100 MB of float
-inputs per frame in flight (Detector.prepare can still make them all, for a single image: /detect).
+inputs per frame in flight.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ModelInput:
     """One picture for the model: a whole frame, or a tile (a view of it) and where it lies in the frame."""
 
     image: Image
-    tensor: Any  # its letterboxed input, made on the capture thread; None: made on the detector's thread
+    tensor: Any  # a whole frame's letterboxed input, made on its capture thread; None: made by the detector
     x: int = 0
     y: int = 0
     tile: bool = False  # a tile: letterboxed by the detector a pass at a time (else Ultralytics' own path)
@@ -110,16 +110,13 @@ class Tiler:
         return grid
 
     def inputs(self, frame: Frame) -> list[ModelInput]:
-        """The frame's model inputs: its tiles (with the tensors its capture thread made, if it made them), then
-        the whole frame when the full-frame pass is on."""
-        prepared = frame.prepared
-        tensors = prepared.tiles if prepared is not None else ()
-        grid = self.grid(frame.width, frame.height)
+        """The frame's model inputs: its tiles (letterboxed by the detector), then the whole frame (letterboxed on
+        its capture thread, if it was) when the full-frame pass is on."""
         image = frame.image
-        found = [ModelInput(image[y1:y2, x1:x2], tensors[i] if len(tensors) == len(grid) else None, x1, y1, True)
-                 for i, (x1, y1, x2, y2) in enumerate(grid)]
+        found = [ModelInput(image[y1:y2, x1:x2], None, x1, y1, True)
+                 for x1, y1, x2, y2 in self.grid(frame.width, frame.height)]
         if self.full_frame:
-            found.append(ModelInput(image, prepared.tensor if prepared is not None else None))
+            found.extend(whole_frame(frame))
         return found
 
     def merge_for(self, frame: Frame, inputs: Sequence[ModelInput],

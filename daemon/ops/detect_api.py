@@ -18,11 +18,10 @@ import collections
 import hmac
 import io
 import itertools
-import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -33,7 +32,7 @@ import numpy as np
 
 from daemon import __version__
 from daemon.detect.stage import Lane
-from daemon.detect.tiles import Box, ByCamera, Tiler
+from daemon.detect.tiles import ByCamera, Tiler
 from daemon.events.rules import Rules
 from daemon.frames import END_OF_STREAM, Frame, Image, Inference, ModelInfo, Prepared, rfc3339, utc_now
 from daemon.handoff import Bell, DropPolicy, Handoff
@@ -47,7 +46,7 @@ LANE = "/detect"  # the detector's lane and the camera label of its metrics
 MAX_PIXELS = 64_000_000  # a 64 MP picture at most (a 5 MP camera's frame is 5)
 _POLL_S = 0.25
 Answer = tuple[int, dict[str, Any]]
-Prepare = Callable[[Image, Any, Sequence[Box], bool], Prepared | None]
+Prepare = Callable[[Image, Any], Prepared | None]
 
 
 class DetectApi(StageThread):
@@ -90,8 +89,8 @@ class DetectApi(StageThread):
             return 429, {"error": f"{self.lane.frames.capacity} requests are being inspected; try again"}
         try:
             tiler = self._inputs.tiler(camera) if camera is not None else None
-            grid = tiler.grid(image.shape[1], image.shape[0]) if tiler is not None else ()
-            prepared = self._prepare(image, None, grid, tiler is None or tiler.full_frame)
+            # a tiled camera's tiles are letterboxed by the detector, a batch at a time (as for the camera itself)
+            prepared = self._prepare(image, None) if tiler is None or tiler.full_frame else None
             seq = next(self._seq)
             image.setflags(write=False)
             frame = Frame(camera or LANE, seq, image, time.monotonic(), utc_now(), prepared)
@@ -195,7 +194,3 @@ def _decode(data: bytes) -> Image:
     if image is None or image.ndim != 3:
         raise ValueError("the image is corrupt: it could not be decoded")
     return np.ascontiguousarray(image)
-
-
-def dumps(answer: dict[str, Any]) -> bytes:
-    return json.dumps(answer, separators=(",", ":")).encode() + b"\n"

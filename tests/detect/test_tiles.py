@@ -106,27 +106,28 @@ def detector(model_path: Path) -> Detector:
 
 
 @pytest.mark.parametrize("side", [320, 400], ids=["tile = model input", "tile resized"])
-def test_the_tiles_inputs_are_each_crop_letterboxed_in_one_reused_array(detector: Detector, side: int) -> None:
+def test_the_tiles_inputs_are_each_crop_letterboxed_in_one_reused_array(side: int) -> None:
+    from ultralytics.data.augment import LetterBox
+
+    from daemon.detect.prepare import Letterboxer
+
     tiler = _tiler(size=side)
+    letterboxer = Letterboxer(LetterBox((320, 320), auto=True, stride=32), as_float=True)
     rng = np.random.default_rng(5)
     pool = BufferPool()
     image = rng.integers(0, 256, (1080, 1920, 3), np.uint8)
-    grid = tiler.grid(1920, 1080)
-    prepared = detector.prepare(image, pool, grid, whole=False)
-    assert prepared is not None and prepared.tensor is None
-    assert len(prepared.tiles) == len(grid)
-    base = prepared.tiles[0].base
-    assert base is not None and all(t.base is base for t in prepared.tiles), "views of one array"
-    for tensor, (x1, y1, x2, y2) in zip(prepared.tiles, grid, strict=True):
-        alone = detector.prepare(np.ascontiguousarray(image[y1:y2, x1:x2]))
-        assert alone is not None and np.array_equal(tensor, alone.tensor)
-    inputs = tiler.inputs(_frame(image, prepared))
-    assert all(i.tensor is t for i, t in zip(inputs, prepared.tiles, strict=True))
-    # Once the frame is done with, the next frame's tiles go into the same array
+    crops = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in tiler.grid(1920, 1080)]
+    tiles = letterboxer.many(crops, pool)
+    assert len(tiles) == len(crops)
+    base = tiles[0].base
+    assert base is not None and all(t.base is base for t in tiles), "views of one array"
+    for tensor, crop in zip(tiles, crops, strict=True):
+        assert np.array_equal(tensor, letterboxer(np.ascontiguousarray(crop)))
+    # Once the batch is done with, the next batch's tiles go into the same array
     block, made = id(base), pool.made
-    del prepared, inputs, tensor, base
-    again = detector.prepare(rng.integers(0, 256, (1080, 1920, 3), np.uint8), pool, grid, whole=False)
-    assert again is not None and id(again.tiles[0].base) == block and pool.made == made
+    del tiles, tensor, base
+    again = letterboxer.many([rng.integers(0, 256, crop.shape, np.uint8) for crop in crops], pool)
+    assert id(again[0].base) == block and pool.made == made
 
 
 def test_tiles_the_detector_letterboxes_itself_find_what_prepared_tiles_find(detector: Detector) -> None:
@@ -135,9 +136,9 @@ def test_tiles_the_detector_letterboxes_itself_find_what_prepared_tiles_find(det
     image = SyntheticLine(LineParams(width=1280, height=960, min_defect_px=8, max_defect_px=24, defect_rate=1.0,
                                      seed=51, speed=40)).render(20).image
     tiler = _tiler()
-    prepared = detector.prepare(image, BufferPool(), tiler.grid(1280, 960), whole=False)
-    own = tiler.inputs(_frame(image.copy()))
-    given = tiler.inputs(_frame(image, prepared))
+    own = tiler.inputs(_frame(image))
+    given = [ModelInput(i.image, detector.prepare(np.ascontiguousarray(i.image)).tensor, i.x, i.y)  # type: ignore[union-attr]
+             for i in own]
     assert all(i.tensor is None and i.tile for i in own) and all(i.tensor is not None for i in given)
     for start in range(0, len(own), 4):  # passes of four tiles, as PER_BATCH=4 would take them
         mine, _ = detector.infer_inputs(own[start:start + 4])
@@ -171,7 +172,7 @@ def test_small_defects_at_5_mp_are_seen_through_tiles_and_not_on_the_whole_frame
     truths = whole_hits = tiled_hits = 0
     for index in range(0, 160, 20):  # a part passes in about 32 frames
         rendered = line.render(index)
-        frame = _frame(rendered.image, detector.prepare(rendered.image, BufferPool(), tiler.grid(W, H), whole=True))
+        frame = _frame(rendered.image, detector.prepare(rendered.image, BufferPool()))
         inputs = tiler.inputs(frame)
         found, _ = detector.infer_inputs(inputs)
         merged = tiler.merge(inputs, found)
