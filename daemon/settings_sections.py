@@ -166,6 +166,9 @@ class PipelineSettings(Section):
         "supervisor (Docker's on-failure, a bare process) restarts it, not only systemd's watchdog")
 
 
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token
+
+
 class HttpSettings(Section):
     enabled: bool = Field(True, description="Serve /healthz, /readyz and /metrics")
     host: str = Field("0.0.0.0", max_length=253,
@@ -194,8 +197,14 @@ class HttpSettings(Section):
     @field_validator("detect_token_file")
     @classmethod
     def _token_readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not read_secret(value):
+        if value is None:
+            return value
+        token = read_secret(value)
+        if not token:
             raise ValueError(f"{str(value)!r} is empty: a bearer token file holds the token")
+        if not _BEARER_TOKEN.fullmatch(token):  # the token itself is never printed
+            raise ValueError(f"{str(value)!r} does not hold a bearer token: one line of letters, digits and "
+                             "-._~+/ (then = padding), as RFC 6750 has it")
         return value
 
 

@@ -199,6 +199,21 @@ def test_a_tile_setting_that_cannot_work_is_named(case: str, monkeypatch: pytest
     assert any(p.startswith(variable) and hint in p for p in caught.value.problems), caught.value.problems
 
 
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe-not-utf8\n", b"two words\n", b"line1\nline2\n"],
+                         ids=["empty", "not UTF-8", "a space", "two lines"])
+def test_a_detect_token_file_that_holds_no_bearer_token_is_named_without_printing_it(
+        content: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    token = tmp_path / "detect.token"
+    token.write_bytes(content)
+    monkeypatch.setenv("LINEWATCH_CAMERA__URL", "synthetic://line")
+    monkeypatch.setenv("LINEWATCH_HTTP__DETECT_TOKEN_FILE", str(token))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    problems = caught.value.problems
+    assert len(problems) == 1 and problems[0].startswith("LINEWATCH_HTTP__DETECT_TOKEN_FILE")
+    assert all(word not in problems[0] for word in ("words", "line1", "not-utf8"))
+
+
 def test_tiles_are_off_unless_set_and_set_whole_or_field_by_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINEWATCH_CAMERAS__A__URL", "synthetic://line")
     monkeypatch.setenv("LINEWATCH_CAMERAS__B__URL", "synthetic://line?seed=2")
