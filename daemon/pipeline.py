@@ -96,7 +96,10 @@ class CameraPipeline:
         self.capture = CaptureStage(
             camera_id, source, self.frames, stop,
             backoff=Backoff(camera.backoff_initial_s, camera.backoff_max_s), stall_timeout_s=stall_s,
-            on_status=self._report, metrics=metrics, prepare=None if prepare is None else self._inputs(prepare),
+            # a tiled camera's tiles are letterboxed by the detector, a batch at a time; its whole frame only for
+            # its full-frame pass
+            on_status=self._report, metrics=metrics,
+            prepare=prepare if self.tiler is None or self.tiler.full_frame else None,
             on_trigger=None if self.jobs is None else self._photo_eye,
             on_fired=None if self.jobs is None else self.jobs.bind)
         grace_s = float(getattr(source, "native_grace_s", 0.0))  # GenICam: a dead camera's command timeouts
@@ -106,13 +109,6 @@ class CameraPipeline:
         self.stats_feed: StatsFeed | None = (
             stats_topic(prefix, camera_id), interval,
             lambda: render_stats(camera_id, interval, self.events.stats())) if interval else None
-
-    def _inputs(self, prepare: Prepare) -> Callable[[Image, BufferPool], Prepared | None]:
-        """The capture thread's call: the whole frame's model input (a tiled camera's only with its full-frame
-        pass)."""
-        if self.tiler is None or self.tiler.full_frame:
-            return prepare
-        return lambda image, pool: None  # its tiles are letterboxed by the detector, a batch at a time
 
     def _report(self, status: CameraStatus) -> None:
         if self.jobs is not None:

@@ -37,9 +37,6 @@ from daemon.events.rules import Rules
 from daemon.frames import END_OF_STREAM, Frame, Image, Inference, ModelInfo, Prepared, rfc3339, utc_now
 from daemon.handoff import Bell, DropPolicy, Handoff
 from daemon.lifecycle import StageThread
-from daemon.logs import get_logger
-
-log = get_logger("linewatch.detect_api")
 
 SCHEMA = "linewatch.detections/1"
 LANE = "/detect"  # the detector's lane and the camera label of its metrics
@@ -66,7 +63,6 @@ class DetectApi(StageThread):
         self._waiting: dict[int, tuple[Future[Answer], str | None, float]] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        self.served = collections.Counter[int]()  # answers by status code (tests and logs)
 
     # -- the HTTP server's side ------------------------------------------------------------------------------
     def authorized(self, header: str | None) -> bool:
