@@ -86,7 +86,7 @@ class CameraPipeline:
         self._on_status = on_status
         self.events = EventStage(camera_id, model, self.results, outbox, stop, metrics,
                                  events=settings.events, snapshots=self.snapshots,
-                                 rules=rules,
+                                 rules=rules, motion_px=camera.motion_px,
                                  stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs)
         stall_s = stall_timeout_s(camera)
         source = build_source(camera.source, camera.source_options())

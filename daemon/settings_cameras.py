@@ -79,6 +79,10 @@ class CameraSettings(Section):
     )
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="First reconnect delay")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="Reconnect delay cap")
+    motion_px: float = Field(
+        0.0, ge=0, le=16384, description="How far a part moves between two of the camera's frames, in pixels of the "
+        "frame (the conveyor's speed as this camera sees it); the tracker's association reaches that far, so a defect "
+        "smaller than the line's motion keeps one track. 0: only as far as the box's own size")
     tiles: TileSettings | None = Field(None, description="Tiled inference (off when unset): tile size, overlap, "
                                        "full-frame pass, tiles per batch, merge threshold")
     handoff: Literal["auto", "latest", "wait"] = Field(

@@ -184,6 +184,11 @@ TILE_MISTAKES = {
                             "did you mean"),
     "no tiles per batch": ({"LINEWATCH_CAMERA__TILES__PER_BATCH": "0"}, "LINEWATCH_CAMERA__TILES__PER_BATCH",
                            "greater than or equal to 1"),
+    "a line moving backwards": ({"LINEWATCH_CAMERA__MOTION_PX": "-40"}, "LINEWATCH_CAMERA__MOTION_PX",
+                                "greater than or equal to 0"),
+    "a line moving nan pixels": ({"LINEWATCH_CAMERAS__A__URL": "synthetic://line",
+                                  "LINEWATCH_CAMERAS__A__MOTION_PX": "nan"}, "LINEWATCH_CAMERAS__A__MOTION_PX",
+                                 "a finite number"),
 }
 
 

@@ -59,6 +59,7 @@ class EventStage(CameraStage):
         stream_end: Callable[[], str] = lambda: "shutdown",
         live: bool = True,
         jobs: JobStage | None = None,
+        motion_px: float = 0.0,
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
@@ -73,6 +74,7 @@ class EventStage(CameraStage):
         self._tracks_open = self._metrics.tracks_open.labels(camera_id)
         self._live = live
         self._jobs = jobs  # inspection jobs: every inspected frame goes on to them
+        self._motion_px = motion_px  # the line's motion between two camera frames (CameraSettings.motion_px)
         self._tracker = None if self._settings.mode == "frames" else self._new_tracker()
         self._size = (0, 0)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
@@ -85,7 +87,7 @@ class EventStage(CameraStage):
             confirm_hits=self._settings.confirm_hits, confirm_window=self._settings.confirm_window,
             lost_frames=self._settings.track_lost_frames,
             min_track_frames=lambda class_id: rules.limits(class_id).min_track_frames if rules else 1,
-            live=self._live)
+            live=self._live, motion_px=self._motion_px)
 
     def run(self) -> None:
         try:

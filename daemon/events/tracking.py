@@ -29,6 +29,7 @@ from daemon.frames import BBox, Detection, Frame, Image
 
 _MAX_GAP_STEPS = 1000  # beyond this many skipped frames every track is lost anyway
 _BUFFER = 1.0  # association boxes grow by this fraction of their longest side on each side
+_STEPS = 8  # inspected frames over which the longest step between two of them is remembered (see `update`)
 TRACK_HIGH, TRACK_LOW, TRACK_NEW, MATCH_COST = 0.01, 0.001, 0.01, 0.8  # ByteTrack's thresholds (see DefectTracker)
 
 
@@ -72,22 +73,25 @@ class DefectView:
     end_reason: str | None = None  # end: "gone" | "end of stream" | "shutdown"
 
 
-def association_boxes(detections: tuple[Detection, ...]) -> npt.NDArray[np.float32]:
+def association_boxes(detections: tuple[Detection, ...], reach: float = 0.0) -> npt.NDArray[np.float32]:
     """Boxes (centre x, y, width, height) enlarged for association only (buffered IoU, as in C-BIoU tracking): a
     small defect on a conveyor moves a large part of its own width between frames (a 15 px scratch at 8 px per
     frame overlaps its last position with IoU 0.3, under ByteTrack's 0.7 cost limit for new tracks once the score
     is fused in), and three times that when the detector inspects only every third frame. Each side grows by the
-    box's longest side; the reported boxes are the model's own."""
+    box's longest side, or by twice `reach` (how far the line moved since the last inspected frame) where that is
+    more: a 12 px defect of a 5 MP camera at 40 px per frame would otherwise never overlap its last position
+    (grown by 2x its motion d, two views overlap with IoU (s + 3d) / (s + 5d) >= 0.6). The reported boxes are the
+    model's own."""
     boxes = [(d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2) for d in detections]
     xyxy = np.array(boxes, dtype=np.float32).reshape(-1, 4)
     wh = xyxy[:, 2:] - xyxy[:, :2]
-    grow = (1.0 + 2 * _BUFFER) * wh.max(axis=1, keepdims=True) - wh.max(axis=1, keepdims=True)
+    grow = 2 * np.maximum(_BUFFER * wh.max(axis=1, keepdims=True), 2 * reach)
     return np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, wh + grow], axis=1)
 
 
 class DefectTracker:
     def __init__(self, *, confirm_hits: int, confirm_window: int, lost_frames: int,
-                 min_track_frames: Callable[[int], int], live: bool = True) -> None:
+                 min_track_frames: Callable[[int], int], live: bool = True, motion_px: float = 0.0) -> None:
         # Every detection that reaches the tracker is above the model's floor and passed the rules, so all are
         # "high" for ByteTrack: a new track may start from any, and an unconfirmed one survives a weak frame.
         # Whether a sighting counts is decided by `strong` (K of M). IoU matching as in Ultralytics' bytetrack.yaml.
@@ -98,6 +102,8 @@ class DefectTracker:
         self._lost_frames = lost_frames
         self._min_track_frames = min_track_frames
         self._live = live  # capture times are physical only for a live camera; a file is read in bursts
+        self._motion_px = motion_px  # the line's motion between two of the camera's frames, in pixels
+        self._steps: collections.deque[int] = collections.deque(maxlen=_STEPS)  # camera frames per inspected one
         self._tracks: dict[int, _Track] = {}
         self._last_seq: int | None = None
         self._last_mono: float | None = None
@@ -118,7 +124,11 @@ class DefectTracker:
         self._tick += missed + 1  # the camera's frames, inspected or not: what the lost limit counts
         self._inspected += 1  # the frames the model saw: what K-of-M counts (a slow detector skips the rest)
         tracker = self._tracker
-        tracker.update(association_boxes(detections), np.array([d.confidence for d in detections], np.float32),
+        # The association reaches as far as the line moved over the longest recent step, so that a track's box
+        # (grown at its last frame) and this frame's boxes are grown alike when the detector's pace varies.
+        self._steps.append(missed + 1)
+        reach = self._motion_px * max(self._steps)
+        tracker.update(association_boxes(detections, reach), np.array([d.confidence for d in detections], np.float32),
                        np.array([d.class_id for d in detections], np.float32))
         changes: list[DefectView] = []
         # Every track matched in this frame, the ones ByteTrack has not activated yet included (they become

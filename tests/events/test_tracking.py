@@ -115,3 +115,38 @@ def test_the_tracker_keeps_a_few_removed_tracks_not_a_thousand() -> None:
     inner = tracker._tracker
     assert 0 < len(inner._removed_ids) <= inner.removed_kept == 32
     assert len(inner.tracked) + len(inner.lost) <= 2
+
+
+def small_fast(seq: int, x0: float, y: float = 900.0, step: float = 40.0) -> Detection:
+    x = x0 + step * seq  # a 12 px dent on a 5 MP frame of a line moving 40 px per frame: over 3x its size
+    return Detection("dent", 1, 0.9, BBox(x, y, x + 12, y + 12))
+
+
+def run_line(t: DefectTracker, seqs: range, starts: tuple[float, ...]) -> list[DefectView]:
+    changes: list[DefectView] = []
+    for seq in seqs:
+        changes += t.update(frame(seq), tuple(small_fast(seq, x0) for x0 in starts), 30.0, strong)
+    return changes + t.close("end of stream")
+
+
+def test_a_defect_smaller_than_the_lines_motion_keeps_one_track_when_the_camera_says_how_fast_the_line_moves() -> None:
+    """A 12 px defect that moves 40 px per frame never overlaps its last position, even with the box-sized buffer:
+    every frame starts a new track that is never seen again, and no defect is ever reported. With the camera's
+    motion (LINEWATCH_CAMERAS__<ID>__MOTION_PX) the association reaches that far: one `new` and one `end`, also
+    when the detector inspects only every third frame, and two defects 150 px apart on one part stay two."""
+    def motion(px: float) -> DefectTracker:
+        return DefectTracker(confirm_hits=3, confirm_window=5, lost_frames=15, min_track_frames=lambda c: 1,
+                             motion_px=px)
+
+    assert run_line(tracker(), range(0, 40), (100.0,)) == []
+    changes = run_line(motion(40.0), range(0, 40), (100.0,))
+    assert [c.kind for c in changes] == ["new", "end"] and changes[1].frames_seen == 40
+    slow = motion(40.0)  # the detector takes every third frame, from before the part comes into view
+    for seq in range(-9, 0, 3):
+        slow.update(frame(seq), (), 30.0, strong)
+    changes = run_line(slow, range(0, 60, 3), (100.0,))
+    assert [c.kind for c in changes] == ["new", "end"] and changes[1].frames_seen == 20
+    changes = run_line(motion(40.0), range(0, 40), (100.0, 250.0))
+    news = [c for c in changes if c.kind == "new"]
+    assert len(news) == 2 and {round(c.first.bbox.x1) for c in news} == {100, 250}
+    assert all(c.frames_seen == 40 for c in changes if c.kind == "end")
