@@ -12,13 +12,15 @@ scale with the frame, defects do not), seed 3200, rendered once and judged again
   prepares them), and the CPU cost of decoding one 5 MP frame sent as JPEG (quality 90, as an MJPG camera);
 - the daemon itself (`python -m daemon run`, a real mosquitto, frames mode) on a 5 MP synthetic camera at 2 fps
   for `--seconds`, whole frame and tiled: frames inspected and dropped per second, capture-to-commit age p50/p99
-  (the stats topic's frame_age_ms; MQTT sees an event only after its commit).
+  (the stats topic's frame_age_ms; MQTT sees an event only after its commit) and capture-to-MQTT p50/p99 (each
+  defect event's captured_at against its arrival at a subscriber on this machine).
 Saves bench/results/tiles.{json,md} and tiles.png: a tiled frame, its grid, the ground truth and what was found.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import broker, daemon_env, free_port, metric, mqtt_client, running_daemon, save, wait_ready
+from harness import broker, daemon_env, free_port, metric, mqtt_client, percentile, running_daemon, save, wait_ready
 from machine import describe
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -138,10 +140,19 @@ def live(seconds: float, tiled: bool, broker_url: str, model: Path) -> dict[str,
     stats: list[dict[str, Any]] = []
     got = threading.Event()
 
+    mqtt_ms: list[float] = []  # per defect event: received here - captured_at (one clock: this machine's)
+    measuring = threading.Event()
+
     def on_message(_client: Any, _data: Any, message: Any) -> None:
+        received = dt.datetime.now(dt.timezone.utc)
         if message.retain:  # an earlier run's, kept by the broker
             return
-        stats.append(json.loads(message.payload))
+        payload = json.loads(message.payload)
+        if message.topic.endswith("/defects"):
+            if measuring.is_set():
+                mqtt_ms.append((received - dt.datetime.fromisoformat(payload["captured_at"])).total_seconds() * 1e3)
+            return
+        stats.append(payload)
         got.set()
 
     extra = {"LINEWATCH_EVENTS__MODE": "frames", "LINEWATCH_EVENTS__STATS_INTERVAL_S": str(seconds),
@@ -150,7 +161,7 @@ def live(seconds: float, tiled: bool, broker_url: str, model: Path) -> dict[str,
         extra["LINEWATCH_CAMERA__TILES"] = "{}"
     with tempfile.TemporaryDirectory() as state:
         env = daemon_env(LINE + "&fps=2", broker_url, Path(state), port, **extra)
-        client = mqtt_client(broker_url, ["linewatch/big/stats"], on_message)
+        client = mqtt_client(broker_url, ["linewatch/big/stats", "linewatch/big/defects"], on_message)
         try:
             with running_daemon(env) as process:
                 wait_ready(port, process)
@@ -159,7 +170,9 @@ def live(seconds: float, tiled: bool, broker_url: str, model: Path) -> dict[str,
                 dropped0, started = metric(port, "linewatch_frames_dropped_total"), time.monotonic()
                 got.clear()
                 stats.clear()
+                measuring.set()
                 got.wait(seconds * 3 + 30)  # the first stats message after ready: one interval later
+                measuring.clear()
                 elapsed = time.monotonic() - started
                 read, inspected = metric(port, "linewatch_frames_read_total"), metric(
                     port, "linewatch_frames_inspected_total")
@@ -169,7 +182,16 @@ def live(seconds: float, tiled: bool, broker_url: str, model: Path) -> dict[str,
             client.disconnect()
     age = stats[-1]["frame_age_ms"] if stats else {"p50": None, "p99": None}
     return {"read_fps": (read - read0) / elapsed, "inspected_fps": (inspected - inspected0) / elapsed,
-            "dropped_fps": (dropped - dropped0) / elapsed, "age_p50_ms": age["p50"], "age_p99_ms": age["p99"]}
+            "dropped_fps": (dropped - dropped0) / elapsed, "age_p50_ms": age["p50"], "age_p99_ms": age["p99"],
+            "events": len(mqtt_ms), "mqtt_p50_ms": percentile(mqtt_ms, 50), "mqtt_p99_ms": percentile(mqtt_ms, 99)}
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def main() -> int:
@@ -192,23 +214,24 @@ def main() -> int:
         f"{figures['stray_per_frame'][m]['rules (0.7)']:.1f} | {figures['model_ms_per_frame'][m]:.0f} |\n"
         for m in MODES)
     per_class = "".join(
-        f"| {c} | " + " | ".join(f"{figures['recall'][m]['rules (0.7)'][c]:.2f}" if figures['recall'][m][
-            'rules (0.7)'][c] is not None else "—" for m in MODES) + " |\n"
+        f"| {c} | " + " | ".join(_ratio(figures['recall'][m][t][c]) for t in THRESHOLDS for m in MODES) + " |\n"
         for c in figures["recall"]["tiles"]["rules (0.7)"])
     live_rows = "".join(
-        f"| {m} | {d['read_fps']:.2f} | {d['inspected_fps']:.2f} | {d['dropped_fps']:.2f} | {d['age_p50_ms']} | "
-        f"{d['age_p99_ms']} |\n" for m, d in daemon.items())
+        f"| {m} | {d['read_fps']:.2f} | {d['inspected_fps']:.2f} | {d['dropped_fps']:.2f} | {_ms(d['age_p50_ms'])} | "
+        f"{_ms(d['age_p99_ms'])} | {d['events']} | {_ms(d['mqtt_p50_ms'])} | {_ms(d['mqtt_p99_ms'])} |\n"
+        for m, d in daemon.items())
     table = (f"# Small defects at 5 MP: tiles against the whole frame\n\nMachine: {machine['cpu_model']}, "
              f"{machine['cpus']} CPUs; backend {figures['backend']}. {args.frames} frames of `{LINE}` "
              f"({figures['defects']} defects of 8-24 px); {figures['tiles_per_frame']} tiles of 320 px (overlap 0.2) "
              f"per frame. Decoding one 5 MP JPEG frame: {figures['decode_jpeg_5mp_ms']:.1f} ms of CPU.\n\n"
              "| inputs | recall at 0.7 | recall at 0.25 | boxes at 0.7 on no defect, per frame | model ms/frame |\n"
              "|---|---:|---:|---:|---:|\n" + rows
-             + "\n| class (recall at 0.7) | " + " | ".join(MODES) + " |\n|---|" + "---:|" * len(MODES) + "\n"
-             + per_class
-             + f"\nThe daemon, frames mode, the camera at 2 fps, {args.seconds:g} s:\n\n"
-             "| inputs | read fps | inspected fps | dropped fps | age p50 ms | age p99 ms |\n"
-             "|---|---:|---:|---:|---:|---:|\n"
+             + "\n| class | " + " | ".join(f"{m} at {v}" for v in THRESHOLDS.values() for m in MODES) + " |\n|---|"
+             + "---:|" * len(MODES) * len(THRESHOLDS) + "\n" + per_class
+             + f"\nThe daemon, frames mode, the camera at 2 fps, {args.seconds:g} s (age: capture to commit, from the "
+             "stats topic; to MQTT: capture to each defect event's arrival at a subscriber on this machine):\n\n"
+             "| inputs | read fps | inspected fps | dropped fps | age p50 ms | age p99 ms | events | to MQTT p50 ms "
+             "| to MQTT p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
              + live_rows)
     out = save("tiles", report, table)
     if picture is not None:

@@ -68,7 +68,8 @@ class Collector:
 
 
 def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: str, mode: str,
-               tiles: str | None = None) -> dict[str, Any]:
+               tiles: str | None = None, motion_px: float | None = None,
+               min_confidence: float | None = None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}
     env.update({
         "LINEWATCH_CAMERA__URL": f"{url}&frames={frames}&realtime=false",
@@ -81,6 +82,8 @@ def run_daemon(url: str, frames: int, model: Path, broker_url: str, state_dir: s
         "LINEWATCH_HTTP__ENABLED": "false",
         "YOLO_OFFLINE": "1",
         **({"LINEWATCH_CAMERA__TILES": tiles} if tiles is not None else {}),
+        **({"LINEWATCH_CAMERA__MOTION_PX": str(motion_px)} if motion_px is not None else {}),
+        **({"LINEWATCH_RULES__MIN_CONFIDENCE": str(min_confidence)} if min_confidence is not None else {}),
     })
     proc = subprocess.run([sys.executable, "-m", "daemon", "run"], env=env, cwd=REPO, capture_output=True,
                           text=True, check=False)
@@ -110,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-out", type=Path, default=None, help="also save every received event (JSON lines)")
     parser.add_argument("--tiles", default=None, help="tiled inference, as LINEWATCH_CAMERA__TILES takes it (JSON; "
                         "'{}': every default), for frames of several megapixels")
+    parser.add_argument("--motion-px", type=float, default=None, help="the line's motion per frame, as "
+                        "LINEWATCH_CAMERA__MOTION_PX takes it (a 5 MP line: its speed= in the URL)")
+    parser.add_argument("--min-confidence", type=float, default=None, help="the sighting threshold, as "
+                        "LINEWATCH_RULES__MIN_CONFIDENCE takes it (a threshold sweep runs below the lowest it tries)")
     parser.add_argument("--thresholds", default="", help="also re-score at these confidence thresholds, e.g. "
                         "0.6,0.7 (an operating-point sweep: choose on a validation seed, report on the test seed)")
     args = parser.parse_args(argv)
@@ -120,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="linewatch-eval-") as state_dir:
-            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir, args.mode, args.tiles)
+            summary = run_daemon(args.url, args.frames, args.model, broker.url, state_dir, args.mode, args.tiles,
+                                  args.motion_px, args.min_confidence)
         collector.wait_for(summary["published"], timeout=30)
     finally:
         collector.close()
@@ -141,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "frames": args.frames,
         "mode": args.mode,
         "tiles": args.tiles,
+        "motion_px": args.motion_px,
+        "min_confidence": args.min_confidence,
         "daemon": {k: summary[k] for k in ("frames_read", "frames_inspected", "frames_dropped", "events",
                                            "published")},
         "received_over_mqtt": len(collector.payloads),
