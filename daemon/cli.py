@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from daemon import __version__
 from daemon.exitcodes import ExitCode
 from daemon.logs import get_logger
-from daemon.settings import ConfigError, Settings, known_variables, load_settings, masked_view
+from daemon.settings import ConfigError, Settings, load_settings, masked_view, reference
 
 if TYPE_CHECKING:
     from daemon.metrics import Metrics
@@ -33,9 +33,11 @@ def _load_or_report() -> Settings | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    if args.list:
-        for name, description in known_variables().items():
-            print(f"{name:40} {description}")
+    if args.list or args.json or args.markdown:
+        from daemon.settings_reference import as_json, as_markdown, as_text
+
+        found = reference()
+        sys.stdout.write(as_json(found) if args.json else as_markdown(found) if args.markdown else as_text(found))
         return ExitCode.OK
     settings = _load_or_report()
     if settings is None:
@@ -254,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_run
     )
     check = commands.add_parser("check-config", help="validate and print the effective settings")
-    check.add_argument("--list", action="store_true", help="list every accepted variable")
+    check.add_argument("--list", action="store_true", help="list every accepted variable with its default")
+    check.add_argument("--json", action="store_true", help="the list as JSON: name, section, type, default, range, "
+                       "description")
+    check.add_argument("--markdown", action="store_true", help="the list as the configuration reference page "
+                       "(docs/configuration.md)")
     check.set_defaults(handler=cmd_check_config)
     doctor = commands.add_parser("doctor", help="check what this deployment depends on (exit 3 if something "
                                  "required is missing)")

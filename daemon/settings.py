@@ -36,6 +36,7 @@ from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettin
 from daemon.settings_jobs import JobsSettings
 from daemon.settings_mqtt import MqttSettings, broker_address
 from daemon.settings_plc import ModbusSettings, OpcUaSettings
+from daemon.settings_reference import ANY_NAME, Variable, variables
 from daemon.settings_sections import (
     DEFAULT_MODEL,
     OPENVINO_DIR_SUFFIX,
@@ -182,28 +183,15 @@ def env_name(loc: Iterable[int | str]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
-ANY_NAME = "<NAME>"  # a dict key in a variable name, e.g. the class in LINEWATCH_RULES__CLASSES__<NAME>__IGNORE
+def reference() -> list[Variable]:
+    """Every accepted variable with its type, default, range and description (settings_reference.py)."""
+    return variables(Settings, env_name, [Variable(ENV_FILE_VAR, "env file", "path", "", "",
+                                                   "Optional env file read before the environment")])
 
 
 def known_variables() -> dict[str, str]:
     """Every accepted variable name → its description (used for typo checks and `check-config`)."""
-    known = {ENV_FILE_VAR: "Optional env file read before the environment"}
-
-    def walk(model: type[BaseModel], loc: tuple[str, ...]) -> None:
-        for name, sub in model.model_fields.items():
-            nested, is_map = nested_model(sub.annotation)
-            if nested is not None and not is_map:
-                if loc:  # a nested section is also accepted whole, as JSON
-                    known[env_name((*loc, name))] = sub.description or ""
-                walk(nested, (*loc, name))
-            elif nested is not None:
-                known[env_name((*loc, name))] = (sub.description or "") + " (or the whole map as one JSON object)"
-                walk(nested, (*loc, name, ANY_NAME))
-            else:
-                known[env_name((*loc, name))] = sub.description or ""
-
-    walk(Settings, ())
-    return known
+    return {v.name: v.description for v in reference()}
 
 
 def _is_known(name: str, known: dict[str, str]) -> bool:

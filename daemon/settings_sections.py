@@ -60,7 +60,9 @@ def _default_state_dir() -> Path:
 class ModelSettings(Section):
     path: Path = Field(
         DEFAULT_MODEL, description="YOLO weights: a .pt (its exports beside it), or one export (.onnx, "
-        "<stem>_openvino_model/, .engine)")
+        "<stem>_openvino_model/, .engine)",
+        json_schema_extra={"default_shown": "the shipped model: models/linewatch-defects.pt beside the sources, else "
+                           "<prefix>/share/linewatch/models/linewatch-defects.pt, where pip install puts it"})
     backend: Literal["auto", "pt", "onnx", "openvino", "engine"] = Field(
         "auto", description="Runtime; auto: the fastest export beside the .pt this device can run "
         "(CUDA: engine > pt; CPU: openvino > onnx > pt)")
