@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv with linewatch and the pinned dependency set (constraints.txt). Idempotent: an up-to-date
-# .venv is left alone. Set LINEWATCH_EXTRAS=test for the test tools.
+# .venv is left alone. Set VENV_EXTRAS=test for the test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${LINEWATCH_EXTRAS:-}"
+extras="${VENV_EXTRAS:-}"
 stamp=".venv/.linewatch-installed${extras:+-$extras}"
 if [[ -f "$stamp" && "$stamp" -nt pyproject.toml && "$stamp" -nt constraints.txt ]]; then
     exit 0

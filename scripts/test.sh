@@ -38,7 +38,7 @@ if ((${#need_apt[@]})); then
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-LINEWATCH_EXTRAS=test,genicam scripts/setup-venv.sh
+VENV_EXTRAS=test,genicam scripts/setup-venv.sh
 export YOLO_OFFLINE=1
 echo "disk: $(df -h --output=avail,size / | tail -1 | xargs) free/size on /; buildah storage: $(du -sh /var/lib/containers 2>/dev/null | cut -f1 || echo none)"
 exec .venv/bin/python -m pytest "$@"

@@ -250,3 +250,18 @@ def _connect(port: int, user: str, password: str) -> int:
     client.loop_stop()
     client.disconnect()
     return answered[0] if answered else -1
+
+
+def test_every_linewatch_variable_in_docker_and_scripts_is_a_setting() -> None:
+    """`LINEWATCH_` names settings only: a build or compose variable with that prefix (LINEWATCH_IMAGE and
+    LINEWATCH_EXTRAS were) makes `linewatch run` in the same shell exit 2 on an unknown variable."""
+    from daemon.settings import _is_known, known_variables
+
+    known = known_variables()
+    found = {(path.relative_to(ROOT).as_posix(), name)
+             for folder in (DOCKER, ROOT / "scripts", ROOT / "systemd", ROOT / "config")
+             for path in sorted(folder.rglob("*")) if path.is_file() and path.suffix not in (".pem", ".png")
+             for name in re.findall(r"\bLINEWATCH_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_])", path.read_text(errors="replace"))}
+    assert found, "the compose file and the unit name settings"
+    strays = sorted((where, name) for where, name in found if not _is_known(name, known))
+    assert strays == [], strays
