@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, PartTruth, SyntheticLine, TruthBox  # noqa: E402
-from daemon.tools.dataset import export_dataset, sample_indices  # noqa: E402
+from daemon.tools.dataset import export_dataset, export_tiles, sample_indices  # noqa: E402
 from daemon.tools.export import box_iou  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "linewatch-defects.pt"
@@ -131,13 +131,20 @@ def box_recall_precision(
     }
 
 
-def box_metrics(model_path: Path, *, params: LineParams, seed: int, images: int, workdir: Path) -> dict[str, Any]:
-    """(a): Ultralytics val (mAP50, mAP50-95, per-class P/R/AP) on frames of a seed never trained on."""
+def box_metrics(model_path: Path, *, params: LineParams, seed: int, images: int, workdir: Path,
+                tiles: bool = False) -> dict[str, Any]:
+    """(a): Ultralytics val (mAP50, mAP50-95, per-class P/R/AP) on frames of a seed never trained on; with `tiles`,
+    on the tiles a tiled camera inspects of `images` frames of that (large) line, as models/train.py trains on."""
     from ultralytics import YOLO
 
-    data_yaml = export_dataset(
-        workdir / f"test-{seed}", train=0, val=0, test=images, params=params, seeds={"test": seed}
-    )
+    if tiles:
+        data_yaml = export_dataset(workdir / f"tiles-{seed}", train=0, val=0, test=0, params=params,
+                                   seeds={"test": seed})
+        export_tiles(workdir / f"tiles-{seed}", split="test", frames=images, params=replace(params, seed=seed))
+    else:
+        data_yaml = export_dataset(
+            workdir / f"test-{seed}", train=0, val=0, test=images, params=params, seeds={"test": seed}
+        )
     model = YOLO(str(model_path))
     m = model.val(
         data=str(data_yaml),
@@ -159,10 +166,11 @@ def box_metrics(model_path: Path, *, params: LineParams, seed: int, images: int,
             "ap50_95": float(m.box.ap[i]),
         }
     indices = sample_indices(replace(params, seed=seed), images)
-    fixed = box_recall_precision(model, replace(params, seed=seed), indices, conf=0.5, iou_min=0.5)
+    fixed = None if tiles else box_recall_precision(model, replace(params, seed=seed), indices, conf=0.5, iou_min=0.5)
     return {
         "seed": seed,
         "images": images,
+        "tiles": tiles,
         "url": replace(params, seed=seed).to_url(),
         "map50": float(m.box.map50),
         "map50_95": float(m.box.map),
@@ -349,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     boxes.add_argument("--seed", type=int, default=TEST_SEED)
     boxes.add_argument("--images", type=int, default=300)
     boxes.add_argument("--workdir", type=Path, default=Path("/tmp/linewatch-eval"))
+    boxes.add_argument("--tiles", action="store_true", help="judge the 320 px tiles of --images frames of the --url "
+                       "line (a large one) instead of its frames")
     events = sub.add_parser("events", help="(b) score a JSONL file of the daemon's event payloads")
     events.add_argument("--jsonl", type=Path, required=True)
     events.add_argument("--url", required=True, help="the synthetic:// URL the daemon ran (seed, size, speed)")
@@ -371,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.command == "boxes":
         result = box_metrics(
-            args.model, params=LineParams.from_url(args.url), seed=args.seed, images=args.images, workdir=args.workdir
+            args.model, params=LineParams.from_url(args.url), seed=args.seed, images=args.images, workdir=args.workdir,
+            tiles=args.tiles,
         )
     elif args.command == "examples":
         from ultralytics import YOLO

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.sources.synthetic_line import LineParams, SyntheticLine, TruthBox
+from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, SyntheticLine, TruthBox
 from models.evaluate import _inspected_parts, attribute
 
 DefectKey = tuple[int, int, int]  # part_id, class_id, row
@@ -77,6 +77,9 @@ def score_defects(events: list[dict[str, Any]], params: LineParams, *, frames: i
         "events_per_physical_defect": round(sum(per_defect.values()) / max(1, len(per_defect)), 4),
         "physical_defects_with_more_than_one_event": sum(1 for n in per_defect.values() if n > 1),
         "defect_recall": round(len(set(per_defect) & visible) / max(1, len(visible)), 4),
+        "defect_recall_by_class": {
+            CLASS_NAMES[c]: f"{len({k for k in per_defect if k[1] == c} & visible)} of "
+            f"{len({k for k in visible if k[1] == c})}" for c in sorted({k[1] for k in visible})},
         "defective_parts": len(defective),
         "defective_part_recall": round(len(defective & found_parts) / max(1, len(defective)), 4),
         "good_parts": len(good),
