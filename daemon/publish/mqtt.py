@@ -130,6 +130,7 @@ class MqttPublisher(StageThread):
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_log = self._on_paho_log
         return client
 
@@ -369,6 +370,14 @@ class MqttPublisher(StageThread):
         # `mqtt_disconnected` can name the cause. (enable_logger still logs every message.)
         if level == paho.MQTT_LOG_ERR and self._socket_error is None:
             self._socket_error = message
+
+    def _on_subscribe(self, client: paho.Client, _: Any, mid: int, reasons: list[ReasonCode], props: Any) -> None:
+        # SUBACK: a trigger published from now on reaches us (at `mqtt_connected` the SUBSCRIBE is only queued)
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.warning("mqtt_subscribe_refused", topics=[t for t, _ in self._commands.subscriptions()], reasons=refused)
+        else:
+            log.info("mqtt_subscribed", topics=[t for t, _ in self._commands.subscriptions()])
 
     def _on_message(self, client: paho.Client, _: Any, message: paho.MQTTMessage) -> None:
         self._commands.dispatch(message.topic, bytes(message.payload), bool(message.retain))

@@ -92,6 +92,7 @@ def test_a_killed_camera_answers_every_trigger_unknown_never_pass_and_each_trigg
     daemon = daemon_factory(env)
     daemon.wait_for_event("daemon_ready", BOOT_S)
     daemon.wait_for_event("camera_state", 30, state="online")
+    daemon.wait_for_event("mqtt_subscribed", 30)
     port = int(env["LINEWATCH_HTTP__PORT"])
     sent: list[tuple[str, float]] = []  # (part id, when)
 
@@ -157,7 +158,7 @@ def test_a_retained_trigger_starts_no_job_and_a_live_one_does(
     env = daemon_env("synthetic://line?fps=15&seed=5", mosquitto.url, LINEWATCH_CAMERA__ID="cam1", **JOBS)
     daemon = daemon_factory(env)
     daemon.wait_for_event("camera_state", BOOT_S, state="online")
-    daemon.wait_for_event("mqtt_connected", 30)
+    daemon.wait_for_event("mqtt_subscribed", 30)  # not mqtt_connected: the SUBSCRIBE may not be out yet
     publish(mosquitto.host, mosquitto.port, "linewatch/cam1/trigger", json.dumps({"part_id": "live"}))
     got = verdicts(sub.wait_for(lambda ms: len(verdicts(ms)) >= 1, 30))
     daemon.send_signal(15)
