@@ -41,7 +41,7 @@ _CLOSED_BROKER = "mqtt://127.0.0.1:9"  # the discard port: the publisher retries
 def write_video(path: Path, frames: int = 240) -> Path:
     import cv2
 
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams(seed=9300, defect_rate=0.5))
     fourcc = cv2.VideoWriter_fourcc(*"MJPG")  # type: ignore[attr-defined]

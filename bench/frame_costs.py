@@ -53,7 +53,7 @@ def measure(backend: str = "auto") -> dict[str, Any]:
     from daemon.detect.model import Detector
     from daemon.outbox import Outbox, OutboxLimits
     from daemon.settings import ModelSettings
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     detector = Detector(ModelSettings(backend=backend))  # type: ignore[call-arg]
     detector.warm_up(640, 480, 3)

@@ -56,7 +56,7 @@ def read_stamp(image: Any) -> tuple[int, int] | None:
 
 
 def render_frames(path: Path, count: int = 90, width: int = 640, height: int = 480) -> Path:
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams(seed=9400, defect_rate=0.7, width=width, height=height))
     with path.open("wb") as out:

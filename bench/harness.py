@@ -173,7 +173,7 @@ def write_line_video(path: Path, frames: int = 240, fps: float = 30.0) -> Path:
     """An MJPG .avi of the synthetic line: every contender decodes the same frames."""
     import cv2
 
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams(seed=9300, defect_rate=0.5))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ def main() -> int:
 
     from daemon.detect.model import Detector
     from daemon.settings import ModelSettings
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     detector = Detector(ModelSettings.model_validate({}))
     omp_after_import = os.environ.get("OMP_NUM_THREADS")

@@ -73,7 +73,7 @@ def model_floor_ms(runs: int = 60) -> tuple[float, str]:
     of each backend this machine runs, the fastest one's, and its name."""
     from ultralytics import YOLO
 
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     image = SyntheticLine(LineParams(seed=5)).render(40).image
     best: tuple[float, str] | None = None

@@ -57,8 +57,8 @@ def offline(frames: int, model: Path) -> tuple[dict[str, Any], Any]:
     from daemon.frames import Frame, utc_now
     from daemon.settings import ModelSettings
     from daemon.settings_cameras import TileSettings
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
-    from daemon.sources.synthetic_params import CLASS_NAMES
+    from daemon.synthetic.line import LineParams, SyntheticLine
+    from daemon.synthetic.params import CLASS_NAMES
 
     detector = Detector(ModelSettings(path=model, device="cpu"))
     detector.warm_up(W, H, 2)

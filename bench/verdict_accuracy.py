@@ -44,7 +44,7 @@ def main() -> int:
     from daemon.frames import utc_now
     from daemon.settings_events import RulesSettings
     from daemon.settings_sections import ModelSettings
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     model_settings = ModelSettings()  # type: ignore[call-arg]
     detector = Detector(model_settings)

@@ -37,7 +37,7 @@ os.environ["YOLO_AUTOINSTALL"] = "0"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, PartTruth, SyntheticLine, TruthBox  # noqa: E402
+from daemon.synthetic.line import CLASS_NAMES, LineParams, PartTruth, SyntheticLine, TruthBox  # noqa: E402
 from daemon.tools.dataset import export_dataset, export_tiles, sample_indices  # noqa: E402
 from daemon.tools.export import box_iou  # noqa: E402
 

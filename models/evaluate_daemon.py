@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from daemon.ops.embedded_broker import EmbeddedBroker  # noqa: E402
-from daemon.sources.synthetic_line import LineParams  # noqa: E402
+from daemon.synthetic.line import LineParams  # noqa: E402
 from models.evaluate import score_events  # noqa: E402
 from models.evaluate_defects import score_defects  # noqa: E402
 

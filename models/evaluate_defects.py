@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, SyntheticLine, TruthBox
+from daemon.synthetic.line import CLASS_NAMES, LineParams, SyntheticLine, TruthBox
 from models.evaluate import _inspected_parts, attribute
 
 DefectKey = tuple[int, int, int]  # part_id, class_id, row

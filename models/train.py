@@ -29,7 +29,7 @@ os.environ["YOLO_AUTOINSTALL"] = "0"
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from a checkout, without installing the package
 
-from daemon.sources.synthetic_line import LineParams  # noqa: E402
+from daemon.synthetic.line import LineParams  # noqa: E402
 from daemon.tools.dataset import DEFAULT_SEEDS, export_dataset, export_tiles  # noqa: E402
 
 DEFAULT_OUT = REPO / "models" / "linewatch-defects.pt"

@@ -57,7 +57,7 @@ def write_line_video(path: Path, *, seed: int, frames: int, fps: float = 10.0, w
     """
     import cv2
 
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams(fps=fps, width=width, height=height, seed=seed, defect_rate=0.6))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))

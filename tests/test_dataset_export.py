@@ -16,7 +16,7 @@ import pytest
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.data.utils import check_det_dataset
 
-from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, SyntheticLine
+from daemon.synthetic.line import CLASS_NAMES, LineParams, SyntheticLine
 from daemon.tools.dataset import export_dataset, main, sample_indices
 
 PARAMS = LineParams(defect_rate=0.6)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from daemon.settings import ModelSettings
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
+from daemon.synthetic.line import LineParams, SyntheticLine
 from daemon.tools.dataset import sample_indices
 from models.evaluate import box_recall_precision, score_events
 

@@ -9,7 +9,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from daemon.sources.synthetic_line import CLASS_NAMES, LineParams, SyntheticLine
+from daemon.synthetic.line import CLASS_NAMES, LineParams, SyntheticLine
 
 INDICES = (0, 1, 37, 500, 12_345)
 

@@ -373,11 +373,11 @@ class MqttPublisher(StageThread):
 
     def _on_subscribe(self, client: paho.Client, _: Any, mid: int, reasons: list[ReasonCode], props: Any) -> None:
         # SUBACK: a trigger published from now on reaches us (at `mqtt_connected` the SUBSCRIBE is only queued)
-        refused = [str(r) for r in reasons if r.is_failure]
+        refused, topics = [str(r) for r in reasons if r.is_failure], [t for t, _ in self._commands.subscriptions()]
         if refused:
-            log.warning("mqtt_subscribe_refused", topics=[t for t, _ in self._commands.subscriptions()], reasons=refused)
+            log.warning("mqtt_subscribe_refused", topics=topics, reasons=refused)
         else:
-            log.info("mqtt_subscribed", topics=[t for t, _ in self._commands.subscriptions()])
+            log.info("mqtt_subscribed", topics=topics)
 
     def _on_message(self, client: paho.Client, _: Any, message: paho.MQTTMessage) -> None:
         self._commands.dispatch(message.topic, bytes(message.payload), bool(message.retain))

@@ -1,9 +1,9 @@
-"""synthetic://line?… : the generated conveyor scene as a camera (see synthetic_line.py for parameters)."""
+"""synthetic://line?… : the generated conveyor scene as a camera (the line itself: daemon/synthetic/)."""
 
 from __future__ import annotations
 
 from daemon.frames import Image
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
+from daemon.synthetic.line import LineParams, SyntheticLine
 
 
 class SyntheticSource:

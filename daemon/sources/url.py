@@ -4,7 +4,7 @@ Accepted forms:
   rtsp://[user:pass@]host[:port]/path   (also rtsps://)
   /dev/videoN  or  v4l2:///dev/videoN    (V4L2 device)
   file:///path/video.mp4  or a bare path (video file)
-  synthetic://line?param=value&…         (generated conveyor scene; see daemon/sources/synthetic_line.py)
+  synthetic://line?param=value&…         (generated conveyor scene; see daemon/synthetic/line.py)
   gst://<GStreamer pipeline ending in appsink>
   genicam://[serial | device id | address]  (GigE Vision / USB3 Vision through Aravis; empty: the first camera)
 """
@@ -86,7 +86,7 @@ def parse_camera_url(url: str) -> CameraUrl:
             raise ValueError(f"{text!r} names no device; accepted: /dev/videoN or v4l2:///dev/videoN")
         return CameraUrl(SourceKind.V4L2, url, device)
     if scheme == "synthetic":
-        from daemon.sources.synthetic_params import LineParams
+        from daemon.synthetic.params import LineParams
 
         params = LineParams.from_url(text)  # raises ValueError naming the bad parameter
         return CameraUrl(SourceKind.SYNTHETIC, url, text, realtime=params.realtime)

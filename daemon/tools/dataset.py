@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from daemon.sources.synthetic_line import CLASS_NAMES, LineFrame, LineParams, SyntheticLine
+from daemon.synthetic.line import CLASS_NAMES, LineFrame, LineParams, SyntheticLine
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}

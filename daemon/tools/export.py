@@ -95,7 +95,7 @@ def detections(model: Any, images: Sequence[Any], imgsz: int, conf: float = 0.5)
 
 
 def check_frames(count: int = _CHECK_FRAMES) -> list[Any]:
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams(seed=_CHECK_SEED, defect_rate=0.5))
     return [line.render(index * 7).image for index in range(count)]

@@ -20,7 +20,7 @@ from daemon.detect.backends import BackendError, choose_backend, export_path
 from daemon.detect.model import Detector
 from daemon.frames import Frame, utc_now
 from daemon.settings import ModelSettings
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
+from daemon.synthetic.line import LineParams, SyntheticLine
 from daemon.tools.export import agreement
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ from daemon.settings import ModelSettings
 from daemon.settings_cameras import TileSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.synthetic import SyntheticSource
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
+from daemon.synthetic.line import LineParams, SyntheticLine
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from daemon.frames import BBox, Detection, Frame, utc_now
 from daemon.settings import ModelSettings
 from daemon.settings_cameras import TileSettings
 from daemon.settings_events import RulesSettings
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
-from daemon.sources.synthetic_params import CLASS_NAMES, TruthBox
+from daemon.synthetic.line import LineParams, SyntheticLine
+from daemon.synthetic.params import CLASS_NAMES, TruthBox
 
 W, H = 2592, 1944  # 5 MP
 

@@ -98,7 +98,7 @@ def _detection(x1: float, y1: float, x2: float, y2: float, confidence: float, cl
 def test_the_same_tracks_as_ultralytics_on_the_model_s_detections_of_the_synthetic_line(model_path: Any) -> None:
     from daemon.detect.model import Detector
     from daemon.settings import ModelSettings
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     detector = Detector(ModelSettings(path=model_path, backend="openvino", device="cpu", confidence=0.05))
     line = SyntheticLine(LineParams(seed=7400, defect_rate=0.6))

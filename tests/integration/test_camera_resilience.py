@@ -22,7 +22,7 @@ from daemon.frames import Frame, Image
 from daemon.handoff import DropPolicy, Handoff
 from daemon.ops.watchdog import CaptureWatchdog
 from daemon.sources.capture import CameraState, CameraStatus, CaptureStage
-from daemon.sources.synthetic_line import CLASS_NAMES
+from daemon.synthetic.line import CLASS_NAMES
 from tests.integration.camera_helpers import (
     crash_records,
     first_defect_after,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from daemon.exitcodes import ExitCode
-from daemon.sources.synthetic_line import LineParams
+from daemon.synthetic.line import LineParams
 from models.evaluate_defects import score_defects
 from tests.integration.payloads import assert_gapless, validate_message
 from tests.support.mosquitto import Mosquitto

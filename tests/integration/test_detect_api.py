@@ -28,7 +28,7 @@ from daemon.ops.health import Health
 from daemon.ops.http import OpsHttpServer
 from daemon.settings import ModelSettings
 from daemon.settings_events import RulesSettings
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
+from daemon.synthetic.line import LineParams, SyntheticLine
 from tests.integration.ops_helpers import wait_probe
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.exitcodes import ExitCode
-from daemon.sources.synthetic_line import CLASS_NAMES
+from daemon.synthetic.line import CLASS_NAMES
 from tests.integration.payloads import assert_gapless, assert_valid_defect_event
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import DaemonProcess

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.exitcodes import ExitCode
-from daemon.sources.synthetic_line import LineParams, SyntheticLine
+from daemon.synthetic.line import LineParams, SyntheticLine
 from tests.integration.payloads import assert_gapless, validate_message
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import DaemonProcess

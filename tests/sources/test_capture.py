@@ -68,7 +68,7 @@ def test_the_synthetic_stream_ends_after_its_frame_count_and_frame_seq_is_the_re
     source = SyntheticSource("synthetic://line?frames=7&realtime=false&width=320&height=240&seed=9")
     frames, _ = run_capture(source)
     assert [f.seq for f in frames] == list(range(7))
-    from daemon.sources.synthetic_line import LineParams, SyntheticLine
+    from daemon.synthetic.line import LineParams, SyntheticLine
 
     line = SyntheticLine(LineParams.from_url("synthetic://line?width=320&height=240&seed=9"))
     assert (frames[3].image == line.render(3).image).all()

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from daemon.sources.synthetic_params import CLASSES_BY_KIND, DENT, MISSING_COMPONENT, SCRATCH, STAIN, Image, LineParams
+from daemon.synthetic.params import CLASSES_BY_KIND, DENT, MISSING_COMPONENT, SCRATCH, STAIN, Image, LineParams
 
 Mask = npt.NDArray[np.uint8]
 

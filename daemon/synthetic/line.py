@@ -1,7 +1,7 @@
 """The synthetic production line's renderer: every frame a pure function of the parameters and its index.
 
-The parameters, the URL form and the ground truth types are in synthetic_params.py (which needs no OpenCV);
-the parts and their defects are drawn in synthetic_parts.py.
+The parameters, the URL form and the ground truth types are in params.py (which needs no OpenCV);
+the parts and their defects are drawn in parts.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from daemon.sources.synthetic_params import (
+from daemon.synthetic.params import (
     CLASS_NAMES,
     MIN_VISIBLE_FRACTION,
     PART_KINDS,
@@ -25,7 +25,7 @@ from daemon.sources.synthetic_params import (
     PartTruth,
     TruthBox,
 )
-from daemon.sources.synthetic_parts import Geometry, Part, draw_belt, make_part, rng_for
+from daemon.synthetic.parts import Geometry, Part, draw_belt, make_part, rng_for
 
 # Separate random streams, so that e.g. changing the noise model never changes which parts are defective.
 _PART_TAG, _FRAME_TAG, _SCENE_TAG = 0x9A27, 0xF7A3, 0x5CE2
