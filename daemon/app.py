@@ -45,8 +45,8 @@ from daemon.plc.loop import PlcServerError
 from daemon.plc.modbus import ModbusServer
 from daemon.plc.opcua import OpcUaOptions, OpcUaServer
 from daemon.publish.mqtt import MqttPublisher
-from daemon.publish.topics import trigger_topic
 from daemon.settings import Settings
+from daemon.topics import trigger_topic
 
 log = get_logger("linewatch.app")
 

@@ -29,11 +29,11 @@ from daemon.lifecycle import StageThread
 from daemon.metrics import Metrics
 from daemon.ops.watchdog import StallWatchdog
 from daemon.outbox import Outbox
-from daemon.publish.topics import stats_topic
 from daemon.settings import Settings
 from daemon.settings_cameras import CameraConfig, CameraSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.factory import build_source
+from daemon.topics import stats_topic
 
 # A live camera: only the freshest frame matters. One slot: a newer frame replaces the one the detector has not
 # taken yet (a drop, counted), so the detector always gets the newest frame there is.

@@ -11,12 +11,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from daemon.publish.topics import DAEMON_LEVEL
 from daemon.settings_base import Section, read_small_file
 from daemon.settings_events import RulesSettings
 from daemon.settings_jobs import JobsSettings
 from daemon.sources.factory import SourceOptions
 from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
+from daemon.topics import DAEMON_LEVEL
 
 TOPIC_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
 

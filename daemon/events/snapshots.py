@@ -23,8 +23,8 @@ from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxRetryableError, PayloadTooLargeError
-from daemon.publish.topics import snapshot_topic
 from daemon.settings_events import SnapshotSettings
+from daemon.topics import snapshot_topic
 
 log = get_logger("linewatch.snapshots")
 
@@ -97,7 +97,7 @@ class SnapshotStage(CameraStage):
         with self.progress.busy():
             for view in self.views:
                 jpeg = self._encode(view, job)
-                try:  # the view joins the id: MQTT makes the topic of both (publish/topics.py event_topic)
+                try:  # the view joins the id: MQTT makes the topic of both (daemon/topics.py event_topic)
                     self._outbox.append(self.camera_id, f"{job.snapshot_id}/{view}", _constant(jpeg), kind=SNAPSHOT)
                     self._counter.labels(self.camera_id, "stored").inc()
                 except (PayloadTooLargeError, OutboxRetryableError) as exc:

@@ -30,4 +30,3 @@ class StallWatchdog:
         return reason
 
 
-CaptureWatchdog = StallWatchdog  # the name the capture tests and the README use

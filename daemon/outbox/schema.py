@@ -133,7 +133,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER events_after_delete_deliveries AFTER DELETE ON events BEGIN
             DELETE FROM deliveries WHERE id = OLD.id;
         END""",
-        # Rows hold a kind and a payload; each output maps kinds to its own addresses (MQTT: publish/topics.py), so
+        # Rows hold a kind and a payload; each output maps kinds to its own addresses (MQTT: daemon/topics.py), so
         # `topic` is no longer written (SQLite before 3.35, a Jetson's, cannot drop a column). A picture's view was in
         # its topic only: it joins its event id (`<snapshot id>/<view>`), from which the topic is made again.
         """UPDATE events SET event_id = event_id || CASE WHEN topic LIKE '%/crop' THEN '/crop' ELSE '/frame' END

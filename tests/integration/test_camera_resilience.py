@@ -20,7 +20,7 @@ from daemon.backoff import Backoff
 from daemon.exitcodes import ExitCode
 from daemon.frames import Frame, Image
 from daemon.handoff import DropPolicy, Handoff
-from daemon.ops.watchdog import CaptureWatchdog
+from daemon.ops.watchdog import StallWatchdog
 from daemon.sources.capture import CameraState, CameraStatus, CaptureStage
 from daemon.synthetic.line import CLASS_NAMES
 from tests.integration.camera_helpers import (
@@ -343,7 +343,7 @@ class ReadBlocksUntilReleased:
 
     This fake is the point of the test: a real OpenCV/FFmpeg call cannot be made to hang on demand and then
     be released. Everything it drives is real: the CaptureStage thread, its `native_call_since` bookkeeping
-    and the CaptureWatchdog that reads it.
+    and the StallWatchdog that reads it.
     """
 
     description = "read blocks until released (test source)"
@@ -372,7 +372,7 @@ def test_the_watchdog_reports_a_capture_stuck_in_a_native_call_only_after_its_li
     source = ReadBlocksUntilReleased()
     capture = CaptureStage("wd", source, frames, stop, backoff=Backoff(0.1, 0.2), stall_timeout_s=5.0,
                            on_status=statuses.append)
-    watchdog = CaptureWatchdog(capture, limit_s=8.0)
+    watchdog = StallWatchdog(capture, limit_s=8.0)
     assert watchdog.check() is None  # not started: no native call
     capture.start()
     try:

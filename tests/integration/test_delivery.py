@@ -29,7 +29,7 @@ import pytest
 
 from daemon.app import OUTBOX_FILE
 from daemon.exitcodes import ExitCode
-from daemon.publish.topics import defect_topic
+from daemon.topics import defect_topic
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port
 from tests.support.procs import DaemonProcess, LogRecord

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.exitcodes import ExitCode
-from daemon.publish.topics import availability_topic, status_topic
 from daemon.synthetic.line import CLASS_NAMES
+from daemon.topics import availability_topic, status_topic
 from tests.integration.payloads import assert_gapless, assert_valid_defect_event, validate_message
 from tests.support.mosquitto import Mosquitto
 from tests.support.procs import DaemonProcess

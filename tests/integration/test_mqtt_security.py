@@ -19,7 +19,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from daemon.exitcodes import ExitCode
-from daemon.publish.topics import defect_topic, status_topic
+from daemon.topics import defect_topic, status_topic
 from tests.support.mosquitto import Mosquitto, TlsListener
 from tests.support.procs import DaemonProcess, LogRecord
 from tests.support.subscriber import Subscriber

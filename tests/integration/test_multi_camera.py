@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.exitcodes import ExitCode
-from daemon.publish.topics import availability_topic
+from daemon.topics import availability_topic
 from tests.integration.ops_helpers import probe
 from tests.integration.payloads import parse_time, validate_message
 from tests.support.mosquitto import Mosquitto

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from daemon.outbox import MQTT, Outbox, OutboxLimits, OutputSpec
 from daemon.outbox.schema import APPLICATION_ID, MIGRATIONS
-from daemon.publish.topics import event_topic
+from daemon.topics import event_topic
 
 ROOMY = OutboxLimits(max_bytes=10_000_000, max_age_s=1e9, kind_max_bytes={"snapshot": 10_000_000,
                                                                           "verdict": 10_000_000})
