@@ -56,7 +56,7 @@ def offline(frames: int, model: Path) -> tuple[dict[str, Any], Any]:
     from daemon.detect.tiles import Tiler, whole_frame
     from daemon.frames import Frame, utc_now
     from daemon.settings import ModelSettings
-    from daemon.settings_cameras import TileSettings
+    from daemon.settings.cameras import TileSettings
     from daemon.synthetic.line import LineParams, SyntheticLine
     from daemon.synthetic.params import CLASS_NAMES
 

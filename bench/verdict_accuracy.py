@@ -42,8 +42,8 @@ def main() -> int:
     from daemon.events.jobs import Job, JobRules, Look, Trigger
     from daemon.events.rules import Rules
     from daemon.frames import utc_now
-    from daemon.settings_events import RulesSettings
-    from daemon.settings_sections import ModelSettings
+    from daemon.settings.events import RulesSettings
+    from daemon.settings.sections import ModelSettings
     from daemon.synthetic.line import LineParams, SyntheticLine
 
     model_settings = ModelSettings()  # type: ignore[call-arg]

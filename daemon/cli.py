@@ -34,7 +34,7 @@ def _load_or_report() -> Settings | None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     if args.list or args.json or args.markdown:
-        from daemon.settings_reference import as_json, as_markdown, as_text
+        from daemon.settings.reference import as_json, as_markdown, as_text
 
         found = reference()
         sys.stdout.write(as_json(found) if args.json else as_markdown(found) if args.markdown else as_text(found))
@@ -132,7 +132,7 @@ def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Call
     from daemon.app import App, warm_up_batch
     from daemon.detect.model import Detector, ModelLoadError
     from daemon.ops.fingerprint import fingerprint
-    from daemon.settings_mqtt import TlsFilesError
+    from daemon.settings.mqtt import TlsFilesError
 
     log = get_logger("linewatch")
     try:

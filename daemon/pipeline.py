@@ -10,7 +10,6 @@ failure is its own: its capture reports it on the camera's status topic and the 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ from daemon.buffers import BufferPool
 from daemon.detect.stage import Lane
 from daemon.detect.tiles import Tiler
 from daemon.events.job_stage import JobStage, TriggerRefused
+from daemon.events.jobs import JobRules
 from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
 from daemon.events.snapshots import SnapshotStage
@@ -30,7 +30,7 @@ from daemon.metrics import Metrics
 from daemon.ops.watchdog import StallWatchdog
 from daemon.outbox import Outbox
 from daemon.settings import Settings
-from daemon.settings_cameras import CameraConfig, CameraSettings
+from daemon.settings.cameras import CameraConfig, CameraSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.factory import build_source
 from daemon.topics import stats_topic
@@ -78,9 +78,8 @@ class CameraPipeline:
         prefix = settings.mqtt.topic_prefix
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
-        job_rules = config.jobs.rules()
-        if camera.trigger == "hardware":  # its frames are matched to the jobs by time
-            job_rules = dataclasses.replace(job_rules, match_ms=camera.trigger_match_ms)
+        # a hardware-triggered camera's frames are matched to the jobs by time
+        job_rules = JobRules.of(config.jobs, camera.trigger_match_ms if camera.trigger == "hardware" else 0.0)
         self.jobs = JobStage(camera_id, job_rules, model, outbox, stop, metrics,
                              max_open=config.jobs.max_open, snapshots=self.snapshots) if config.jobs.enabled else None
         self._on_status = on_status

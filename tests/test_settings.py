@@ -413,7 +413,7 @@ def test_a_json_camera_map_and_camera_variables_name_the_same_camera_whatever_th
 def numeric_fields() -> list[tuple[str, object]]:
     """(variable, field) for every int or float setting in the model, sections and maps walked."""
     from daemon.settings import ANY_NAME, Settings, env_name
-    from daemon.settings_base import nested_model
+    from daemon.settings.base import nested_model
 
     found: list[tuple[str, object]] = []
 

@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 from daemon import cli
 from daemon.exitcodes import ExitCode
 from daemon.settings import ANY_NAME, Settings, known_variables
-from daemon.settings_base import nested_model
+from daemon.settings.base import nested_model
 from tests.support.tls import make_pki
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

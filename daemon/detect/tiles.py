@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.frames import BBox, Detection, Frame, Image
-from daemon.settings_cameras import TileSettings
+from daemon.settings.cameras import TileSettings
 
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in the frame's pixels (x2, y2 exclusive)
 # Whether a tile may hold a detection that the camera's rules keep (its regions of interest), per frame size.

@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass, field
 
 from daemon.frames import BBox, Detection, Image
+from daemon.settings.jobs import JobsSettings, parse_roi
 
 
 class Verdict(str, enum.Enum):
@@ -97,6 +98,14 @@ class JobRules:
     max_dropped_frames: int = 0  # frames of the window the detector may skip before the verdict is unknown
     roi: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # x1, y1, x2, y2 as fractions of the frame
     match_ms: float = 0.0  # hardware trigger: the window's first frame is exposed within this time of the trigger
+
+    @classmethod
+    def of(cls, settings: JobsSettings, match_ms: float = 0.0) -> JobRules:
+        """A camera's rules from its LINEWATCH_JOBS__* settings (and, for a hardware trigger, its match time)."""
+        return cls(frames=settings.frames, window_ms=settings.window_ms, confirm_hits=settings.confirm_hits,
+                   min_confidence=settings.min_confidence, timeout_ms=settings.timeout_ms,
+                   max_frame_age_ms=settings.max_frame_age_ms, max_dropped_frames=settings.max_dropped_frames,
+                   roi=parse_roi(settings.roi), match_ms=match_ms)
 
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.frames import Detection
-from daemon.settings_events import Polygon, RulesSettings
+from daemon.settings.events import Polygon, RulesSettings
 
 # Why a detection was dropped: the `reason` label of linewatch_detections_filtered_total.
 IGNORED, CONFIDENCE, AREA, ROI = "ignored_class", "confidence", "area", "roi"

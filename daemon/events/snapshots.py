@@ -23,7 +23,7 @@ from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxRetryableError, PayloadTooLargeError
-from daemon.settings_events import SnapshotSettings
+from daemon.settings.events import SnapshotSettings
 from daemon.topics import snapshot_topic
 
 log = get_logger("linewatch.snapshots")

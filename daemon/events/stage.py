@@ -33,7 +33,7 @@ from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox
-from daemon.settings_events import EventsSettings
+from daemon.settings.events import EventsSettings
 
 log = get_logger("linewatch.events")
 

@@ -25,7 +25,7 @@ from daemon import __version__
 from daemon.exitcodes import ExitCode
 from daemon.redact import redact
 from daemon.settings import Settings, broker_address
-from daemon.settings_cameras import CameraSettings
+from daemon.settings.cameras import CameraSettings
 from daemon.sources.base import IDLE
 
 

@@ -31,7 +31,7 @@ from daemon.publish.refusals import Refusals, publish_size
 from daemon.publish.status import StatusPayloads
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.wakeup import Waker
-from daemon.settings_mqtt import MqttSettings, broker_address
+from daemon.settings.mqtt import MqttSettings, broker_address
 from daemon.topics import availability_topic, event_topic, status_topic
 
 log = get_logger("linewatch.mqtt")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 
 from daemon.logs import get_logger
-from daemon.settings_mqtt import MqttSettings, tls_context
+from daemon.settings.mqtt import MqttSettings, tls_context
 
 log = get_logger("linewatch.tls")
 

@@ -21,7 +21,7 @@ from daemon.frames import END_OF_STREAM, BBox, Frame, Inference
 from daemon.handoff import Bell, DropPolicy, Handoff
 from daemon.metrics import Metrics
 from daemon.settings import ModelSettings
-from daemon.settings_cameras import TileSettings
+from daemon.settings.cameras import TileSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.synthetic import SyntheticSource
 from daemon.synthetic.line import LineParams, SyntheticLine

@@ -16,8 +16,8 @@ from daemon.detect.tiles import ModelInput, Tiler
 from daemon.events.rules import Rules
 from daemon.frames import BBox, Detection, Frame, utc_now
 from daemon.settings import ModelSettings
-from daemon.settings_cameras import TileSettings
-from daemon.settings_events import RulesSettings
+from daemon.settings.cameras import TileSettings
+from daemon.settings.events import RulesSettings
 from daemon.synthetic.line import LineParams, SyntheticLine
 from daemon.synthetic.params import CLASS_NAMES, TruthBox
 

@@ -27,7 +27,7 @@ from daemon.metrics import Metrics
 from daemon.ops.health import Health
 from daemon.ops.http import OpsHttpServer
 from daemon.settings import ModelSettings
-from daemon.settings_events import RulesSettings
+from daemon.settings.events import RulesSettings
 from daemon.synthetic.line import LineParams, SyntheticLine
 from tests.integration.ops_helpers import wait_probe
 from tests.support.mosquitto import Mosquitto

@@ -18,7 +18,7 @@ from daemon.frames import ModelInfo
 from daemon.outbox import Outbox, OutboxLimits
 from daemon.publish import mqtt as publisher_module
 from daemon.publish.mqtt import MqttPublisher
-from daemon.settings_mqtt import MqttSettings
+from daemon.settings.mqtt import MqttSettings
 from daemon.topics import availability_topic
 from tests.support.mosquitto import Mosquitto
 from tests.support.subscriber import Subscriber

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from daemon.settings_base import Section, read_small_file
-from daemon.settings_sections import resolve_bind_address
+from daemon.settings.base import Section, read_small_file
+from daemon.settings.sections import resolve_bind_address
 
 
 class ModbusSettings(Section):

@@ -11,8 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from daemon.files import read_secret
 from daemon.redact import redact_url
-from daemon.settings_base import Section, read_small_file
-from daemon.settings_cameras import TOPIC_WORD
+from daemon.settings.base import Section, read_small_file
+from daemon.settings.cameras import TOPIC_WORD
 
 
 class MqttSettings(Section):

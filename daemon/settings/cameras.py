@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from daemon.settings_base import Section, read_small_file
-from daemon.settings_events import RulesSettings
-from daemon.settings_jobs import JobsSettings
+from daemon.settings.base import Section, read_small_file
+from daemon.settings.events import RulesSettings
+from daemon.settings.jobs import JobsSettings
 from daemon.sources.factory import SourceOptions
 from daemon.sources.url import CameraUrl, SourceKind, parse_camera_url
 from daemon.topics import DAEMON_LEVEL

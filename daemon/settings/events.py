@@ -1,5 +1,5 @@
 """Settings of the event stage: the defect lifecycle, the rules above the model's floor, regions of interest,
-snapshots. Models only; `settings.py` reads the environment.
+snapshots. Models only; the package root (`__init__.py`) reads the environment.
 
 Rules come from three layers, each overriding the one before: a JSON file (`LINEWATCH_RULES__FILE`), inline
 JSON (`LINEWATCH_RULES__INLINE`), and single variables (`LINEWATCH_RULES__CLASSES__SCRATCH__MIN_CONFIDENCE`).
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.settings_base import Section, read_small_file, unknown_keys
+from daemon.settings.base import Section, read_small_file, unknown_keys
 
 Point = tuple[float, float]
 Polygon = list[Point]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from daemon.events.jobs import JobRules
-from daemon.settings_base import Section
+from daemon.settings.base import Section
 
 
 class JobsSettings(Section):
@@ -55,12 +54,6 @@ class JobsSettings(Section):
         if value == 0 and not info.data.get("window_ms"):
             raise ValueError("a job needs a window: FRAMES > 0, or FRAMES=0 and WINDOW_MS > 0")
         return value
-
-    def rules(self) -> JobRules:
-        return JobRules(frames=self.frames, window_ms=self.window_ms, confirm_hits=self.confirm_hits,
-                        min_confidence=self.min_confidence,
-                        timeout_ms=self.timeout_ms, max_frame_age_ms=self.max_frame_age_ms,
-                        max_dropped_frames=self.max_dropped_frames, roi=parse_roi(self.roi))
 
 
 def parse_roi(text: str) -> tuple[float, float, float, float]:

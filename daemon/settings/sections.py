@@ -1,5 +1,6 @@
 """The settings sections of the model, the inference and the process (LINEWATCH_MODEL__, DETECT__, LOG__,
-OUTBOX__, PIPELINE__, HTTP__); models only: `settings.py` reads the environment and composes the root."""
+OUTBOX__, PIPELINE__, HTTP__); models only: the package root (`__init__.py`) reads the environment and composes
+the root."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from daemon.files import is_regular_file, read_secret, stat_or_none
-from daemon.settings_base import Section
+from daemon.settings.base import Section
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_FILE = "linewatch-defects.pt"
 # Where the shipped model is: beside the sources (a checkout, an editable install), or where `pip install`
 # put it (pyproject.toml's data-files: <prefix>/share/linewatch/models).

@@ -1,4 +1,5 @@
-"""Settings: the only module that reads the environment.
+"""Settings: the root of the settings package, the only module that reads the environment (its sections: the
+other modules here, models only).
 
 Loaded once in `cli.main()` and passed down; nothing reads `os.environ` at import time. Every variable is
 `LINEWATCH_<SECTION>__<FIELD>`; `LINEWATCH_ENV_FILE` names an optional env file (the environment wins over
@@ -29,15 +30,15 @@ from pydantic_settings import (
 )
 
 from daemon.redact import redact, redact_url
-from daemon.settings_base import model_at, nested_model, unknown_key_hint
-from daemon.settings_cameras import CameraConfig, CameraEntry, CameraSettings, check_camera_id
-from daemon.settings_envfile import ENV_FILE_VAR, ConfigError, read_env_file
-from daemon.settings_events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
-from daemon.settings_jobs import JobsSettings
-from daemon.settings_mqtt import MqttSettings, broker_address
-from daemon.settings_plc import ModbusSettings, OpcUaSettings
-from daemon.settings_reference import ANY_NAME, Variable, variables
-from daemon.settings_sections import (
+from daemon.settings.base import model_at, nested_model, unknown_key_hint
+from daemon.settings.cameras import CameraConfig, CameraEntry, CameraSettings, check_camera_id
+from daemon.settings.envfile import ENV_FILE_VAR, ConfigError, read_env_file
+from daemon.settings.events import EventsSettings, RulesSettings, SnapshotSettings, merge_layers
+from daemon.settings.jobs import JobsSettings
+from daemon.settings.mqtt import MqttSettings, broker_address
+from daemon.settings.plc import ModbusSettings, OpcUaSettings
+from daemon.settings.reference import ANY_NAME, Variable, variables
+from daemon.settings.sections import (
     DEFAULT_MODEL,
     OPENVINO_DIR_SUFFIX,
     DetectSettings,
@@ -184,7 +185,7 @@ def env_name(loc: Iterable[int | str]) -> str:
 
 
 def reference() -> list[Variable]:
-    """Every accepted variable with its type, default, range and description (settings_reference.py)."""
+    """Every accepted variable with its type, default, range and description (reference.py)."""
     return variables(Settings, env_name, [Variable(ENV_FILE_VAR, "env file", "path", "", "",
                                                    "Optional env file read before the environment")])
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from daemon.settings_base import nested_model
+from daemon.settings.base import nested_model
 
 ANY_NAME = "<NAME>"  # a dict key in a variable name, e.g. the class in LINEWATCH_RULES__CLASSES__<NAME>__IGNORE
 _SCALARS: dict[Any, str] = {bool: "boolean", int: "integer", float: "number", str: "text", Path: "path",
