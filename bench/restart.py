@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/restart.py [--cameras 1,3] [--rounds 3]
 
-linewatch contains a capture call stuck in native code by exiting 5 (README, Failure isolation); the
+linewatch contains a capture call stuck in native code by exiting 5 (docs/cameras.md, Failure isolation); the
 supervisor starts it again. Every camera is blind from the exit until the new process inspects frames again.
 This times, for N synthetic cameras, a real `linewatch run` from spawn to `/readyz` 200 (model loaded and
 warmed up, every camera online with a fresh frame) and to the first frame inspected on every camera (from

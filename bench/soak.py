@@ -10,7 +10,7 @@ also to each minute's lowest RSS (the floor, where a leak shows first).
 `--compare` runs, side by side in the same run, a second daemon that leaves glibc's allocator at its defaults
 (GLIBC_TUNABLES set, so daemon/ops/memory.py changes nothing): the measured cause of the growth.
 
-    python bench/soak.py --compare             # 60 minutes, both (the figures in the README)
+    python bench/soak.py --compare             # 60 minutes, both (the figures in docs/benchmarks.md)
     python bench/soak.py --minutes 25          # the daemon alone
 """
 

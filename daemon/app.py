@@ -222,7 +222,7 @@ class App:
                 stuck = pipeline.watchdog.check()
                 if stuck:
                     # The capture thread cannot report this itself: it is the one stuck. Python cannot free it,
-                    # so the process exits 5 and is restarted (README, Failure isolation).
+                    # so the process exits 5 and is restarted (docs/cameras.md, Failure isolation).
                     self.publisher.set_camera_status(
                         CameraStatus(pipeline.camera_id, CameraState.STALLED, stuck, utc_now()))
                     pipeline.capture.fail(FailureKind.STALLED, stuck)

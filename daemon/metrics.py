@@ -3,7 +3,7 @@
 Stages count into it; `/metrics`, `/healthz`, the `STATUS=` line sent to systemd and the `shutdown_complete`
 log record all read it back, so they can never disagree. Names follow Prometheus conventions: the
 `linewatch_` prefix, `_total` for counters, base units (`_seconds`, `_bytes`), a `camera` label where the
-figure belongs to one camera. The README lists every metric.
+figure belongs to one camera. docs/operations.md lists every metric.
 """
 
 from __future__ import annotations

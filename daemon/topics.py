@@ -1,6 +1,5 @@
 """The MQTT topic layout, in one place, on the ground floor: the settings refuse a camera id that would collide
-with it (DAEMON_LEVEL), the publisher and the stages address messages with it. Documented in the README (MQTT
-interface).
+with it (DAEMON_LEVEL), the publisher and the stages address messages with it. Documented in docs/mqtt.md.
 
     {prefix}/{camera_id}/defects                       defect events (QoS 1/2, from the outbox)
     {prefix}/{camera_id}/verdicts                      one verdict per inspection job (QoS 1/2, from the outbox)

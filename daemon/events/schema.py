@@ -1,6 +1,6 @@
 """The payloads: defect events (`linewatch.defect/2`, one per physical defect; `linewatch.defect/1`, one per frame,
 in `frames` mode), verdicts (`linewatch.verdict/1`, one per inspection job) and stats (`linewatch.stats/1`).
-Documented field by field in the README; JSON Schemas in `schemas/`.
+Documented field by field in docs/mqtt.md; JSON Schemas in `schemas/`.
 
 A payload is rendered exactly once, when the event is committed to the outbox, so a re-delivery after a
 broker outage or a restart is byte-identical to the first try and subscribers can deduplicate on event_id.

@@ -228,7 +228,7 @@ class MqttPublisher(StageThread):
         try:
             self._socket_error = None
             if self._settings.username:
-                # Read at every connect (README, Secrets): a rotated or corrected PASSWORD_FILE is picked up.
+                # Read at every connect (docs/configuring.md, Credentials): a rotated PASSWORD_FILE is picked up.
                 self._client.username_pw_set(self._settings.username, self._settings.password_value())
             with self.progress.busy():  # the TCP connect and the TLS handshake: a hung one makes the stage wedged
                 self._client.connect(self._host, self._port, keepalive=self._settings.keepalive_s)

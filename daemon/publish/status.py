@@ -1,5 +1,5 @@
 """The retained payloads the publisher sends besides events: the daemon's availability (and its last will) and
-each camera's status. Their fields are in schemas/status.schema.json and the README (Topics)."""
+each camera's status. Their fields are in schemas/status.schema.json and docs/mqtt.md."""
 
 from __future__ import annotations
 

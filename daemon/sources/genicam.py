@@ -242,7 +242,7 @@ class GenicamSource:
         if cam.is_gv_device():
             # Without CAP_NET_RAW (a container, a non-root service) Aravis reads the stream from a plain UDP socket,
             # whose default buffer (212 KB) is smaller than one frame: most frames would arrive incomplete. Ask for
-            # four frames' worth; the kernel caps it at net.core.rmem_max (README: GenICam cameras).
+            # four frames' worth; the kernel caps it at net.core.rmem_max (docs/cameras.md: GenICam cameras).
             self._stream.set_property("socket-buffer", arv.GvStreamSocketBuffer.FIXED)
             self._stream.set_property("socket-buffer-size", max(SOCKET_BUFFER_MIN, 4 * payload))
         for _ in range(self.options.buffers):

@@ -18,8 +18,8 @@ from types import ModuleType
 from daemon.sources.base import SourceFatal
 
 INSTALL_HINT = ("GenICam cameras need Aravis 0.8 and PyGObject: apt install gir1.2-aravis-0.8 gir1.2-glib-2.0 "
-                "libgirepository1.0-dev libcairo2-dev, then pip install 'linewatch[genicam]' (see README, GenICam "
-                "cameras)")
+                "libgirepository1.0-dev libcairo2-dev, then pip install 'linewatch[genicam]' (see docs/cameras.md, "
+                "GenICam cameras)")
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
