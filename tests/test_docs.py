@@ -61,3 +61,44 @@ def test_every_file_the_docs_name_in_code_exists() -> None:
             if not (list(ROOT.glob(name)) if "*" in name else (ROOT / name).exists()):
                 missing.append(f"{page.relative_to(ROOT)}: {name}")
     assert missing == [], missing
+
+
+def _json_examples(page: Path) -> list[dict[str, object]]:
+    """The JSON objects of a page's ```json blocks (a block may hold several, one after the other)."""
+    import json
+
+    found, block, inside = [], [], False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            if inside:
+                text, decoder, at = "\n".join(block), json.JSONDecoder(), 0
+                while at < len(text.rstrip()):
+                    value, at = decoder.raw_decode(text, at)
+                    found.append(value)
+                    while at < len(text) and text[at].isspace():
+                        at += 1
+            inside, block = line.strip() == "```json", []
+        elif inside:
+            block.append(line)
+    return found
+
+
+def test_every_payload_example_in_the_docs_validates_against_its_schema() -> None:
+    """A payload example (it names a `linewatch.*` schema, or is a status or availability message) must be a whole
+    message that the JSON Schema in schemas/ accepts: the README's `end` example once left out five fields."""
+    from tests.integration.payloads import _BY_SCHEMA, validator
+
+    checked, failures = 0, []
+    for page in PAGES:
+        for example in _json_examples(page):
+            schema = str(example.get("schema", ""))
+            name = _BY_SCHEMA.get(schema) or ("availability" if "client_id" in example and "state" in example else
+                                              "status" if "state" in example and "camera_id" in example else None)
+            if name is None:
+                assert not schema.startswith("linewatch."), f"{page}: no schema file for {schema}"
+                continue
+            checked += 1
+            errors = [e.message for e in validator(name).iter_errors(example)]
+            if errors:
+                failures.append(f"{page.relative_to(ROOT)}: {name}: {errors[:3]}")
+    assert checked >= 5 and failures == [], (checked, failures)
