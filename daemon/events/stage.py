@@ -16,9 +16,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from daemon.events.commit import Committer
 from daemon.events.job_stage import JobStage
@@ -39,6 +41,19 @@ log = get_logger("linewatch.events")
 
 _LATENCIES = 512  # inference times kept for the stats' percentiles
 _AGES = 2048  # frame ages kept for the stats' percentiles
+_FIGURES_EVERY_S = 0.5  # how often the stage republishes its own figures for the stats
+
+
+@dataclass(frozen=True, slots=True)
+class StageFigures:
+    """The figures only the event stage's thread can know, as it last published them for the stats topic: the
+    publisher's thread reads this snapshot (one reference), never the tracker or the stage's queues."""
+
+    tracks_open: int = 0
+    inference_p50_ms: float | None = None
+    inference_p95_ms: float | None = None
+    age_p50_ms: float | None = None
+    age_p99_ms: float | None = None
 
 
 class EventStage(CameraStage):
@@ -80,6 +95,8 @@ class EventStage(CameraStage):
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
         self._age_ms: collections.deque[float] = collections.deque(maxlen=_AGES)
         self._stats_mark: tuple[float, float, float] | None = None
+        self.figures = StageFigures()  # replaced whole by this stage's thread (_publish_figures)
+        self._figures_due = 0.0
 
     def _new_tracker(self) -> DefectTracker:
         rules = self._rules
@@ -95,6 +112,7 @@ class EventStage(CameraStage):
             if self._tracker is not None:
                 for defect in self._tracker.close(self._stream_end()):
                     self._commit_defect(defect, None)
+            self._publish_figures()
         finally:
             if self._jobs is not None:
                 self._jobs.close_inbox()  # the open jobs get their answer; the job stage then closes the snapshots
@@ -124,7 +142,11 @@ class EventStage(CameraStage):
                     self._commit_defect(defect, frame)
                 self._tracks_open.set(self._tracker.open_tracks)
         # Capture to commit: by now whatever this frame makes is in the outbox (or nothing was to be made).
-        self._age_ms.append((time.monotonic() - frame.captured_mono) * 1000.0)
+        now = time.monotonic()
+        self._age_ms.append((now - frame.captured_mono) * 1000.0)
+        if now >= self._figures_due:
+            self._figures_due = now + _FIGURES_EVERY_S
+            self._publish_figures()
         if self._jobs is not None:  # the jobs weigh confidences themselves (LINEWATCH_JOBS__MIN_CONFIDENCE)
             self._jobs.look(Look(frame.seq, frame.captured_mono, frame.captured_utc, time.monotonic(), frame.width,
                                  frame.height, kept, frame.image if kept else None))  # a picture only for an ng
@@ -183,22 +205,33 @@ class EventStage(CameraStage):
                      confidence=best.confidence, frame_seq=best.frame_seq, frames_seen=defect.frames_seen,
                      snapshot=snapshot["id"] if snapshot else None)
 
-    # -- stats (read by the publisher's thread) ---------------------------------------------------------------
+    # -- stats (the publisher's thread reads `figures`) ---------------------------------------------------------------
     def take_frame_ages(self) -> list[float]:
         """The capture-to-commit ages (ms) recorded since the last take, and forget them (bench/cameras.py)."""
         ages = list(self._age_ms)
         self._age_ms.clear()
         return ages
 
+    def _publish_figures(self) -> None:
+        """On this stage's thread: the snapshot the stats read (percentiles over the last frames, open tracks)."""
+        latencies = np.array(self._inference_ms, dtype=np.float64)
+        ages = np.array(self._age_ms, dtype=np.float64)
+
+        def pct(values: npt.NDArray[np.float64], q: int) -> float | None:
+            return round(float(np.percentile(values, q)), 1) if len(values) else None
+
+        self.figures = StageFigures(self._tracker.open_tracks if self._tracker is not None else 0,
+                                    pct(latencies, 50), pct(latencies, 95), pct(ages, 50), pct(ages, 99))
+
     def stats(self) -> dict[str, Any]:
-        """The figures of `{prefix}/{camera}/stats`; rates over the time since the previous call."""
+        """The figures of `{prefix}/{camera}/stats` (on the publisher's thread): the stage's last published
+        snapshot, the metrics' counters and the outbox's depth; rates over the time since the previous call."""
         value, cam = self._metrics.value, {"camera": self.camera_id}
         now = time.monotonic()
         read, inspected = value("linewatch_frames_read_total", **cam), value("linewatch_frames_inspected_total", **cam)
         previous, self._stats_mark = self._stats_mark, (now, read, inspected)
         elapsed = now - previous[0] if previous else 0.0
-        latencies = np.array(list(self._inference_ms), dtype=np.float64)
-        ages = np.array(list(self._age_ms), dtype=np.float64)
+        figures = self.figures
         depth = self._outbox.stats()
         return {
             "fps_in": round((read - previous[1]) / elapsed, 2) if previous and elapsed > 0 else None,
@@ -206,11 +239,9 @@ class EventStage(CameraStage):
             "frames_read": int(read),
             "frames_inspected": int(inspected),
             "frames_dropped": int(value("linewatch_frames_dropped_total", **cam)),
-            "inference_ms": {"p50": round(float(np.percentile(latencies, 50)), 1) if len(latencies) else None,
-                             "p95": round(float(np.percentile(latencies, 95)), 1) if len(latencies) else None},
-            "frame_age_ms": {"p50": round(float(np.percentile(ages, 50)), 1) if len(ages) else None,
-                             "p99": round(float(np.percentile(ages, 99)), 1) if len(ages) else None},
-            "tracks_open": self._tracker.open_tracks if self._tracker is not None else 0,
+            "inference_ms": {"p50": figures.inference_p50_ms, "p95": figures.inference_p95_ms},
+            "frame_age_ms": {"p50": figures.age_p50_ms, "p99": figures.age_p99_ms},
+            "tracks_open": figures.tracks_open,
             "events": {"new": int(value("linewatch_defects_total", camera=self.camera_id, type="new")),
                        "end": int(value("linewatch_defects_total", camera=self.camera_id, type="end")),
                        "committed": int(value("linewatch_events_committed_total", **cam))},
