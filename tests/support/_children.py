@@ -16,9 +16,11 @@ import shutil
 import signal
 import subprocess
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 
 _SETPRIV = shutil.which("setpriv")
 
@@ -113,3 +115,73 @@ def system_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+class ChildProcess:
+    """The lifecycle every service the harness runs shares (mosquitto, the RTSP server, the daemon): a subclass
+    spawns its process in start() and hands it to _adopt(); stop (SIGTERM, SIGKILL after a timeout), kill (a
+    crash), pause and resume (a hung peer), close and `with` come from here, and a finalizer reaps the process if
+    the object is dropped while it runs."""
+
+    what = "child process"  # for the errors: "mosquitto not running"
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[Any] | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait for a clean exit (SIGKILL after ``timeout``); the exit code, or None if none ran."""
+        proc = self._take_proc()
+        return terminate(proc, timeout) if proc is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing saved."""
+        proc = self._take_proc()
+        if proc is not None:
+            reap(proc)
+
+    def pause(self) -> None:
+        """SIGSTOP: its sockets stay open but nothing is answered (a hung peer)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _adopt(self, proc: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+        self._proc = proc
+        self._finalizer = weakref.finalize(self, reap, proc)
+        return proc
+
+    def _take_proc(self) -> subprocess.Popen[Any] | None:
+        proc, self._proc = self._proc, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        return proc
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"{self.what} not running")
+        self._proc.send_signal(sig)

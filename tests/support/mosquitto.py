@@ -10,16 +10,13 @@ from __future__ import annotations
 import getpass
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tests.support import _children
 from tests.support.net import LOOPBACK, free_port
@@ -70,7 +67,7 @@ class TlsListener:
         )
 
 
-class Mosquitto:
+class Mosquitto(_children.ChildProcess):
     """One mosquitto process on 127.0.0.1, restartable on the same port(s).
 
     Ports are chosen at construction so a test can build the daemon's settings
@@ -120,8 +117,9 @@ class Mosquitto:
         # Once a start succeeded the ports are the broker's identity: a restart
         # must reuse them, never silently move.
         self._ports_fixed = False
-        self._proc: subprocess.Popen[Any] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        super().__init__()
+
+    what = "mosquitto"
 
     # -- addresses ---------------------------------------------------------
 
@@ -146,14 +144,6 @@ class Mosquitto:
     @property
     def tls_url(self) -> str:
         return f"mqtts://{LOOPBACK}:{self.tls_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -180,26 +170,6 @@ class Mosquitto:
             return self
         raise AssertionError("unreachable")
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM and wait: mosquitto saves its persistence database on the way out."""
-        proc = self._take_proc()
-        if proc is None:
-            return None
-        return _children.terminate(proc, timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, nothing saved beyond what autosave already wrote."""
-        proc = self._take_proc()
-        if proc is not None:
-            _children.reap(proc)
-
-    def pause(self) -> None:
-        """SIGSTOP: the sockets stay open but nothing is answered (a hung broker)."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
     def restart(self, *, graceful: bool = True) -> Mosquitto:
         """Stop (or kill) and start again on the same port(s) and persistence."""
         if graceful:
@@ -214,14 +184,6 @@ class Mosquitto:
         self.stop()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- logs --------------------------------------------------------------
 
@@ -290,18 +252,6 @@ class Mosquitto:
 
     # -- internals ---------------------------------------------------------
 
-    def _take_proc(self) -> subprocess.Popen[Any] | None:
-        proc, self._proc = self._proc, None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        return proc
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError("mosquitto not running")
-        self._proc.send_signal(sig)
-
     def _repick_ports(self) -> None:
         if self._port is not None:
             self._port = free_port()
@@ -310,10 +260,9 @@ class Mosquitto:
 
     def _spawn(self) -> None:
         with self.stderr_path.open("ab") as err:
-            self._proc = _children.spawn(
+            self._adopt(_children.spawn(
                 [MOSQUITTO_BIN, "-c", str(self.config_path)], stdout=err, stderr=subprocess.STDOUT
-            )
-        self._finalizer = weakref.finalize(self, _children.reap, self._proc)
+            ))
 
     def _listener_ports(self) -> list[int]:
         return [p for p in (self._port, self._tls_port) if p is not None]

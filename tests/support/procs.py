@@ -9,10 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from tests.support import _children
@@ -23,7 +21,7 @@ LogRecord = dict[str, Any]
 LogPredicate = Callable[[LogRecord], bool]
 
 
-class DaemonProcess:
+class DaemonProcess(_children.ChildProcess):
     """``python -m daemon ARGS`` in the repo root with ``env`` on top of a clean environment (with ``module=""``,
     ARGS is the whole command: an installed ``linewatch`` entry point).
 
@@ -31,7 +29,12 @@ class DaemonProcess:
     a TTY); lines that are not JSON are kept in ``non_json_lines`` so a test can
     insist there are none. stderr is kept as text. Both are read on threads so a
     chatty daemon can never block on a full pipe.
+
+    Unlike the services, a DaemonProcess runs once and keeps its process after the exit (its code and logs stay
+    readable): stop() and kill() collect it without letting go of it.
     """
+
+    what = "daemon"
 
     def __init__(
         self,
@@ -58,25 +61,22 @@ class DaemonProcess:
         self._non_json: list[str] = []
         self._stderr: list[str] = []
         self._stdout_eof = False
-        self._proc: subprocess.Popen[Any] | None = None
+        super().__init__()
         self._readers: list[threading.Thread] = []
-        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> DaemonProcess:
         if self._proc is not None:
             raise RuntimeError("already started; make a new DaemonProcess to run it again")
-        proc = _children.spawn(
+        proc = self._adopt(_children.spawn(
             [sys.executable, "-m", self.module, *self.args] if self.module else self.args,
             env=self.env,
             cwd=self.cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )
-        self._proc = proc
-        self._finalizer = weakref.finalize(self, _children.reap, proc)
+        ))
         assert proc.stdout is not None and proc.stderr is not None
         self._readers = [
             threading.Thread(target=self._read_stdout, args=(proc.stdout,), name=f"daemon-stdout:{proc.pid}"),
@@ -115,6 +115,11 @@ class DaemonProcess:
         _children.reap(proc)
         self._join_readers(timeout=5.0)
 
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, SIGKILL after ``timeout``; the exit code."""
+        self.close(timeout)
+        return self._proc.returncode if self._proc is not None else None
+
     def close(self, grace_s: float = 5.0) -> None:
         """Teardown: SIGTERM whatever is left, SIGKILL after ``grace_s``."""
         if self._proc is None:
@@ -123,14 +128,6 @@ class DaemonProcess:
             self._finalizer.detach()
         _children.terminate(self._proc, grace_s)
         self._join_readers(timeout=5.0)
-
-    def __enter__(self) -> DaemonProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- logs --------------------------------------------------------------
 

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import signal
 import subprocess
 import threading
 import time
-import weakref
 from collections import deque
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from tests.support import _children
 from tests.support.net import LOOPBACK, wait_port_bindable
@@ -54,12 +51,14 @@ class RtspError(RuntimeError):
     """The RTSP server did not come up; the message carries its output."""
 
 
-class RtspServer:
+class RtspServer(_children.ChildProcess):
     """An RTSP camera at ``url``: a moving test pattern, or ``file`` looped.
 
     The first ``start()`` lets the server bind a free port itself (no race with
     other tests); later starts reuse that port, as a camera that reboots would.
     """
+
+    what = "RTSP server"
 
     def __init__(
         self,
@@ -88,8 +87,7 @@ class RtspServer:
         self.password = password
         self._port = port
         self._url: str | None = None
-        self._proc: subprocess.Popen[Any] | None = None
-        self._finalizer: weakref.finalize[Any, Any] | None = None
+        super().__init__()
         self._cond = threading.Condition()
         self._output: deque[str] = deque(maxlen=500)
         self._ready_url: str | None = None
@@ -110,14 +108,6 @@ class RtspServer:
     def url(self) -> str:
         """``rtsp://127.0.0.1:PORT/MOUNT``; stable across restarts."""
         return f"rtsp://{LOOPBACK}:{self.port}{self.mount}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def output(self) -> str:
         """The server's recent stdout+stderr (GStreamer warnings land here)."""
@@ -143,11 +133,9 @@ class RtspServer:
             generation = self._generation
             self._ready_url = None
             self._eof = False
-        proc = _children.spawn(
+        proc = self._adopt(_children.spawn(
             argv, env=_children.system_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self._proc = proc
-        self._finalizer = weakref.finalize(self, _children.reap, proc)
+        ))
         assert proc.stdout is not None
         threading.Thread(
             target=self._read_output,
@@ -177,24 +165,6 @@ class RtspServer:
         self._port = int(ready_url.rsplit(":", 1)[1].split("/", 1)[0])
         return self
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM and wait for a clean exit (SIGKILL after ``timeout``)."""
-        proc = self._take_proc()
-        return _children.terminate(proc, timeout) if proc is not None else None
-
-    def kill(self) -> None:
-        """SIGKILL: the camera drops off the network mid-stream."""
-        proc = self._take_proc()
-        if proc is not None:
-            _children.reap(proc)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open but no packet flows (a hung camera)."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
     def restart(
         self,
         *,
@@ -217,17 +187,6 @@ class RtspServer:
         wait_port_bindable(LOOPBACK, self._port, rebind_timeout)
         return self.start()
 
-    def close(self) -> None:
-        self.stop()
-
-    def __enter__(self) -> RtspServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     # -- internals ---------------------------------------------------------
 
     def _read_output(self, stream: IO[str], generation: int) -> None:
@@ -243,15 +202,3 @@ class RtspServer:
             if generation == self._generation:
                 self._eof = True
             self._cond.notify_all()
-
-    def _take_proc(self) -> subprocess.Popen[Any] | None:
-        proc, self._proc = self._proc, None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        return proc
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError("RTSP server not running")
-        self._proc.send_signal(sig)
