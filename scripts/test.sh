@@ -5,7 +5,7 @@
 #    Aravis (gir1.2-aravis-0.8, and aravis-tools for its fake GigE Vision camera) with what PyGObject builds on
 #  - Python: .venv with the pinned set (torch 2.14.1 / torchvision 0.29.1 on x86_64), the test tools and the
 #    genicam extra (PyGObject)
-# Extra arguments go to pytest, e.g. scripts/test.sh tests/test_settings.py -x
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/settings -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -16,7 +16,7 @@ from daemon.exitcodes import ExitCode
 from daemon.settings import ConfigError, broker_address, load_settings
 from daemon.sources.url import SourceKind, parse_camera_url
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def linewatch(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

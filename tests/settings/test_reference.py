@@ -11,7 +11,7 @@ from pathlib import Path
 
 from daemon.settings import known_variables, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "configuration.md"
 
 

@@ -38,7 +38,7 @@ from daemon.settings import ANY_NAME, Settings, known_variables
 from daemon.settings.base import nested_model
 from tests.support.tls import make_pki
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("LINEWATCH_FUZZ_EXAMPLES", "1000"))
 TIME_LIMIT_S = 3.0  # one check-config, the file reads and the TLS loads included
 MEMORY_LIMIT_B = 64 * 1024 * 1024  # Python's own allocations, peak, during one check-config
