@@ -108,7 +108,6 @@ class JobRules:
                    roi=parse_roi(settings.roi), match_ms=match_ms)
 
 
-
 @dataclass(frozen=True, slots=True)
 class Trigger:
     camera_id: str

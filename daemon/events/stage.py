@@ -205,7 +205,7 @@ class EventStage(CameraStage):
                      confidence=best.confidence, frame_seq=best.frame_seq, frames_seen=defect.frames_seen,
                      snapshot=snapshot["id"] if snapshot else None)
 
-    # -- stats (the publisher's thread reads `figures`) ---------------------------------------------------------------
+    # -- stats (the publisher's thread reads `figures`) -------------------------------------------------------
     def take_frame_ages(self) -> list[float]:
         """The capture-to-commit ages (ms) recorded since the last take, and forget them (bench/cameras.py)."""
         ages = list(self._age_ms)
