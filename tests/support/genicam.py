@@ -5,12 +5,11 @@ cable is pulled. GigE Vision's control port is fixed (3956), so one runs at a ti
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
-from types import TracebackType
 
 from daemon.sources.genicam_lib import GVCP_PORT, gige_answers
+from tests.support import _children
 
 BINARY = "arv-fake-gv-camera-0.8"
 
@@ -24,11 +23,16 @@ def answers(host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
     return gige_answers(host, timeout, tries=1)
 
 
-class FakeCamera:
+class FakeCamera(_children.ChildProcess):
+    """One fake camera. Spawned like every service of the harness (tests/support/_children.py): reaped at exit and
+    killed with the test run (a camera left behind answers discovery on 3956 and every later start refuses)."""
+
+    what = BINARY
+
     def __init__(self, serial: str = "LW01", host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.serial = serial
         self.host = host
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -37,31 +41,17 @@ class FakeCamera:
     def start(self, timeout: float = 10.0) -> FakeCamera:
         if answers(self.host):
             raise RuntimeError(f"another GigE Vision device already answers on {self.host}:{GVCP_PORT}")
-        self._proc = subprocess.Popen([BINARY, "-i", self.host, "-s", self.serial], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        proc = self._adopt(_children.spawn([BINARY, "-i", self.host, "-s", self.serial], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + timeout
         while not answers(self.host):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{BINARY} did not answer discovery (exit {self._proc.poll()})")
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{BINARY} did not answer discovery (exit {proc.poll()})")
         return self
 
-    def kill(self) -> None:
-        """The camera loses power: no goodbye on the wire."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-
     def restart(self) -> FakeCamera:
-        self.kill()
+        self.kill()  # the camera loses power: no goodbye on the wire
         return self.start()
 
     def close(self) -> None:
         self.kill()
-
-    def __enter__(self) -> FakeCamera:
-        return self.start()
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        self.close()
