@@ -226,28 +226,25 @@ class Detector:
                 tensors = (letterbox.many(images, replica.tiles) if key[0] == "tile" and letterbox is not None
                            else [inputs[i].tensor for i in indices])
                 results, _ = self._infer_prepared([(tensor, image.shape[:2])
-                                                   for tensor, image in zip(tensors, images, strict=True)], stream)
+                                                   for tensor, image in zip(tensors, images, strict=True)], stream,
+                                                  stacked=tensors if isinstance(tensors, np.ndarray) else None)
             for index, result in zip(indices, results, strict=True):
                 found[index] = result
         return found, (time.perf_counter() - started) * 1000.0
 
-    def _infer_prepared(self, items: Sequence[tuple[Image, tuple[int, ...]]], stream: int = 0) -> tuple[
-            list[tuple[Detection, ...]], float]:
+    def _infer_prepared(self, items: Sequence[tuple[Image, tuple[int, ...]]], stream: int = 0,
+                        stacked: Image | None = None) -> tuple[list[tuple[Detection, ...]], float]:
         """Model, NMS and box scaling only: the same steps as Ultralytics' predictor after its letterbox (its
-        tensor conversion, its non_max_suppression, its scale_boxes), without building Results objects."""
+        tensor conversion, its non_max_suppression, its scale_boxes), without building Results objects.
+        `stacked`: the items' inputs already as one batch (a pass's tiles, Letterboxer.many), used as it is."""
         import torch
 
         started = time.perf_counter()
         replica = self._replicas[stream]
         model = replica.model.predictor.model
-        base = items[0][0].base
-        if len(items) == 1:
+        if stacked is None and len(items) == 1:
             stacked = items[0][0][None]
-        elif (isinstance(base, np.ndarray) and len(base) == len(items)
-              and all(tensor is not None and tensor.base is base for tensor, _ in items)
-              and all(t.ctypes.data == base.ctypes.data + i * t.nbytes for i, (t, _) in enumerate(items))):
-            stacked = base  # a block of tiles letterboxed in order (Letterboxer.many): already the batch
-        else:
+        elif stacked is None:
             first = items[0][0]
             shape = (len(items), *first.shape)
             stacked = np.stack([tensor for tensor, _ in items], out=replica.batches.take(

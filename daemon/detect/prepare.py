@@ -62,9 +62,10 @@ class Letterboxer:
             self._geometry[shape] = self._check(image)
         return self._geometry[shape]
 
-    def many(self, images: list[Image], pool: BufferPool | None = None) -> tuple[Tensor, ...]:
-        """The inputs of several pictures of one size (a camera's tiles), written into one array reused from
-        `pool` (its border painted when it is made), as views of it in order."""
+    def many(self, images: list[Image], pool: BufferPool | None = None) -> Tensor | tuple[Tensor, ...]:
+        """The inputs of several pictures of one size (a camera's tiles), written in order into one array reused
+        from `pool` (its border painted when it is made): that array, the batch as the model takes it. A size
+        Ultralytics letterboxes itself gives one input per picture instead."""
         if not images:
             return ()
         geometry = self.geometry(images[0])
@@ -76,7 +77,7 @@ class Letterboxer:
             ("inputs", count, geometry, dtype), lambda: self._blank(geometry, count))
         for index, image in enumerate(images):
             self._fill(image, geometry, pool, block[index])
-        return tuple(block)
+        return block
 
     def _ultralytics(self, image: Image) -> Tensor:
         padded: Tensor = self._letterbox(image=image)

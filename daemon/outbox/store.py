@@ -131,8 +131,7 @@ class Outbox:
         self._listeners.append(listener)
 
     @property
-    def disk_full(self) -> bool:
-        """True from a full filesystem until the reserve could be set aside again (space came back)."""
+    def disk_full(self) -> bool:  # from a full filesystem until the reserve could be set aside again
         return self._space.full
 
     @contextmanager
@@ -405,7 +404,5 @@ class Outbox:
     def __enter__(self) -> Outbox:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()

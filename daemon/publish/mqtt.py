@@ -46,8 +46,6 @@ _OUTBOX_RETRY_S = 1.0  # after a retryable outbox error
 _R = TypeVar("_R")
 
 
-
-
 class MqttPublisher(StageThread):
     def __init__(
         self,
@@ -372,7 +370,7 @@ class MqttPublisher(StageThread):
             self._socket_error = message
 
     def _on_subscribe(self, client: paho.Client, _: Any, mid: int, reasons: list[ReasonCode], props: Any) -> None:
-        # SUBACK: a trigger published from now on reaches us (at `mqtt_connected` the SUBSCRIBE is only queued)
+        """SUBACK: a trigger published from now on reaches us (at `mqtt_connected` the SUBSCRIBE was only queued)."""
         refused, topics = [str(r) for r in reasons if r.is_failure], [t for t, _ in self._commands.subscriptions()]
         if refused:
             log.warning("mqtt_subscribe_refused", topics=topics, reasons=refused)
