@@ -98,6 +98,16 @@ def ceiling_fps(detector: Any, batch: int, seconds: float) -> float:
     return runs * batch / (time.perf_counter() - started)
 
 
+def _drain(tap: Any) -> list[float]:
+    """Every age the event stage has put into its tap so far (popleft: the stage may append meanwhile)."""
+    ages = []
+    while True:
+        try:
+            ages.append(tap.popleft())
+        except IndexError:
+            return ages
+
+
 def run_config(detector: Any, kind: str, cameras: int, batching: bool, seconds: float, video: Path,
                live_fps: float, model_path: Path) -> dict[str, Any]:
     from daemon.app import App, open_outbox
@@ -130,15 +140,14 @@ def run_config(detector: Any, kind: str, cameras: int, batching: bool, seconds: 
         deadline = time.monotonic() + 60
         while min(inspected(c) for c in ids) < _WARM_FRAMES and time.monotonic() < deadline:
             time.sleep(0.05)
-        for pipeline in app.pipelines:
-            pipeline.events.take_frame_ages()
+        taps = {p.camera_id: p.events.tap_frame_ages() for p in app.pipelines}
         before = {c: inspected(c) for c in ids}
         dropped_before = {c: metrics.value("linewatch_frames_dropped_total", camera=c) for c in ids}
         started = time.monotonic()
         time.sleep(seconds)
         elapsed = time.monotonic() - started
         after = {c: inspected(c) for c in ids}
-        ages = {p.camera_id: p.events.take_frame_ages() for p in app.pipelines}
+        ages = {c: _drain(tap) for c, tap in taps.items()}
         dropped = {c: metrics.value("linewatch_frames_dropped_total", camera=c) - dropped_before[c] for c in ids}
         batches = next(iter(metrics.batch_size.collect())).samples
         stop.set()

@@ -1,3 +1,3 @@
 """linewatch: edge inspection daemon (camera -> YOLO -> defect events over MQTT)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -29,7 +29,7 @@ DEFAULT_CAMERA = "synthetic://line?fps=10"
 
 
 def format_event(event: dict[str, Any], snapshot_file: str | None = None) -> str:
-    """One readable line per new defect and per ended track (schema linewatch.defect/2)."""
+    """One readable line per new defect and per ended track (schema linewatch.defect/3)."""
     box = event["bbox"]
     where = f"at ({box['x1']:.0f},{box['y1']:.0f})-({box['x2']:.0f},{box['y2']:.0f})"
     when = event["captured_at"] if event["type"] == "new" else event["last_seen_at"]

@@ -68,6 +68,15 @@ class CameraState(enum.Enum):
     OFFLINE = "offline"
 
 
+class EndReason(str, enum.Enum):
+    """Why a defect's track ended (`end_reason` of its `end` event)."""
+
+    GONE = "gone"  # unseen for LINEWATCH_EVENTS__TRACK_LOST_FRAMES
+    END_OF_STREAM = "end_of_stream"  # a finite source ended
+    SHUTDOWN = "shutdown"
+    RESOLUTION_CHANGE = "resolution_change"  # the camera came back at another size
+
+
 @dataclass(frozen=True, slots=True)
 class CameraStatus:
     camera_id: str

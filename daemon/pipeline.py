@@ -23,7 +23,7 @@ from daemon.events.rules import Rules
 from daemon.events.schema import render_stats
 from daemon.events.snapshots import SnapshotStage
 from daemon.events.stage import EventStage
-from daemon.frames import CameraStatus, Frame, Image, Inference, ModelInfo, Prepared
+from daemon.frames import CameraStatus, EndReason, Frame, Image, Inference, ModelInfo, Prepared
 from daemon.handoff import Bell, DropPolicy, Handoff
 from daemon.lifecycle import StageThread
 from daemon.metrics import Metrics
@@ -76,17 +76,20 @@ class CameraPipeline:
         self.tiler = None if camera.tiles is None else Tiler(camera.tiles, model.imgsz, keep=rules.may_hold)
         self.lane = Lane(camera_id, self.frames, self.results, self.tiler)
         prefix = settings.mqtt.topic_prefix
+        release = settings.mqtt.payloads
         self.snapshots = None if settings.snapshots.mode == "off" else SnapshotStage(
             camera_id, settings.snapshots, prefix, outbox, stop, metrics)
         # a hardware-triggered camera's frames are matched to the jobs by time
         job_rules = JobRules.of(config.jobs, camera.trigger_match_ms if camera.trigger == "hardware" else 0.0)
         self.jobs = JobStage(camera_id, job_rules, model, outbox, stop, metrics,
-                             max_open=config.jobs.max_open, snapshots=self.snapshots) if config.jobs.enabled else None
+                             max_open=config.jobs.max_open, snapshots=self.snapshots,
+                             release=release) if config.jobs.enabled else None
         self._on_status = on_status
         self.events = EventStage(camera_id, model, self.results, outbox, stop, metrics,
                                  events=settings.events, snapshots=self.snapshots,
                                  rules=rules, motion_px=camera.motion_px,
-                                 stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs)
+                                 stream_end=self._stream_end, live=policy is DropPolicy.LATEST, jobs=self.jobs,
+                                 release=release)
         stall_s = stall_timeout_s(camera)
         source = build_source(camera.source, camera.source_options())
         fire = getattr(source, "fire", None)
@@ -107,7 +110,7 @@ class CameraPipeline:
         interval = settings.events.stats_interval_s
         self.stats_feed: StatsFeed | None = (
             stats_topic(prefix, camera_id), interval,
-            lambda: render_stats(camera_id, interval, self.events.stats())) if interval else None
+            lambda: render_stats(camera_id, interval, self.events.stats(), release)) if interval else None
 
     def _report(self, status: CameraStatus) -> None:
         if self.jobs is not None:
@@ -119,8 +122,8 @@ class CameraPipeline:
             with contextlib.suppress(TriggerRefused):  # stopping, or the stage stuck: counted and logged there
                 self.jobs.trigger("photo_eye", part_id, frame_seq=frame_seq, at_mono=captured_mono)
 
-    def _stream_end(self) -> str:
-        return "end of stream" if self.capture.end_reason == "end of stream" else "shutdown"
+    def _stream_end(self) -> EndReason:
+        return EndReason.END_OF_STREAM if self.capture.end_reason == "end of stream" else EndReason.SHUTDOWN
 
     @property
     def consumers(self) -> tuple[StageThread, ...]:

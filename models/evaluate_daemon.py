@@ -5,7 +5,7 @@ what a subscriber receives is scored against the generator's ground truth.
         --json models/eval-daemon.json
 
 `--mode defects` (the daemon's default) scores one event per physical defect (models/evaluate_defects.py);
-`--mode frames` scores the per-frame events of schema linewatch.defect/1 as the earlier model card did.
+`--mode frames` scores the per-frame events (schema linewatch.frame_defects/1) as the earlier model card did.
 
 The daemon is started exactly as in production (`python -m daemon run`) with `realtime=false`, so its hand-off
 waits and every frame is inspected; an embedded broker on loopback carries the events. The figures

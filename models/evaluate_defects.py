@@ -1,4 +1,4 @@
-"""Scoring `linewatch.defect/2` events against the synthetic line's ground truth: one event per physical defect.
+"""Scoring `linewatch.defect/3` events against the synthetic line's ground truth: one event per physical defect.
 
 A physical defect is (part_id, class_id, row): it rides the belt with its part, so its row in the frame never
 changes. Each defect the daemon reported is attributed by re-rendering the truth of its best view's frame: the

@@ -313,7 +313,7 @@ img_run listvars "$OUTBOX_RUN" -- check-config --list || true
 has_http=0
 grep -q LINEWATCH_HTTP__PORT "$WORK/listvars.log" && has_http=1
 # Where the event stage has modes, every run here asks for one event per inspected frame (schema
-# linewatch.defect/1, with every detection) instead of one per physical defect: d compares payloads frame
+# linewatch.frame_defects/1, with every detection) instead of one per physical defect: d compares payloads frame
 # by frame, and c and e then do not depend on the tracker confirming a defect within their short runs on
 # a machine whose load varies.
 per_frame=()

@@ -92,8 +92,8 @@ def test_every_payload_example_in_the_docs_validates_against_its_schema() -> Non
     for page in PAGES:
         for example in _json_examples(page):
             schema = str(example.get("schema", ""))
-            name = _BY_SCHEMA.get(schema) or ("availability" if "client_id" in example and "state" in example else
-                                              "status" if "state" in example and "camera_id" in example else None)
+            name = _BY_SCHEMA.get(schema) or ("availability-v1" if "client_id" in example and "state" in example else
+                                              "status-v1" if "state" in example and "camera_id" in example else None)
             if name is None:
                 assert not schema.startswith("linewatch."), f"{page}: no schema file for {schema}"
                 continue

@@ -11,7 +11,7 @@ from pathlib import Path
 DAEMON = Path(__file__).resolve().parents[1] / "daemon"
 FLOORS: dict[str, int] = {
     **dict.fromkeys(("__init__", "frames", "handoff", "buffers", "lifecycle", "exitcodes", "logs", "redact", "files",
-                     "metrics", "cpus", "backoff", "topics", "outbox", "synthetic"), 0),
+                     "metrics", "cpus", "backoff", "topics", "payloads", "outbox", "synthetic"), 0),
     **dict.fromkeys(("settings", "sources", "detect", "events", "publish", "plc"), 1),
     **dict.fromkeys(("ops", "pipeline", "tools"), 2),
     **dict.fromkeys(("app", "cli", "demo", "__main__"), 3),

@@ -37,6 +37,7 @@ from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, StoredEvent
+from daemon.payloads import CURRENT, Release
 
 log = get_logger("linewatch.jobs")
 
@@ -77,7 +78,8 @@ class JobStage(CameraStage):
 
     def __init__(self, camera_id: str, rules: JobRules, model: ModelInfo, outbox: Outbox,
                  stop: threading.Event, metrics: Metrics, *, model_ready: Callable[[], bool] = lambda: True,
-                 max_open: int = MAX_OPEN_JOBS, snapshots: SnapshotStage | None = None) -> None:
+                 max_open: int = MAX_OPEN_JOBS, snapshots: SnapshotStage | None = None,
+                 release: Release = CURRENT) -> None:
         super().__init__(camera_id, stop)
         self.rules = rules
         self._model = model
@@ -85,6 +87,7 @@ class JobStage(CameraStage):
         self._metrics = metrics
         self._model_ready = model_ready
         self._max_open = max_open
+        self._release = release  # the payloads' format (LINEWATCH_MQTT__PAYLOADS)
         self._snapshots = snapshots  # an ng verdict's best view, as a defect event's (LINEWATCH_SNAPSHOTS__MODE)
         self.inbox: Handoff[_Item] = Handoff(f"jobs:{camera_id}", INBOX_CAPACITY, DropPolicy.WAIT, stop)
         self._listeners: list[Listener] = []
@@ -284,6 +287,7 @@ class JobStage(CameraStage):
 
     def _store(self, result: JobResult, snapshot: dict[str, Any] | None) -> StoredEvent | None:
         def render(seq: int) -> bytes:
-            return render_verdict(result, seq=seq, model=self._model, published_at=utc_now(), snapshot=snapshot)
+            return render_verdict(result, seq=seq, model=self._model, committed_at=utc_now(), snapshot=snapshot,
+                                  release=self._release)
 
         return self._commit.store(result.trigger.job_id, result.first_seq or -1, result.trigger.at_mono, render)

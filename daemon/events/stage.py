@@ -2,8 +2,8 @@
 
 Two modes (LINEWATCH_EVENTS__MODE):
 - `defects` (default): one `new` event when a physical defect is confirmed and one `end` when its track is gone
-  (schema linewatch.defect/2), from one ByteTrack per camera (tracking.py, bytetrack.py);
-- `frames`: one event per inspected frame with detections (schema linewatch.defect/1), for raw detections.
+  (schema linewatch.defect/3), from one ByteTrack per camera (tracking.py, bytetrack.py);
+- `frames`: one event per inspected frame with detections (schema linewatch.frame_defects/1), for raw detections.
 
 Either way the rules (rules.py) drop detections first, counted by reason. Committing to the durable outbox
 happens on this thread, before MQTT ever sees the event, so a crash after this point loses nothing.
@@ -20,21 +20,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from daemon.events.commit import Committer
 from daemon.events.job_stage import JobStage
 from daemon.events.jobs import Look
 from daemon.events.rules import Rules
-from daemon.events.schema import render_defect, render_defect_v2
+from daemon.events.schema import render_defect, render_frame_defects
 from daemon.events.snapshots import SnapshotStage
 from daemon.events.tracking import DefectTracker, DefectView
-from daemon.frames import DefectEvent, Frame, Inference, ModelInfo, utc_now
+from daemon.frames import DefectEvent, EndReason, Frame, Inference, ModelInfo, utc_now
 from daemon.handoff import Handoff, consume
 from daemon.lifecycle import CameraStage
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox
+from daemon.payloads import CURRENT, Release
 from daemon.settings.events import EventsSettings
 
 log = get_logger("linewatch.events")
@@ -45,15 +45,32 @@ _FIGURES_EVERY_S = 0.5  # how often the stage republishes its own figures for th
 
 
 @dataclass(frozen=True, slots=True)
+class Percentiles:
+    """The stats' one percentile set, in ms (None before the first frame)."""
+
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    @classmethod
+    def of(cls, values: collections.deque[float]) -> Percentiles:
+        if not values:
+            return cls()
+        p50, p95, p99 = (round(float(v), 1) for v in np.percentile(np.array(values, dtype=np.float64), (50, 95, 99)))
+        return cls(p50, p95, p99)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"p50": self.p50, "p95": self.p95, "p99": self.p99}
+
+
+@dataclass(frozen=True, slots=True)
 class StageFigures:
     """The figures only the event stage's thread can know, as it last published them for the stats topic: the
     publisher's thread reads this snapshot (one reference), never the tracker or the stage's queues."""
 
     tracks_open: int = 0
-    inference_p50_ms: float | None = None
-    inference_p95_ms: float | None = None
-    age_p50_ms: float | None = None
-    age_p99_ms: float | None = None
+    inference_ms: Percentiles = Percentiles()
+    frame_age_ms: Percentiles = Percentiles()
 
 
 class EventStage(CameraStage):
@@ -71,10 +88,11 @@ class EventStage(CameraStage):
         events: EventsSettings | None = None,
         rules: Rules | None = None,
         snapshots: SnapshotStage | None = None,
-        stream_end: Callable[[], str] = lambda: "shutdown",
+        stream_end: Callable[[], EndReason] = lambda: EndReason.SHUTDOWN,
         live: bool = True,
         jobs: JobStage | None = None,
         motion_px: float = 0.0,
+        release: Release = CURRENT,
     ) -> None:
         super().__init__(camera_id, stop)
         self._model = model
@@ -88,12 +106,14 @@ class EventStage(CameraStage):
         self._commit = Committer(camera_id, outbox, stop, self._metrics)
         self._tracks_open = self._metrics.tracks_open.labels(camera_id)
         self._live = live
+        self._release = release  # the payloads' format (LINEWATCH_MQTT__PAYLOADS)
         self._jobs = jobs  # inspection jobs: every inspected frame goes on to them
         self._motion_px = motion_px  # the line's motion between two camera frames (CameraSettings.motion_px)
         self._tracker = None if self._settings.mode == "frames" else self._new_tracker()
         self._size = (0, 0)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=_LATENCIES)
         self._age_ms: collections.deque[float] = collections.deque(maxlen=_AGES)
+        self._age_tap: collections.deque[float] | None = None  # tap_frame_ages
         self._stats_mark: tuple[float, float, float] | None = None
         self.figures = StageFigures()  # replaced whole by this stage's thread (_publish_figures)
         self._figures_due = 0.0
@@ -123,7 +143,7 @@ class EventStage(CameraStage):
         frame = result.frame
         if self._tracker is not None and self._size not in ((0, 0), (frame.width, frame.height)):
             # The camera came back at another resolution: boxes of the old size cannot be matched with new ones.
-            for defect in self._tracker.close("resolution change"):
+            for defect in self._tracker.close(EndReason.RESOLUTION_CHANGE):
                 self._commit_defect(defect, None)  # rendered with the old size, which their boxes are in
             self._tracker = self._new_tracker()
         self._size = (frame.width, frame.height)
@@ -143,7 +163,10 @@ class EventStage(CameraStage):
                 self._tracks_open.set(self._tracker.open_tracks)
         # Capture to commit: by now whatever this frame makes is in the outbox (or nothing was to be made).
         now = time.monotonic()
-        self._age_ms.append((now - frame.captured_mono) * 1000.0)
+        age_ms = (now - frame.captured_mono) * 1000.0
+        self._age_ms.append(age_ms)
+        if (tap := self._age_tap) is not None:
+            tap.append(age_ms)
         if now >= self._figures_due:
             self._figures_due = now + _FIGURES_EVERY_S
             self._publish_figures()
@@ -172,7 +195,8 @@ class EventStage(CameraStage):
                             frame.width, frame.height, self._model, detections, result.inference_ms)
 
         def render(seq: int) -> bytes:
-            return render_defect(event, seq, utc_now(), (time.monotonic() - event.captured_mono) * 1000.0)
+            return render_frame_defects(event, seq, utc_now(), (time.monotonic() - event.captured_mono) * 1000.0,
+                                        self._release)
 
         stored = self._commit.store(event.event_id, frame.seq, frame.captured_mono, render)
         if stored is not None:
@@ -191,9 +215,10 @@ class EventStage(CameraStage):
         width, height = self._size
 
         def render(seq: int) -> bytes:
-            return render_defect_v2(defect, event_id=event_id, camera_id=self.camera_id, model=self._model,
-                                    width=width, height=height, seq=seq, published_at=utc_now(),
-                                    total_ms=(time.monotonic() - since) * 1000.0, snapshot=snapshot)
+            return render_defect(defect, event_id=event_id, camera_id=self.camera_id, model=self._model,
+                                 width=width, height=height, seq=seq, committed_at=utc_now(),
+                                 total_ms=(time.monotonic() - since) * 1000.0, snapshot=snapshot,
+                                 release=self._release)
 
         stored = self._commit.store(event_id, best.frame_seq, since, render)
         if stored is not None:
@@ -206,22 +231,18 @@ class EventStage(CameraStage):
                      snapshot=snapshot["id"] if snapshot else None)
 
     # -- stats (the publisher's thread reads `figures`) -------------------------------------------------------
-    def take_frame_ages(self) -> list[float]:
-        """The capture-to-commit ages (ms) recorded since the last take, and forget them (bench/cameras.py)."""
-        ages = list(self._age_ms)
-        self._age_ms.clear()
-        return ages
+    def tap_frame_ages(self, maxlen: int = 1 << 16) -> collections.deque[float]:
+        """From now on, every frame's capture-to-commit age (ms) also goes into the deque returned, which another
+        thread drains with popleft (bench/cameras.py): a deque's append and popleft are atomic, so no age is lost or
+        read twice, and this stage's own figures are never touched from outside."""
+        tap: collections.deque[float] = collections.deque(maxlen=maxlen)
+        self._age_tap = tap
+        return tap
 
     def _publish_figures(self) -> None:
         """On this stage's thread: the snapshot the stats read (percentiles over the last frames, open tracks)."""
-        latencies = np.array(self._inference_ms, dtype=np.float64)
-        ages = np.array(self._age_ms, dtype=np.float64)
-
-        def pct(values: npt.NDArray[np.float64], q: int) -> float | None:
-            return round(float(np.percentile(values, q)), 1) if len(values) else None
-
         self.figures = StageFigures(self._tracker.open_tracks if self._tracker is not None else 0,
-                                    pct(latencies, 50), pct(latencies, 95), pct(ages, 50), pct(ages, 99))
+                                    Percentiles.of(self._inference_ms), Percentiles.of(self._age_ms))
 
     def stats(self) -> dict[str, Any]:
         """The figures of `{prefix}/{camera}/stats` (on the publisher's thread): the stage's last published
@@ -239,8 +260,8 @@ class EventStage(CameraStage):
             "frames_read": int(read),
             "frames_inspected": int(inspected),
             "frames_dropped": int(value("linewatch_frames_dropped_total", **cam)),
-            "inference_ms": {"p50": figures.inference_p50_ms, "p95": figures.inference_p95_ms},
-            "frame_age_ms": {"p50": figures.age_p50_ms, "p99": figures.age_p99_ms},
+            "inference_ms": figures.inference_ms.as_dict(),
+            "frame_age_ms": figures.frame_age_ms.as_dict(),
             "tracks_open": figures.tracks_open,
             "events": {"new": int(value("linewatch_defects_total", camera=self.camera_id, type="new")),
                        "end": int(value("linewatch_defects_total", camera=self.camera_id, type="end")),

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.events.bytetrack import ByteTrack
-from daemon.frames import BBox, Detection, Frame, Image
+from daemon.frames import BBox, Detection, EndReason, Frame, Image
 
 _MAX_GAP_STEPS = 1000  # beyond this many skipped frames every track is lost anyway
 _BUFFER = 1.0  # association boxes grow by this fraction of their longest side on each side
@@ -70,7 +70,7 @@ class DefectView:
     last: Observation
     best: Observation
     frames_seen: int
-    end_reason: str | None = None  # end: "gone" | "end of stream" | "shutdown"
+    end_reason: EndReason | None = None  # in an end
 
 
 def association_boxes(detections: tuple[Detection, ...], reach: float = 0.0) -> npt.NDArray[np.float32]:
@@ -147,7 +147,7 @@ class DefectTracker:
             if self._tick - track.last_tick > self._lost_frames:
                 del self._tracks[track_id]
                 if track.confirmed:
-                    changes.append(self._view("end", track, "gone"))
+                    changes.append(self._view("end", track, EndReason.GONE))
         return changes
 
     def _skip(self, frames: int) -> None:
@@ -177,7 +177,7 @@ class DefectTracker:
         self._last_seq, self._last_mono = frame.seq, frame.captured_mono
         return missed
 
-    def close(self, reason: str) -> list[DefectView]:
+    def close(self, reason: EndReason) -> list[DefectView]:
         """End every confirmed open track (end of stream, shutdown)."""
         ended = [self._view("end", t, reason) for t in self._tracks.values() if t.confirmed]
         self._tracks.clear()
@@ -205,7 +205,7 @@ class DefectTracker:
                 and track.frames_seen >= self._min_track_frames(track.best.class_id))
 
     @staticmethod
-    def _view(kind: str, track: _Track, reason: str | None = None) -> DefectView:
+    def _view(kind: str, track: _Track, reason: EndReason | None = None) -> DefectView:
         return DefectView(kind, track.defect_id, track.track_id, track.first, track.last, track.best,
                           track.frames_seen, reason)
 

@@ -32,5 +32,5 @@ def fingerprint(model_sha256: str = "", device: str = "") -> dict[str, str]:
         "opencv": _version("opencv-python") if _version("opencv-python") != "missing" else _version(
             "opencv-python-headless"),
         "ultralytics": _version("ultralytics"),
-        "model_sha256": model_sha256[:16],
+        "model_sha256": model_sha256,
     }

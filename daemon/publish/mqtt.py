@@ -28,7 +28,7 @@ from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
 from daemon.publish.commands import Commands
 from daemon.publish.refusals import Refusals, publish_size
-from daemon.publish.status import StatusPayloads
+from daemon.publish.status import CONNECTION_LOST, RUNNING, SHUTDOWN, StatusPayloads
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.wakeup import Waker
 from daemon.settings.mqtt import MqttSettings, broker_address
@@ -64,7 +64,7 @@ class MqttPublisher(StageThread):
     ) -> None:
         super().__init__("publish:mqtt", stop)
         self._settings = settings
-        self._payloads = StatusPayloads(client_id, tuple(camera_ids), model, dict(fingerprint or {}))
+        self._payloads = StatusPayloads(client_id, tuple(camera_ids), model, dict(fingerprint or {}), settings.payloads)
         self._outbox = outbox
         self._stop = stop
         self._prefix = prefix = topic_prefix or settings.topic_prefix
@@ -122,7 +122,7 @@ class MqttPublisher(StageThread):
                 client.tls_insecure_set(True)
         # One connection has one last will: the daemon's availability. Each camera's status is retained as last
         # published; a subscriber trusts it while the availability is `online`.
-        will = self._payloads.availability(online=False, reason="connection lost (last will)", with_time=False)
+        will = self._payloads.availability(online=False, reason=CONNECTION_LOST, with_time=False)
         client.will_set(self._availability_topic, will, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -328,10 +328,10 @@ class MqttPublisher(StageThread):
             for status in last:
                 # A watchdog exit leaves `stalled` (the station is blind and restarting), anything else `offline`.
                 state, reason = (status.state, status.reason) if status.state is CameraState.STALLED else (
-                    CameraState.OFFLINE, "shutdown")
+                    CameraState.OFFLINE, SHUTDOWN)
                 payload = self._status_payload(status.camera_id, state, reason)
                 infos.append(self._client.publish(self._status_topics[status.camera_id], payload, qos=1, retain=True))
-            goodbye = self._payloads.availability(online=False, reason="shutdown")
+            goodbye = self._payloads.availability(online=False, reason=SHUTDOWN)
             infos.append(self._client.publish(self._availability_topic, goodbye, qos=1, retain=True))
             until = time.monotonic() + 2.0
             while (not all(info.is_published() for info in infos) and time.monotonic() < until
@@ -353,7 +353,7 @@ class MqttPublisher(StageThread):
         self._backoff.succeeded()
         limit = getattr(props, "MaximumPacketSize", None)  # MQTT 5 CONNACK: the largest packet the broker takes
         self._max_packet = int(limit) if limit else None
-        self._client.publish(self._availability_topic, self._payloads.availability(online=True, reason="running"),
+        self._client.publish(self._availability_topic, self._payloads.availability(online=True, reason=RUNNING),
                              qos=1, retain=True)  # over the broker's retained copy of our last will
         with self._status_lock:
             self._status_dirty.update(self._camera_status)  # re-assert every camera's retained status

@@ -1,22 +1,22 @@
 """The retained payloads the publisher sends besides events: the daemon's availability (and its last will) and
-each camera's status. Their fields are in schemas/status.schema.json and docs/mqtt.md."""
+each camera's status (`linewatch.availability/2`, `linewatch.status/2`). Their fields are in `schemas/` and
+docs/mqtt.md; daemon/payloads.py renders them as linewatch 0.1 did where LINEWATCH_MQTT__PAYLOADS says so."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from daemon import __version__
 from daemon.frames import CameraState, ModelInfo, rfc3339, utc_now
+from daemon.payloads import AVAILABILITY, CURRENT, STATUS, Release, encode
 from daemon.redact import redact
 
-DISK_FULL_REASON = "outbox disk full: the oldest stored events give way to the newest"
-
-
-def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+# availability reasons
+RUNNING, SHUTDOWN, CONNECTION_LOST = "running", "shutdown", "connection_lost"
+# status `degraded` codes
+OUTBOX_DISK_FULL, DEAD_LETTERS = "outbox_disk_full", "dead_letters"
 
 
 @dataclass(frozen=True)
@@ -25,25 +25,24 @@ class StatusPayloads:
     cameras: Iterable[str]
     model: ModelInfo
     fingerprint: Mapping[str, object] = field(default_factory=dict)
+    release: Release = CURRENT
 
     def availability(self, *, online: bool, reason: str, with_time: bool = True) -> bytes:
-        body: dict[str, Any] = {"state": "online" if online else "offline", "reason": reason,
+        """`with_time=False` for the last will: the broker sends it whenever the link dies, so no time is true."""
+        body: dict[str, Any] = {"schema": AVAILABILITY, "state": "online" if online else "offline", "reason": reason,
                                 "client_id": self.client_id, "cameras": sorted(self.cameras)}
         if with_time:
-            body["at"] = rfc3339(utc_now())
+            body["published_at"] = rfc3339(utc_now())
         body["linewatch_version"] = __version__
-        return _encode(body)
+        return encode(body, self.release)
 
     def camera(self, camera_id: str, state: CameraState, reason: str, *, disk_full: bool, dead_letters: int) -> bytes:
-        body: dict[str, Any] = {"state": state.value, "reason": redact(reason), "camera_id": camera_id,
-                                "at": rfc3339(utc_now())}
-        body["linewatch_version"] = __version__
-        body["model"] = {"name": self.model.name, "sha256": self.model.sha256}
-        body["degraded"] = [DISK_FULL_REASON] if disk_full else []
-        if dead_letters:
-            body["degraded"].append(f"{dead_letters} events refused by the broker for good, kept as dead letters "
-                                    "(linewatch dead-letters)")
-        body["dead_letters"] = dead_letters
+        body: dict[str, Any] = {"schema": STATUS, "state": state.value, "reason": redact(reason),
+                                "camera_id": camera_id, "published_at": rfc3339(utc_now()),
+                                "linewatch_version": __version__,
+                                "model": {"name": self.model.name, "sha256": self.model.sha256},
+                                "degraded": [OUTBOX_DISK_FULL] * disk_full + [DEAD_LETTERS] * bool(dead_letters),
+                                "dead_letters": dead_letters}
         if self.fingerprint and state is not CameraState.OFFLINE:
             body["fingerprint"] = dict(self.fingerprint)
-        return _encode(body)
+        return encode(body, self.release)

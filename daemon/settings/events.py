@@ -26,7 +26,7 @@ MAX_POLYGONS, MAX_POINTS, MAX_PIXEL = 64, 4096, 1e6
 class EventsSettings(Section):
     mode: Literal["defects", "frames"] = Field(
         "defects", description="defects: one event per physical defect (new, end); frames: one per frame with "
-        "detections (schema linewatch.defect/1)")
+        "detections (schema linewatch.frame_defects/1)")
     confirm_hits: int = Field(3, ge=1, le=100, description="A track becomes a defect when seen in this many (K) ...")
     confirm_window: int = Field(5, ge=1, le=100, description="... of the last M frames (M)")
     end_events: bool = Field(True, description="Publish an `end` event when a defect's track is gone")

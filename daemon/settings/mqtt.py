@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from daemon.files import read_secret
+from daemon.payloads import CURRENT, Release
 from daemon.redact import redact_url
 from daemon.settings.base import Section, read_small_file
 from daemon.settings.cameras import TOPIC_WORD
@@ -37,6 +38,10 @@ class MqttSettings(Section):
     tls_cert_file: Path | None = Field(None, description="Client certificate for mutual TLS")
     tls_key_file: Path | None = Field(None, description="Client key for mutual TLS")
     tls_insecure: bool = Field(False, description="DANGER: skip certificate and hostname checks")
+    payloads: Release = Field(
+        CURRENT, description="Which release's payload formats to publish: 0.2 (this one) or 0.1 (the previous: "
+        "linewatch.defect/2, defect/1, verdict/1, stats/1, status and availability without a schema), kept for this "
+        "one release while subscribers migrate (docs/mqtt.md, Migrating from 0.1)")
 
     @field_validator("url")
     @classmethod

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from daemon.events.tracking import DefectTracker, DefectView
-from daemon.frames import BBox, Detection, Frame, utc_now
+from daemon.frames import BBox, Detection, EndReason, Frame, utc_now
 
 IMAGE = np.zeros((480, 640, 3), dtype=np.uint8)
 IMAGE.setflags(write=False)
@@ -87,8 +87,8 @@ def test_a_camera_outage_is_a_gap_in_capture_time_on_a_live_camera_but_not_in_a_
 def test_closing_ends_every_confirmed_track_with_the_reason() -> None:
     t = tracker()
     feed(t, range(0, 4))
-    ended = t.close("end of stream")
-    assert [(c.kind, c.end_reason) for c in ended] == [("end", "end of stream")]
+    ended = t.close(EndReason.END_OF_STREAM)
+    assert [(c.kind, c.end_reason) for c in ended] == [("end", EndReason.END_OF_STREAM)]
 
 
 def test_a_detector_slower_than_the_camera_still_confirms_defects() -> None:
@@ -126,7 +126,7 @@ def run_line(t: DefectTracker, seqs: range, starts: tuple[float, ...]) -> list[D
     changes: list[DefectView] = []
     for seq in seqs:
         changes += t.update(frame(seq), tuple(small_fast(seq, x0) for x0 in starts), 30.0, strong)
-    return changes + t.close("end of stream")
+    return changes + t.close(EndReason.END_OF_STREAM)
 
 
 def test_a_defect_smaller_than_the_lines_motion_keeps_one_track_when_the_camera_says_how_fast_the_line_moves() -> None:

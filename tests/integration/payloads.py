@@ -12,12 +12,17 @@ from typing import Any
 
 import jsonschema
 
-from daemon.events.schema import SCHEMA, SCHEMA_V2, VERDICT_SCHEMA
+from daemon.payloads import DEFECT, FRAME_DEFECTS
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-_BY_SCHEMA = {SCHEMA: "defect-v1", SCHEMA_V2: "defect-v2", "linewatch.stats/1": "stats",
-              VERDICT_SCHEMA: "verdict-v1"}
+# every payload's `schema` (this release's and, for LINEWATCH_MQTT__PAYLOADS=0.1, the previous one's) → its file
+_BY_SCHEMA = {"linewatch.defect/3": "defect-v3", "linewatch.frame_defects/1": "frame-defects-v1",
+              "linewatch.verdict/2": "verdict-v2", "linewatch.stats/2": "stats-v2", "linewatch.status/2": "status-v2",
+              "linewatch.availability/2": "availability-v2",
+              "linewatch.defect/2": "defect-v2", "linewatch.defect/1": "defect-v1", "linewatch.verdict/1": "verdict-v1",
+              "linewatch.stats/1": "stats-v1"}
+_UNNAMED = {"status": "status-v1", "availability": "availability-v1"}  # 0.1's status and availability named none
 
 
 @cache
@@ -32,8 +37,10 @@ def validate_message(topic: str, payload: bytes) -> str:
         assert payload[:3] == b"\xff\xd8\xff", f"{topic}: not a JPEG"
         return "jpeg"
     body = json.loads(payload)
-    by_topic = {"status": "status", "availability": "availability"}.get(topic.rsplit("/", 1)[-1])
-    name = by_topic or _BY_SCHEMA.get(body.get("schema", ""), "unknown")
+    if "schema" in body:
+        name = _BY_SCHEMA.get(body["schema"], "unknown")
+    else:
+        name = _UNNAMED.get(topic.rsplit("/", 1)[-1], "unknown")
     assert name != "unknown", f"{topic}: no schema for {body.get('schema')!r}"
     errors = sorted(validator(name).iter_errors(body), key=str)
     assert not errors, f"{topic} does not validate against {name}: {[e.message for e in errors[:3]]}\n{body}"
@@ -51,15 +58,16 @@ def assert_valid_defect_event(event: dict[str, Any], *, camera_id: str, model_sh
     assert event["camera_id"] == camera_id
     assert event["image"] == {"width": width, "height": height}
     assert event["model"]["sha256"] == model_sha256
-    captured, published = parse_time(event["captured_at"]), parse_time(event["published_at"])
-    assert captured <= published and (published - captured).total_seconds() < 60
-    boxes = [d["bbox"] for d in event["detections"]] if event["schema"] == SCHEMA else [event["bbox"]]
-    found = {d["label"] for d in event["detections"]} if event["schema"] == SCHEMA else {event["label"]}
+    captured, committed = parse_time(event["captured_at"]), parse_time(event["committed_at"])
+    assert captured <= committed and (committed - captured).total_seconds() < 60
+    per_frame = event["schema"] == FRAME_DEFECTS
+    boxes = [d["bbox"] for d in event["detections"]] if per_frame else [event["bbox"]]
+    found = {d["label"] for d in event["detections"]} if per_frame else {event["label"]}
     assert found <= labels
     for box in boxes:
         assert -1 <= box["x1"] < box["x2"] <= width + 1, box
         assert -1 <= box["y1"] < box["y2"] <= height + 1, box
-    if event["schema"] == SCHEMA_V2:
+    if event["schema"] == DEFECT:
         first, last = parse_time(event["first_seen_at"]), parse_time(event["last_seen_at"])
         assert first <= captured <= last
         assert event["first_frame_seq"] <= event["frame_seq"] <= event["last_frame_seq"]

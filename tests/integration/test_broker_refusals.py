@@ -79,7 +79,7 @@ def test_a_permanent_refusal_keeps_the_event_as_a_dead_letter_that_can_be_sent_a
         missing = sorted(set(range(1, events + 1)) - set(delivered_seqs(sub)))
         assert len(missing) == 2 and summary["dead_letters"] == 2 and summary["refused"] == 2, (missing, broker.refused)
         statuses = [m.json() for m in sub.messages("/status")]
-        assert any(s.get("dead_letters") == 2 and any("dead letters" in d for d in s["degraded"]) for s in statuses)
+        assert any(s.get("dead_letters") == 2 and "dead_letters" in s["degraded"] for s in statuses)
         listed = dead_letters({**env, "PATH": "/usr/bin:/bin"}, "--json")
         assert listed.returncode == 0, listed.stderr
         letters = json.loads(listed.stdout)

@@ -43,7 +43,8 @@ def test_each_physical_defect_gets_one_new_and_one_end_and_every_message_validat
     messages = run_to_end(daemon_factory(env), sub)
     # Every message validates against its JSON Schema (snapshots are JPEG)
     checked = collections.Counter(validate_message(m.topic, m.payload) for m in messages)
-    assert checked["defect-v2"] > 0 and checked["status"] > 0 and checked["stats"] > 0 and checked["jpeg"] > 0
+    assert checked["defect-v3"] > 0 and checked["status-v2"] > 0 and checked["stats-v2"] > 0 and checked["jpeg"] > 0
+    assert checked["availability-v2"] > 0
     events = [m.json() for m in messages if m.topic.endswith("/defects")]
     assert_gapless([e["seq"] for e in events])
     # One new and one end per defect, sharing its defect_id; the end carries the whole life of the track
@@ -55,7 +56,7 @@ def test_each_physical_defect_gets_one_new_and_one_end_and_every_message_validat
     for pair in by_defect.values():
         new, end = pair["new"], pair["end"]
         assert end["frames_seen"] >= new["frames_seen"] >= 3 and end["confidence"] >= new["confidence"]
-        assert end["first_seen_at"] == new["first_seen_at"] and end["end_reason"] in ("gone", "end of stream")
+        assert end["first_seen_at"] == new["first_seen_at"] and end["end_reason"] in ("gone", "end_of_stream")
     # Debounce against the ground truth: the figures the issue sets
     figures = score_defects(events, LineParams.from_url(f"{LINE}&frames={frames}"), frames=frames)
     print(f"\n{frames} frames: {figures}")
@@ -78,6 +79,24 @@ def test_each_physical_defect_gets_one_new_and_one_end_and_every_message_validat
     assert last["frames_inspected"] > 0 and last["inference_ms"]["p50"] > 0
     late = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/+/stats"])
     assert late.wait_for(lambda ms: len(ms) >= 1, 5)[0].retain, "stats are retained for a late subscriber"
+
+
+def test_payloads_0_1_publishes_the_previous_release_formats_for_subscribers_not_yet_migrated(
+    mosquitto: Mosquitto, subscriber_factory: Callable[..., Subscriber],
+    daemon_factory: Callable[..., DaemonProcess], daemon_env: EnvFactory,
+) -> None:
+    sub = subscriber_factory(mosquitto.host, mosquitto.port, ["linewatch/#"])
+    env = daemon_env(f"{LINE}&frames=300", mosquitto.url, LINEWATCH_MQTT__PAYLOADS="0.1",
+                     LINEWATCH_EVENTS__STATS_INTERVAL_S="1")
+    messages = run_to_end(daemon_factory(env), sub)
+    # Then every message is in 0.1's form and validates against 0.1's schema: none of this release's is seen
+    checked = collections.Counter(validate_message(m.topic, m.payload) for m in messages)
+    assert set(checked) == {"defect-v2", "status-v1", "stats-v1", "availability-v1"}, checked
+    events = [m.json() for m in messages if m.topic.endswith("/defects")]
+    assert_gapless([e["seq"] for e in events])
+    assert all("published_at" in e and "committed_at" not in e for e in events)
+    # a defect still in view at the file's end (frame 300 of this seed) ends with 0.1's words
+    assert {e["end_reason"] for e in events if e["type"] == "end"} == {"gone", "end of stream"}
 
 
 def test_rules_and_regions_of_interest_filter_as_configured_and_count_what_they_drop(

@@ -17,7 +17,7 @@ from tests.support.procs import DaemonProcess
 from tests.support.subscriber import Subscriber
 
 
-def test_frames_mode_publishes_one_documented_v1_event_per_frame_and_ends_cleanly(
+def test_frames_mode_publishes_one_documented_event_per_frame_and_ends_cleanly(
     mosquitto: Mosquitto,
     run_weights_sha256: str,
     subscriber_factory: Callable[..., Subscriber],
@@ -41,7 +41,7 @@ def test_frames_mode_publishes_one_documented_v1_event_per_frame_and_ends_cleanl
     assert len(events) >= 5, f"only {len(events)} events from 60 frames with many defects"
     sha = run_weights_sha256
     for event in events:
-        assert event["schema"] == "linewatch.defect/1"
+        assert event["schema"] == "linewatch.frame_defects/1"
         assert_valid_defect_event(event, camera_id="line", model_sha256=sha, width=640, height=480,
                                   labels=set(CLASS_NAMES))
     assert_gapless([e["seq"] for e in events])
@@ -103,7 +103,7 @@ def test_the_last_will_marks_the_daemon_unavailable_when_it_dies(
     sub.wait_for(lambda ms: any(m.topic.endswith("/status") and m.json()["state"] == "online" for m in ms), 20)
     daemon.kill()
     will = sub.wait_for(lambda ms: ms[-1].topic == topic and ms[-1].json()["state"] == "offline", 15)[-1]
-    assert "last will" in will.json()["reason"] and will.json()["cameras"] == ["synthetic-line"]
+    assert will.json()["reason"] == "connection_lost" and will.json()["cameras"] == ["synthetic-line"]
     validate_message(will.topic, will.payload)
 
 

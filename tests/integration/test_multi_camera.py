@@ -61,7 +61,7 @@ def test_three_cameras_one_killed_rtsp_the_other_two_keep_publishing(
     # reconnecting (only frames captured before it went down may still be on their way)
     after = sub.wait_for(lambda ms: min(_defects_by_camera(ms[mark:])[c] for c in ("line1", "line2")) >= 5, 60)
     late = [m.json() for m in after[mark:] if m.topic == "linewatch/rtsp1/defects"]
-    assert all(parse_time(e["captured_at"]) <= parse_time(down.json()["at"]) for e in late), late
+    assert all(parse_time(e["captured_at"]) <= parse_time(down.json()["published_at"]) for e in late), late
     status = [m.json() for m in sub.messages("/status") if m.topic == "linewatch/rtsp1/status"][-1]
     assert status["state"] == "reconnecting" and status["camera_id"] == "rtsp1"
     for m in after[mark:]:
