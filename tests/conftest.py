@@ -21,7 +21,18 @@ SHIPPED_MODEL = REPO_ROOT / "models" / "linewatch-defects.pt"
 TEST_SEED = 7001
 
 
+OUTSIDE_THE_UNIT_TIER = ("integration", "image", "gpu", "slow")
+INTEGRATION = REPO_ROOT / "tests" / "integration"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The unit tier (`scripts/test.sh -m unit`, under a minute): every test that no marker sends elsewhere, and
+    # nothing of tests/integration/, whose every test starts real services
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(name) for name in OUTSIDE_THE_UNIT_TIER):
+            item.add_marker(pytest.mark.unit)
     import torch
 
     if torch.cuda.is_available():

@@ -15,6 +15,8 @@ import pytest
 from tests.support.genicam import fake_camera_missing
 from tests.support.rtsp import rtsp_missing
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -179,6 +179,7 @@ def test_compose_restart_policy_matches_the_exit_codes(compose: dict[str, Any]) 
         assert "restart_policy" not in svc.get("deploy", {}), "one restart policy, not two"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", ["cpu", "gpu"], ids=["cpu-profile", "gpu-profile"])  # not "gpu": a CUDA marker
 def test_compose_validates_for_each_profile_with_a_compose_cli(tmp_path: Path, profile: str) -> None:
     """`docker compose config` (v2) where installed, else docker-compose v1 on a copy without the newer top-level
@@ -203,6 +204,7 @@ def test_compose_validates_for_each_profile_with_a_compose_cli(tmp_path: Path, p
     assert expected <= set(services), set(services)  # docker-compose v1 prints the other profile's too
 
 
+@pytest.mark.slow
 def test_the_first_start_makes_secrets_the_broker_accepts_and_keeps_them_after(tmp_path: Path) -> None:
     """docker/init-secrets.sh, the compose `secrets` service's script, run here with the host's mosquitto_passwd;
     then a real mosquitto with the bundled listener's settings takes that password and nothing else."""

@@ -74,6 +74,7 @@ def test_an_offline_synthetic_line_gets_the_lossless_hand_off_whatever_word_says
     assert frame_policy(settings.camera_configs[0].camera) is DropPolicy.WAIT
 
 
+@pytest.mark.slow
 def test_an_inference_the_event_stage_never_takes_is_counted_and_logged(model_path: Path) -> None:
     # Before the fix DetectStage ignored a False from Handoff.put: at shutdown an inference could vanish.
     from daemon.detect.model import Detector

@@ -21,6 +21,8 @@ from tests.support.envfiles import docker_env_file, systemd_env_file
 from tests.support.net import free_port
 from tests.support.procs import DaemonProcess
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO_ROOT / "config" / "linewatch.env.example"
 SITE_PACKAGES = next(Path(p) for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())

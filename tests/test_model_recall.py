@@ -23,6 +23,8 @@ from daemon.synthetic.line import LineParams, SyntheticLine
 from daemon.tools.dataset import sample_indices
 from models.evaluate import box_recall_precision, score_events
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 CONFIDENCE = ModelSettings.model_fields["confidence"].default  # the daemon's default LINEWATCH_MODEL__CONFIDENCE
 MODEL = Path(__file__).resolve().parent.parent / "models" / "linewatch-defects.pt"
 UNSEEN_SEED = 4242  # training: 1000 train, 2000 val, 3000 test; events: 4000 threshold sweep, 5000 test

@@ -23,6 +23,8 @@ from daemon.settings import ModelSettings
 from daemon.synthetic.line import LineParams, SyntheticLine
 from daemon.tools.export import agreement
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

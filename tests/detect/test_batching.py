@@ -26,6 +26,8 @@ from daemon.sources.capture import CaptureStage
 from daemon.sources.synthetic import SyntheticSource
 from daemon.synthetic.line import LineParams, SyntheticLine
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 
 @pytest.fixture(scope="module")
 def detector(model_path: Path) -> Detector:

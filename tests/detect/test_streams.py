@@ -30,6 +30,8 @@ from daemon.settings import ModelSettings
 from daemon.sources.capture import CaptureStage
 from daemon.sources.synthetic import SyntheticSource
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -130,6 +130,7 @@ def test_the_tiles_inputs_are_each_crop_letterboxed_in_one_reused_array(side: in
     assert id(again[0].base) == block and pool.made == made
 
 
+@pytest.mark.slow
 def test_tiles_the_detector_letterboxes_itself_find_what_prepared_tiles_find(detector: Detector) -> None:
     # A live tiled camera's tiles are letterboxed by the detector a batch at a time (memory stays flat); a batch
     # of a frame's tiles goes to the model as the one array they were written into
@@ -161,6 +162,7 @@ def _matched(truth: TruthBox, found: tuple[Detection, ...], floor: float) -> boo
     return False
 
 
+@pytest.mark.slow
 def test_small_defects_at_5_mp_are_seen_through_tiles_and_not_on_the_whole_frame(detector: Detector) -> None:
     # Given 5 MP frames of the line whose defects are 8-24 px (as an inspection camera sees them)
     line = SyntheticLine(LineParams(width=W, height=H, min_defect_px=8, max_defect_px=24, defect_rate=0.6,

@@ -95,6 +95,7 @@ def _detection(x1: float, y1: float, x2: float, y2: float, confidence: float, cl
                                                                      round(y2, 1)))
 
 
+@pytest.mark.slow
 def test_the_same_tracks_as_ultralytics_on_the_model_s_detections_of_the_synthetic_line(model_path: Any) -> None:
     from daemon.detect.model import Detector
     from daemon.settings import ModelSettings
@@ -111,6 +112,7 @@ def test_the_same_tracks_as_ultralytics_on_the_model_s_detections_of_the_synthet
     assert _run(frames) >= 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_the_same_tracks_as_ultralytics_on_a_hostile_random_stream(seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -24,6 +24,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+@pytest.mark.slow
 def test_a_full_disk_drops_the_oldest_events_for_the_newest_and_recovers_when_space_returns(
     small_disk: Path,
 ) -> None:
@@ -72,6 +73,7 @@ def fill_to_the_last_byte(path: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_disk_filled_to_the_last_byte_keeps_as_many_newest_events_as_the_freed_reserve_holds(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -23,6 +23,8 @@ from daemon.outbox import Outbox, OutboxLimits
 from daemon.plc.opcua import MV_URI, NS_URI, OpcUaOptions, OpcUaServer
 from tests.support.net import free_port
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 MODEL = ModelInfo("m", "0" * 64, 640, "cpu", ("scratch",))
 SCRATCH = Detection("scratch", 0, 0.9, BBox(300, 100, 330, 120))
 

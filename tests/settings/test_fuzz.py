@@ -38,6 +38,8 @@ from daemon.settings import ANY_NAME, Settings, known_variables
 from daemon.settings.base import nested_model
 from tests.support.tls import make_pki
 
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("LINEWATCH_FUZZ_EXAMPLES", "1000"))
 TIME_LIMIT_S = 3.0  # one check-config, the file reads and the TLS loads included

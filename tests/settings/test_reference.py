@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from daemon.settings import known_variables, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "configuration.md"
+pytestmark = pytest.mark.slow  # outside the unit tier (pyproject.toml: markers): the CLI as a process
 
 
 def _cli(*args: str) -> str:

@@ -64,6 +64,7 @@ BAD_VALUES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_VALUES))
 def test_a_wrong_setting_exits_2_naming_the_variable_without_a_traceback(case: str,
                                                                           valid_env: dict[str, str]) -> None:
@@ -81,6 +82,7 @@ def assert_one_problem(result: subprocess.CompletedProcess[str], starts: str, hi
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_every_problem_is_reported_at_once(valid_env: dict[str, str]) -> None:
     env = {**valid_env, "LINEWATCH_MODEL__DEVICE": "tpu", "LINEWATCH_MODEL__CONFIDENCE": "1.5",
            "LINEWATCH_LOG__LEVEL": "loud"}
@@ -90,6 +92,7 @@ def test_every_problem_is_reported_at_once(valid_env: dict[str, str]) -> None:
     assert named == ["LINEWATCH_LOG__LEVEL", "LINEWATCH_MODEL__CONFIDENCE", "LINEWATCH_MODEL__DEVICE"]
 
 
+@pytest.mark.slow
 def test_a_missing_camera_url_is_named(valid_env: dict[str, str]) -> None:
     env = {k: v for k, v in valid_env.items() if k != "LINEWATCH_CAMERA__URL"}
     result = linewatch(["check-config"], env)
@@ -97,6 +100,7 @@ def test_a_missing_camera_url_is_named(valid_env: dict[str, str]) -> None:
     assert "LINEWATCH_CAMERA__URL: required but not set" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_config_prints_effective_settings_with_the_password_masked(valid_env: dict[str, str],
                                                                          tmp_path: Path) -> None:
     result = linewatch(["check-config"], {**valid_env, "LINEWATCH_MQTT__PASSWORD": "hunter2-secret",
@@ -110,6 +114,7 @@ def test_check_config_prints_effective_settings_with_the_password_masked(valid_e
     assert "hunter2-secret" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_env_file_is_read_and_the_environment_wins_over_it(valid_env: dict[str, str], tmp_path: Path) -> None:
     env_file = tmp_path / "linewatch.env"
     env_file.write_text("LINEWATCH_MQTT__TOPIC_PREFIX=plant7/line2\nLINEWATCH_MODEL__CONFIDENCE=0.7\n")
@@ -121,6 +126,7 @@ def test_env_file_is_read_and_the_environment_wins_over_it(valid_env: dict[str, 
     assert view["LINEWATCH_MODEL__CONFIDENCE"] == 0.6
 
 
+@pytest.mark.slow
 def test_a_typo_inside_the_env_file_is_reported(valid_env: dict[str, str], tmp_path: Path) -> None:
     env_file = tmp_path / "linewatch.env"
     env_file.write_text("LINEWATCH_CAMERA__FSP=30\n")
@@ -265,6 +271,7 @@ def test_broker_urls() -> None:
         broker_address("http://broker")
 
 
+@pytest.mark.slow
 def test_the_example_env_file_uses_only_known_variables() -> None:
     example = REPO_ROOT / "config" / "linewatch.env.example"
     result = linewatch(["check-config"], {"LINEWATCH_ENV_FILE": str(example)})
@@ -296,6 +303,7 @@ def not_a_credential(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[st
     return str(big), "at most 1024 KiB"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("not_a_credential", ["device", "fifo", "directory", "1 GB file"], indirect=True)
 @pytest.mark.parametrize("variable", CREDENTIAL_VARIABLES)
 def test_a_credential_path_that_is_not_a_small_regular_file_exits_2_naming_the_variable(
@@ -316,6 +324,7 @@ def test_a_credential_path_that_is_not_a_small_regular_file_exits_2_naming_the_v
     assert says in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_a_rule_for_a_class_the_model_does_not_have_exits_2_once_the_model_is_loaded(
     valid_env: dict[str, str]
 ) -> None:
@@ -363,6 +372,7 @@ BAD_CAMERA_LISTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_CAMERA_LISTS))
 def test_a_malformed_camera_list_exits_2_naming_the_camera_and_the_variable(case: str,
                                                                             valid_env: dict[str, str]) -> None:

@@ -29,6 +29,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_dataset(out, train=8, val=3, test=3, params=PARAMS, seeds=SEEDS)
 
 
+@pytest.mark.slow
 def test_ultralytics_reads_the_names_and_split_folders(exported: Path) -> None:
     data = check_det_dataset(str(exported))
     assert data["nc"] == len(CLASS_NAMES)
@@ -37,6 +38,7 @@ def test_ultralytics_reads_the_names_and_split_folders(exported: Path) -> None:
         assert len(list(Path(data[split]).glob("*.jpg"))) == count
 
 
+@pytest.mark.slow
 def test_yolo_dataset_labels_match_the_rendered_ground_truth(exported: Path) -> None:
     data = check_det_dataset(str(exported))
     dataset = YOLODataset(img_path=data["train"], data=data, task="detect", imgsz=320, augment=False)
@@ -83,6 +85,7 @@ def test_cli_reports_a_bad_url_as_a_config_error(tmp_path: Path, capsys: pytest.
     assert "defect_rate" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tiles_of_a_5_mp_line_carry_each_defect_in_the_tile_that_holds_it(tmp_path: Path) -> None:
     from daemon.detect.tiles import slice_grid
     from daemon.tools.dataset import export_tiles
