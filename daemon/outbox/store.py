@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from daemon.outbox import deadletter
-from daemon.outbox.bounds import acked_totals, counter_key, enforce, kind_totals, purge_acked
+from daemon.outbox.bounds import counter_key, enforce, purge_acked
 from daemon.outbox.clock import OutboxClock, boot_id
 from daemon.outbox.connection import check_integrity, prepare, rollback_quietly
 from daemon.outbox.deliveries import MQTT, OutputSpec, delivered, mark, register, spec_of, unmark, waiting
@@ -47,6 +47,7 @@ from daemon.outbox.errors import (
 )
 from daemon.outbox.schema import DEFECT, EVENT_COLUMNS
 from daemon.outbox.space import DiskSpace
+from daemon.outbox.stats import read_stats
 from daemon.outbox.types import DeadLetter, DropReport, OutboxLimits, OutboxStats, StoredEvent
 
 log = logging.getLogger("daemon.outbox")
@@ -354,32 +355,9 @@ class Outbox:
         return 0 if row is None else int(row[0])
 
     def stats(self) -> OutboxStats:
-        """Counts and bytes from the triggers' totals, the oldest event through the (kind, id) index: O(log n)
-        at any depth (a scrape a second must not scan 200,000 rows under the lock)."""
+        """Counts, bytes, the oldest waiting event and the drops: index lookups at any depth (stats.py)."""
         with self._tx("stats", write=False) as conn:
-            acked = acked_totals(conn)  # delivered, kept for their ack grace: not waiting
-            kinds = {kind: (count - acked.get(kind, (0, 0))[0], size - acked.get(kind, (0, 0))[1])
-                     for kind, (count, size) in kind_totals(conn).items()}
-            oldest = conn.execute("SELECT created_at, created_clock FROM events WHERE kind = ? AND acked_clock IS NULL "
-                                  "ORDER BY id LIMIT 1", (DEFECT,)).fetchone()
-            by_reason = {  # defect drops only: the seq gaps a subscriber sees; other kinds are keyed kind:reason
-                str(reason): int(total) for reason, total in conn.execute("SELECT reason, total FROM drop_counters")
-                if ":" not in str(reason)
-            }
-            dead, dead_bytes = deadletter.totals(conn)
-        count, nbytes = kinds.pop(DEFECT, (0, 0))
-        return OutboxStats(
-            pending_events=count,
-            pending_bytes=nbytes,
-            oldest_created_at=None if oldest is None else float(oldest[0]),
-            oldest_age_s=None if oldest is None else max(0.0, self._outbox_clock.now() - float(oldest[1])),
-            dropped_total=sum(by_reason.values()),
-            dropped_by_reason=by_reason,
-            disk_full=self.disk_full,
-            other_kinds={kind: totals for kind, totals in kinds.items() if totals[0]},
-            dead_letters=dead,
-            dead_letter_bytes=dead_bytes,
-        )
+            return read_stats(conn, self._outbox_clock.now(), disk_full=self.disk_full)
 
     def integrity_check(self) -> str:
         """'ok', or the problems: SQLite's check plus ours (totals match rows; no seq above its counter)."""
