@@ -2,6 +2,9 @@
 # Installs linewatch as a systemd service: the steps of systemd/README.md, as one script.
 #   /opt/linewatch/.venv                a virtualenv with linewatch from this checkout (a regular install, the
 #                                       pinned dependency set of constraints.txt, the model in its share/)
+#   /opt/linewatch/README.md, docs/, schemas/
+#                                       the documentation the unit names (`systemctl help linewatch`) and the
+#                                       payloads' JSON Schemas it links to
 #   /etc/systemd/system/linewatch.service
 #   /etc/linewatch/                     0755: the service's dynamic user reads a CA certificate put here
 #   /etc/linewatch/linewatch.env        0600 root, from config/linewatch.env.example unless one is there
@@ -40,6 +43,13 @@ install -d -m 0755 "$root/opt/linewatch"
 "$python" -m venv "${venv_args[@]}" "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -c "$src/constraints.txt" "${pip_args[@]}" "$src"
 "$venv/bin/linewatch" --version
+echo "linewatch: documentation $root/opt/linewatch/{README.md,docs,schemas}"
+install -m 0644 "$src/README.md" "$root/opt/linewatch/README.md"
+for folder in docs schemas; do
+    rm -rf "${root:?}/opt/linewatch/$folder"
+    cp -R "$src/$folder" "$root/opt/linewatch/$folder"
+    chmod -R u=rwX,go=rX "$root/opt/linewatch/$folder"
+done
 
 echo "linewatch: unit $root/etc/systemd/system/linewatch.service"
 install -d -m 0755 "$root/etc/systemd/system"

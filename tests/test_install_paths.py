@@ -77,6 +77,11 @@ def test_the_install_script_lays_the_service_out_with_the_modes_it_needs(install
     # the unit's ExecStart is what the script made
     exec_start = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
     assert exec_start == "ExecStart=/opt/linewatch/.venv/bin/linewatch run"
+    # `systemctl help linewatch` opens the unit's documentation: every file it names was installed
+    docs = [url for line in unit.read_text().splitlines() if line.startswith("Documentation=")
+            for url in line.removeprefix("Documentation=").split()]
+    files = [url.removeprefix("file://") for url in docs if url.startswith("file://")]
+    assert files and all((installed / path.lstrip("/")).is_file() for path in files), docs
     if shutil.which("systemd-analyze"):  # verify checks that ExecStart is executable: the one the script made
         rooted = tmp_path / "linewatch.service"
         rooted.write_text(unit.read_text().replace("/opt/linewatch/", f"{installed}/opt/linewatch/"))
