@@ -23,7 +23,7 @@ from daemon.settings import Settings
 from daemon.settings.sections import ModelSettings
 from tests.support.net import free_port
 
-FRAMES = 30
+FRAMES = 12
 FINITE = f"synthetic://line?frames={FRAMES}&realtime=false&defect_rate=0.5"
 
 

@@ -450,6 +450,7 @@ def test_every_numeric_setting_has_a_lower_and_an_upper_bound() -> None:
     assert len(numeric_fields()) > 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e308", "99999999999999999999"])
 def test_no_numeric_setting_takes_an_infinite_or_overflowing_value(value: str, monkeypatch: pytest.MonkeyPatch,
                                                                     valid_env: dict[str, str]) -> None:
