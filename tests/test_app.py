@@ -55,6 +55,7 @@ def make_app(detector: Detector, model_path: Path, tmp_path: Path) -> Iterator[A
     yield make
     for app in built:  # a failed assertion must not leave threads behind for the next test
         app.stop.set()
+        app.outbox.close()  # idempotent: a run that ended closed it already
 
 
 def _inspected(app: App, camera_id: str) -> int:
