@@ -100,12 +100,7 @@ def ceiling_fps(detector: Any, batch: int, seconds: float) -> float:
 
 def _drain(tap: Any) -> list[float]:
     """Every age the event stage has put into its tap so far (popleft: the stage may append meanwhile)."""
-    ages = []
-    while True:
-        try:
-            ages.append(tap.popleft())
-        except IndexError:
-            return ages
+    return [tap.popleft() for _ in range(len(tap))]
 
 
 def run_config(detector: Any, kind: str, cameras: int, batching: bool, seconds: float, video: Path,

@@ -37,8 +37,10 @@ PREVIOUS_SCHEMA: dict[str, str | None] = {
     DEFECT: "linewatch.defect/2", FRAME_DEFECTS: "linewatch.defect/1", VERDICT: "linewatch.verdict/1",
     STATS: "linewatch.stats/1", STATUS: None, AVAILABILITY: None,
 }
+# status `degraded` codes, and the last will's availability reason
+OUTBOX_DISK_FULL, DEAD_LETTERS, CONNECTION_LOST = "outbox_disk_full", "dead_letters", "connection_lost"
 _PREVIOUS_WORDS = {"end_of_stream": "end of stream", "resolution_change": "resolution change",
-                   "connection_lost": "connection lost (last will)"}
+                   CONNECTION_LOST: "connection lost (last will)"}
 DISK_FULL_TEXT = "outbox disk full: the oldest stored events give way to the newest"
 
 
@@ -67,7 +69,7 @@ def previous(body: dict[str, Any]) -> dict[str, Any]:
         body["inference_ms"] = {k: v for k, v in body["inference_ms"].items() if k != "p99"}
         body["frame_age_ms"] = {k: v for k, v in body["frame_age_ms"].items() if k != "p95"}
     elif schema == STATUS:
-        body["degraded"] = [DISK_FULL_TEXT if code == "outbox_disk_full" else
+        body["degraded"] = [DISK_FULL_TEXT if code == OUTBOX_DISK_FULL else
                             f"{body['dead_letters']} events refused by the broker for good, kept as dead letters "
                             "(linewatch dead-letters)" for code in body["degraded"]]
         if "fingerprint" in body:

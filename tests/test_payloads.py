@@ -16,8 +16,8 @@ from daemon.events.schema import render_defect, render_frame_defects, render_sta
 from daemon.events.stage import Percentiles
 from daemon.events.tracking import DefectView, Observation
 from daemon.frames import BBox, CameraState, DefectEvent, Detection, EndReason, ModelInfo
-from daemon.payloads import CURRENT, PREVIOUS, PREVIOUS_SCHEMA, previous
-from daemon.publish.status import CONNECTION_LOST, RUNNING, StatusPayloads
+from daemon.payloads import CONNECTION_LOST, CURRENT, PREVIOUS, PREVIOUS_SCHEMA, previous
+from daemon.publish.status import RUNNING, StatusPayloads
 from tests.integration.payloads import validate_message
 
 SHA = "ab14a24c51242e4c439d7b3e77501ec41cbc8adfe608cea0e91256db0efe099b"

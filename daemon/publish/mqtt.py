@@ -26,9 +26,10 @@ from daemon.lifecycle import StageThread
 from daemon.logs import get_logger
 from daemon.metrics import Metrics
 from daemon.outbox import Outbox, OutboxError, OutboxRetryableError
+from daemon.payloads import CONNECTION_LOST
 from daemon.publish.commands import Commands
 from daemon.publish.refusals import Refusals, publish_size
-from daemon.publish.status import CONNECTION_LOST, RUNNING, SHUTDOWN, StatusPayloads
+from daemon.publish.status import RUNNING, SHUTDOWN, StatusPayloads
 from daemon.publish.tls import build_tls_context, tls_failure_hint
 from daemon.publish.wakeup import Waker
 from daemon.settings.mqtt import MqttSettings, broker_address

@@ -10,13 +10,18 @@ from typing import Any
 
 from daemon import __version__
 from daemon.frames import CameraState, ModelInfo, rfc3339, utc_now
-from daemon.payloads import AVAILABILITY, CURRENT, STATUS, Release, encode
+from daemon.payloads import (
+    AVAILABILITY,
+    CURRENT,
+    DEAD_LETTERS,
+    OUTBOX_DISK_FULL,
+    STATUS,
+    Release,
+    encode,
+)
 from daemon.redact import redact
 
-# availability reasons
-RUNNING, SHUTDOWN, CONNECTION_LOST = "running", "shutdown", "connection_lost"
-# status `degraded` codes
-OUTBOX_DISK_FULL, DEAD_LETTERS = "outbox_disk_full", "dead_letters"
+RUNNING, SHUTDOWN = "running", "shutdown"  # availability reasons besides the last will's CONNECTION_LOST
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ class StatusPayloads:
                                 "camera_id": camera_id, "published_at": rfc3339(utc_now()),
                                 "linewatch_version": __version__,
                                 "model": {"name": self.model.name, "sha256": self.model.sha256},
-                                "degraded": [OUTBOX_DISK_FULL] * disk_full + [DEAD_LETTERS] * bool(dead_letters),
+                                "degraded": [code for code, on in ((OUTBOX_DISK_FULL, disk_full),
+                                                                   (DEAD_LETTERS, dead_letters > 0)) if on],
                                 "dead_letters": dead_letters}
         if self.fingerprint and state is not CameraState.OFFLINE:
             body["fingerprint"] = dict(self.fingerprint)
