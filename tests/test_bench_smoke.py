@@ -132,14 +132,16 @@ def test_the_verdict_accuracy_benchmark_judges_parts_against_the_ground_truth(tm
 
 
 @pytest.mark.integration
-def test_the_box_limit_benchmark_runs_the_bare_loop_beside_the_daemon(tmp_path: Path) -> None:
-    _bench(tmp_path, "bench/box_limit.py", "--backends", "openvino", "--cameras", "1", "--seconds", "1",
-           "--rounds", "1")
+def test_the_box_limit_benchmark_runs_the_bare_loop_and_the_daemon_in_turns(tmp_path: Path) -> None:
+    _bench(tmp_path, "bench/box_limit.py", "--backends", "openvino", "--cameras", "1", "--pairs", "1",
+           "--window", "1")
     report = _written(tmp_path, "box_limit")
-    figures = report["summary"]["openvino x1"]
-    assert figures["bare_fps"] > 0 and figures["daemon_fps"] > 0 and figures["ratio"] > 0
-    threads = report["rows"][0]["daemon"]["thread_ms_per_frame"]
+    row = report["rows"][0]
+    assert row["bare"]["fps"] > 0 and row["daemon"]["fps"] > 0 and row["ratio"] > 0
+    assert len(row["bare"]["fps_each"]) == 2 and len(row["daemon"]["fps_each"]) == 1, "bare, daemon, bare"
+    threads = row["daemon"]["thread_ms_per_frame"]
     assert {"capture:c0", "detect", "events:c0", "publish:mqtt"} <= set(threads), "each stage's thread is named"
+    assert {"decode-0", "infer-0"} <= set(row["bare"]["thread_ms_per_frame"])
 
 
 def test_the_tiles_benchmark_judges_whole_frames_and_tiles_on_5_mp_frames_and_runs_the_daemon_both_ways(
