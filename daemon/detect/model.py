@@ -11,6 +11,7 @@ quota rather than the host's core count (cpus.py); ONNX Runtime's and OpenVINO's
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -256,7 +257,9 @@ class Detector:
             batch = (batch.half() if model.fp16 else batch.float()).div_(255)
         with torch.inference_mode():
             raw = model(batch)
-            kept = self._nms(raw, self._conf, self._iou, max_det=300, **self._nms_options)
+            # No time limit: Ultralytics' NMS gives up after 2 s + 50 ms a frame and leaves the batch's later frames
+            # empty (a paused VM or a starved CPU quota would lose their defects, a warning the only trace)
+            kept = self._nms(raw, self._conf, self._iou, max_det=300, max_time_img=math.inf, **self._nms_options)
             found = []
             for (_, shape), boxes in zip(items, kept, strict=True):
                 xyxy = self._scale_boxes(batch.shape[2:], boxes[:, :4], shape)
