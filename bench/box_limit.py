@@ -47,8 +47,9 @@ from harness import (
     PYTHON,
     REPO,
     broker,
-    daemon_env,
+    child_env,
     free_port,
+    full_speed_env,
     median,
     metric,
     proc_figures,
@@ -207,9 +208,8 @@ def bare_loop(backend: str, video: Path, cameras: int, scratch: Path) -> Iterato
 
     counts = scratch / f"counts-{backend}-{cameras}"
     np.memmap(counts, dtype=np.int64, mode="w+", shape=(64,)).flush()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}, "YOLO_OFFLINE": "1"}
     child = subprocess.Popen([PYTHON, str(SCRIPT), "--child", "--serve", "--backend", backend, "--video", str(video),
-                              "--cameras", str(cameras), "--counts", str(counts)], cwd=REPO, env=env,
+                              "--cameras", str(cameras), "--counts", str(counts)], cwd=REPO, env=child_env(),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdin is not None
@@ -233,12 +233,7 @@ def bare_loop(backend: str, video: Path, cameras: int, scratch: Path) -> Iterato
 def daemon_loop(backend: str, video: Path, broker_url: str, cameras: int,
                 state: Path) -> Iterator[tuple[int, Callable[[], float]]]:
     port = free_port()
-    each = {f"LINEWATCH_CAMERAS__C{n}__{key}": value for n in range(cameras)
-            for key, value in (("URL", str(video)), ("PACE", "max"), ("LOOP", "true"))}
-    env = daemon_env("", broker_url, state, port, LINEWATCH_MODEL__BACKEND=backend, LINEWATCH_MODEL__DEVICE="cpu",
-                     **each)
-    del env["LINEWATCH_CAMERA__URL"]
-    with running_daemon(env) as process:
+    with running_daemon(full_speed_env(video, broker_url, state, port, backend, cameras)) as process:
         try:
             wait_ready(port, process)
             time.sleep(WARM_S)
@@ -265,9 +260,10 @@ def compare(backend: str, video: Path, broker_url: str, cameras: int, pairs: int
                 print(f"  {backend} x{cameras}: bare {bare[-2]['fps']:.1f} daemon {daemon[-1]['fps']:.1f} "
                       f"bare {bare[-1]['fps']:.1f} fps", flush=True)
     ratios = [d["fps"] / ((b0["fps"] + b1["fps"]) / 2) for d, b0, b1 in zip(daemon, bare, bare[1:], strict=False)]
+    p25, p50, p75 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
     return with_pooled({"backend": backend, "cameras": cameras, "ratios": [round(r, 4) for r in ratios],
-                        "ratio": median(ratios), "ratio_p25": quantile(ratios, 0.25),
-                        "ratio_p75": quantile(ratios, 0.75), "bare": summarise(bare), "daemon": summarise(daemon)})
+                        "ratio": p50, "ratio_p25": p25, "ratio_p75": p75, "bare": summarise(bare),
+                        "daemon": summarise(daemon)})
 
 
 def with_pooled(row: dict[str, Any]) -> dict[str, Any]:
@@ -277,14 +273,6 @@ def with_pooled(row: dict[str, Any]) -> dict[str, Any]:
     row["pooled"] = statistics.fmean(daemon["fps_each"]) / statistics.fmean(bare["fps_each"])
     row["cpu_ratio"] = bare["cpu_ms_per_frame"] / daemon["cpu_ms_per_frame"]
     return row
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    at = q * (len(ordered) - 1)
-    low = int(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
 def summarise(slices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -86,6 +86,17 @@ def daemon_env(camera_url: str, broker_url: str, state: Path, http_port: int, **
             "YOLO_OFFLINE": "1", **extra}
 
 
+def full_speed_env(video: Path, broker_url: str, state: Path, http_port: int, backend: str,
+                   cameras: int) -> dict[str, str]:
+    """The daemon with `cameras` cameras all reading the same video at full speed, looped, on the CPU."""
+    each = {f"LINEWATCH_CAMERAS__C{n}__{key}": value for n in range(cameras)
+            for key, value in (("URL", str(video)), ("PACE", "max"), ("LOOP", "true"))}
+    env = daemon_env("", broker_url, state, http_port, LINEWATCH_MODEL__BACKEND=backend,
+                     LINEWATCH_MODEL__DEVICE="cpu", **each)
+    del env["LINEWATCH_CAMERA__URL"]
+    return env
+
+
 @contextmanager
 def running_daemon(env: Mapping[str, str]) -> Iterator[DaemonProcess]:
     process = DaemonProcess(env).start()
@@ -187,11 +198,16 @@ def child_json(args: Sequence[str], timeout: float) -> dict[str, Any]:
     """Run `python bench/<script> ...` in a fresh process; its last stdout line is its JSON answer."""
     import subprocess
 
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}, "YOLO_OFFLINE": "1"}
-    done = subprocess.run([PYTHON, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([PYTHON, *args], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def child_env() -> dict[str, str]:
+    """A benchmark's child process: this environment without the developer's own LINEWATCH_* settings."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("LINEWATCH_")}, "YOLO_OFFLINE": "1"}
 
 
 def median(values: Sequence[float]) -> float | None:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import RESULTS, broker, daemon_env, free_port, running_daemon, wait_ready, write_line_video
+from harness import RESULTS, broker, free_port, full_speed_env, running_daemon, wait_ready, write_line_video
 
 WARM_S = 5.0
 
@@ -68,11 +68,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch, broker() as mosquitto:
         video = write_line_video(Path(scratch) / "line.avi", frames=600)
         port = free_port()
-        each = {f"LINEWATCH_CAMERAS__C{n}__{key}": value for n in range(args.cameras)
-                for key, value in (("URL", str(video)), ("PACE", "max"), ("LOOP", "true"))}
-        env = daemon_env("", mosquitto.url, Path(scratch) / "state", port, LINEWATCH_MODEL__BACKEND=args.backend,
-                         LINEWATCH_MODEL__DEVICE="cpu", **each)
-        del env["LINEWATCH_CAMERA__URL"]
+        env = full_speed_env(video, mosquitto.url, Path(scratch) / "state", port, args.backend, args.cameras)
         raw = Path(scratch) / "stacks.txt"
         with running_daemon(env) as process:
             wait_ready(port, process)
