@@ -40,7 +40,7 @@ from daemon.ops.detect_api import DetectApi
 from daemon.ops.health import Health
 from daemon.ops.sdnotify import sd_notify, watchdog_interval_s
 from daemon.outbox import DropReport, Outbox, OutboxLimits
-from daemon.pipeline import CameraPipeline
+from daemon.pipeline import CameraPipeline, handoff_capacity
 from daemon.plc.loop import PlcServerError
 from daemon.plc.modbus import ModbusServer
 from daemon.plc.opcua import OpcUaOptions, OpcUaServer
@@ -68,8 +68,10 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
 
 
 def warm_up_batch(settings: Settings) -> int:
-    """The largest batch the detector will run: one frame per camera, at most LINEWATCH_DETECT__MAX_BATCH."""
-    return min(settings.detect.max_batch, len(settings.camera_configs))
+    """The largest batch the detector will run: the frames every camera's hand-off holds (a live camera's one, a
+    file's read-ahead; a tiled camera's frame is its tiles, warmed up apart), at most LINEWATCH_DETECT__MAX_BATCH."""
+    held = sum(1 if c.camera.tiles is not None else handoff_capacity(c.camera) for c in settings.camera_configs)
+    return min(settings.detect.max_batch, held)
 
 
 def plc_servers(settings: Settings, jobs: list[JobStage], metrics: Metrics) -> list[ModbusServer | OpcUaServer]:

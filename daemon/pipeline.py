@@ -53,6 +53,11 @@ def frame_policy(camera: CameraSettings) -> DropPolicy:
     return DropPolicy.LATEST if camera.is_live and not camera.triggered else DropPolicy.WAIT
 
 
+def handoff_capacity(camera: CameraSettings) -> int:
+    """The frames a camera's hand-off holds: also the most of its frames one batched inference may take."""
+    return LIVE_SLOT_CAPACITY if frame_policy(camera) is DropPolicy.LATEST else FILE_HANDOFF_CAPACITY
+
+
 def stall_timeout_s(camera: CameraSettings) -> float:
     if camera.stall_timeout_s:
         return camera.stall_timeout_s
@@ -68,8 +73,7 @@ class CameraPipeline:
         self.camera_id = camera_id = config.camera_id
         self.config = config
         self.policy = policy = frame_policy(camera)
-        capacity = LIVE_SLOT_CAPACITY if policy is DropPolicy.LATEST else FILE_HANDOFF_CAPACITY
-        self.frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", capacity, policy, stop,
+        self.frames: Handoff[Frame] = Handoff(f"frames:{camera_id}", handoff_capacity(camera), policy, stop,
                                               on_drop=metrics.frames_dropped.labels(camera_id).inc, bell=bell)
         self.results: Handoff[Inference] = Handoff(f"results:{camera_id}", RESULTS_CAPACITY, DropPolicy.WAIT, stop)
         self.rules = rules = Rules(config.rules, model.classes, settings.model.confidence)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.app import open_outbox
+from daemon.app import open_outbox, warm_up_batch
 from daemon.exitcodes import FailureKind
 from daemon.frames import CameraStatus, EndReason, ModelInfo
 from daemon.handoff import Bell, DropPolicy
@@ -65,6 +65,21 @@ def test_a_live_camera_keeps_the_newest_frame_and_everything_else_loses_none(
     pipeline = make_pipeline(camera)
     assert frame_policy(pipeline.config.camera) is policy is pipeline.policy
     assert pipeline.frames.capacity == (1 if policy is DropPolicy.LATEST else 8)
+
+
+@pytest.mark.parametrize(("cameras", "max_batch", "batch"), [
+    ({"a": {"url": "rtsp://10.0.0.5/a"}, "b": {"url": "rtsp://10.0.0.5/b"}}, 8, 2),  # live: one frame each
+    ({"a": {"url": "synthetic://line?realtime=false"}}, 8, 8),  # a file's read-ahead: one inference for all of it
+    ({"a": {"url": "synthetic://line?realtime=false"}, "b": {"url": "rtsp://10.0.0.5/b"}}, 64, 9),
+    ({"a": {"url": "synthetic://line?realtime=false"}}, 3, 3),  # never beyond the setting
+    ({"a": {"url": "synthetic://line?realtime=false", "tiles": {}}}, 8, 1),  # its tiles are warmed up apart
+])
+def test_the_detector_is_warmed_up_at_the_largest_batch_its_cameras_hand_over(
+    cameras: dict[str, Any], max_batch: int, batch: int, tmp_path: Path,
+) -> None:
+    settings = Settings.model_validate({"cameras": cameras, "detect": {"max_batch": max_batch},
+                                       "outbox": {"dir": str(tmp_path)}})
+    assert warm_up_batch(settings) == batch
 
 
 @pytest.mark.parametrize(("camera", "limit_s"), [

@@ -3,10 +3,12 @@
 Each camera has a lane: its frame hand-off in (a one-frame slot for a live camera, a short queue for a file)
 and its results hand-off out. One pass of a worker:
 
-1. takes the waiting frame of each camera that has one, at most one per camera and at most `max_batch`,
-   starting after the camera served first last time (round robin: a 30 fps camera cannot starve a 5 fps one);
-   a tiled camera's frame is many inputs (tiles.py), of which a pass takes at most that camera's `per_batch`,
-   the rest in the passes after: its next frame is taken once every input of this one was;
+1. takes the waiting frame of each camera that has one, in rounds of at most one frame per camera, starting
+   after the camera served first last time (round robin: a 30 fps camera cannot starve a 5 fps one), until
+   `max_batch` frames or nothing is waiting: a live camera's slot holds one frame, but a file or a triggered
+   camera may have several waiting (its read-ahead), and one inference for several of them is the model at its
+   best; a tiled camera's frame is many inputs (tiles.py), of which a pass takes at most that camera's
+   `per_batch`, the rest in the passes after: its next frame is taken once every input of this one was;
 2. when some cameras have nothing yet, waits at most `batch_wait_s` for them (a ring of the shared bell);
 3. runs one batched inference on the worker's own copy of the model (Ultralytics' predictor is not
    thread-safe: no other thread touches that copy);
@@ -165,12 +167,13 @@ class DetectStage(StageThread):
 
     # -- collecting a batch ---------------------------------------------------------------------------------
     def _collect(self, ended: list[Lane]) -> list[_Chunk]:
-        batch: dict[Lane, _Chunk] = {}
+        batch: list[_Chunk] = []
         deadline: float | None = None
         while True:
             seen = self._bell.rings
             self._take(batch, ended)
-            waiting = [lane for lane in self._lanes if not lane.done and not lane.background and lane not in batch]
+            served = {chunk.lane for chunk in batch}
+            waiting = [lane for lane in self._lanes if not lane.done and not lane.background and lane not in served]
             if self._full(batch) or not waiting or (batch and self.batch_wait_s <= 0):
                 break
             now = time.monotonic()
@@ -183,38 +186,57 @@ class DetectStage(StageThread):
                 break  # route the end of a lane now: its event stage finishes its tracks
             elif not self._bell.wait(seen, _IDLE_WAIT_S):
                 self._abandon_stuck_lanes(now, ended)
-        cameras = [lane for lane in batch if not lane.background]
+        cameras = [chunk.lane for chunk in batch if not chunk.lane.background]
         if cameras:
             self._next = (self._lanes.index(cameras[0]) + 1) % len(self._lanes)
-        return list(batch.values())
+        return batch
 
-    def _full(self, batch: dict[Lane, _Chunk]) -> bool:
-        return len(batch) >= self.max_batch or sum(c.stop - c.start for c in batch.values()) >= self.max_inputs
+    def _full(self, batch: list[_Chunk]) -> bool:
+        return len(batch) >= self.max_batch or sum(c.stop - c.start for c in batch) >= self.max_inputs
 
-    def _take(self, batch: dict[Lane, _Chunk], ended: list[Lane]) -> None:
+    def _take(self, batch: list[_Chunk], ended: list[Lane]) -> None:
+        """Adds to the batch in rounds, one frame (or one tiled frame's share) per lane in each: a lane's frames
+        enter the batch, and so reach its event stage, in the order it handed them over. A tiled lane gives one
+        share per pass (its per_batch is its share)."""
         count = len(self._lanes)
         order = [self._lanes[(self._next + offset) % count] for offset in range(count)]
-        for lane in sorted(order, key=lambda lane: lane.background):  # the cameras first, in their round robin
-            if self._full(batch):
+        order.sort(key=lambda lane: lane.background)  # the cameras first, in their round robin
+        served = {chunk.lane for chunk in batch}
+        while True:
+            grew = False
+            for lane in order:
+                if self._full(batch):
+                    return
+                if lane.done or (lane.tiler is not None and lane in served):
+                    continue
+                chunk = self._next_chunk(lane, sum(c.stop - c.start for c in batch), ended)
+                if chunk is not None:
+                    batch.append(chunk)
+                    served.add(lane)
+                    grew = True
+            if not grew:
                 return
-            if lane.done or lane in batch:
-                continue
-            job = lane.current
-            if job is None:
-                item = lane.frames.get(0.0)
-                if item is END_OF_STREAM:
-                    lane.done = True
-                    ended.append(lane)  # its results close after its frames in flight: its event stage then ends
-                    continue
-                if item is None:
-                    continue
-                inputs = lane.tiler.inputs(item) if lane.tiler is not None else whole_frame(item)
-                job = _Job(item, inputs, [()] * len(inputs))
-            room = self.max_inputs - sum(c.stop - c.start for c in batch.values())
-            share = min(len(job.inputs) - job.taken, room, lane.tiler.per_batch if lane.tiler is not None else 1)
-            batch[lane] = _Chunk(lane, job, job.taken, job.taken + share)
-            job.taken += share
-            lane.current = job if job.taken < len(job.inputs) else None
+
+    def _next_chunk(self, lane: Lane, inputs: int, ended: list[Lane]) -> _Chunk | None:
+        """The lane's next inputs for a batch that holds `inputs` already: the rest of a tiled frame, or its next
+        waiting frame; None when it has none (and, at its END_OF_STREAM, the lane is done and ended)."""
+        job = lane.current
+        if job is None:
+            item = lane.frames.get(0.0)
+            if item is END_OF_STREAM:
+                lane.done = True
+                ended.append(lane)  # its results close after its frames in flight: its event stage then ends
+                return None
+            if item is None:
+                return None
+            frames = lane.tiler.inputs(item) if lane.tiler is not None else whole_frame(item)
+            job = _Job(item, frames, [()] * len(frames))
+        share = min(len(job.inputs) - job.taken, self.max_inputs - inputs,
+                    lane.tiler.per_batch if lane.tiler is not None else 1)
+        chunk = _Chunk(lane, job, job.taken, job.taken + share)
+        job.taken += share
+        lane.current = job if job.taken < len(job.inputs) else None
+        return chunk
 
     def _abandon_stuck_lanes(self, now: float, ended: list[Lane]) -> None:
         if not self._stop.is_set():

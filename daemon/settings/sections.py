@@ -121,7 +121,8 @@ class ModelSettings(Section):
 
 class DetectSettings(Section):
     max_batch: int = Field(
-        8, ge=1, le=64, description="Most frames in one batched inference (one per camera at most); 1: no batching")
+        8, ge=1, le=64, description="Most frames in one batched inference (a live camera gives one, a file or "
+        "triggered camera the frames waiting in its hand-off); 1: no batching")
     batch_wait_ms: float = Field(
         5.0, ge=0, le=1000, description="How long the detector waits for the other cameras' frames to fill a batch")
 

@@ -18,8 +18,8 @@ import pytest
 from daemon.backoff import Backoff
 from daemon.detect.model import Detector, precision_options
 from daemon.detect.stage import DetectStage, Lane
-from daemon.detect.tiles import Tiler, whole_frame
-from daemon.frames import END_OF_STREAM, BBox, Frame, Inference, utc_now
+from daemon.detect.tiles import ModelInput, Tiler, whole_frame
+from daemon.frames import END_OF_STREAM, BBox, Detection, Frame, Inference, utc_now
 from daemon.handoff import Bell, DropPolicy, Handoff
 from daemon.metrics import Metrics
 from daemon.settings import ModelSettings
@@ -107,19 +107,20 @@ def run_cameras(detector: Detector) -> Iterator[object]:
     stops: list[threading.Event] = []
 
     def run(cameras: dict[str, tuple[str, DropPolicy]], *, max_batch: int, until: int, watch: str,
-            tiles: dict[str, TileSettings] | None = None) -> tuple[Metrics, dict[str, list[Inference]], list[int]]:
+            tiles: dict[str, TileSettings] | None = None,
+            ) -> tuple[Metrics, dict[str, list[Inference]], list[tuple[int, ...]]]:
         """Run until camera `watch` has had `until` frames inspected; return the metrics, each camera's
-        results and the batch sizes."""
+        results and the batches: each the identities of its inputs' images (a whole frame's is its frame's)."""
         stop, bell, metrics = threading.Event(), Bell(), Metrics()
         stops.append(stop)
         built = {cid: _camera(cid, url, policy, bell, stop, metrics, (tiles or {}).get(cid))
                  for cid, (url, policy) in cameras.items()}
-        batches: list[int] = []
+        batches: list[tuple[int, ...]] = []
         real_infer = detector.infer_inputs
 
-        def counting(inputs: object, stream: int = 0) -> tuple[list[object], float]:
-            batches.append(len(inputs))  # type: ignore[arg-type]  # one call per pass: its inputs
-            return real_infer(inputs, stream)  # type: ignore[arg-type]
+        def counting(inputs: list[ModelInput], stream: int = 0) -> tuple[list[tuple[Detection, ...]], float]:
+            batches.append(tuple(id(item.image) for item in inputs))  # one call per pass: its inputs
+            return real_infer(inputs, stream)
 
         detector.infer_inputs = counting  # type: ignore[method-assign]  # observe, not replace: the real model runs
         stage = DetectStage(detector, [c.lane for c in built.values()], bell, stop, max_batch=max_batch,
@@ -166,7 +167,28 @@ def test_a_camera_that_always_has_a_frame_does_not_starve_a_5_fps_one(run_camera
     assert [r.frame.seq for r in results["slow"]] == list(range(len(results["slow"])))
     # ... while the flooding camera got the rest of the model's time
     assert metrics.value("linewatch_frames_inspected_total", camera="flood") > 2 * len(results["slow"])
-    assert max(batches) <= max_batch
+    assert max(map(len, batches)) <= max_batch
+
+
+def test_a_file_camera_s_waiting_frames_share_one_inference_and_reach_its_events_in_order(
+        run_cameras: object) -> None:
+    # Given one camera that always has frames waiting (unpaced, like a file read at full speed: its hand-off holds
+    # its read-ahead and loses nothing), alone: before the fix every inference took one of its frames
+    metrics, results, batches = run_cameras(  # type: ignore[operator]
+        {"file": ("synthetic://line?realtime=false&seed=3", DropPolicy.WAIT)}, max_batch=4, until=60, watch="file")
+    frames = results["file"]
+    seq_of = {id(result.frame.image): result.frame.seq for result in frames}
+    taken = [[seq_of[image] for image in batch] for batch in batches]
+    # Then inferences took several of its waiting frames at once, never more than max_batch ...
+    assert max(map(len, taken)) == 4, [len(batch) for batch in taken]
+    # ... each batch a run of its frames in the order it handed them over, and every frame inspected once, in
+    # order, none dropped (its results reach its event stage in frame order whichever inference ends first)
+    for batch in taken:
+        assert batch == list(range(batch[0], batch[0] + len(batch))), batch
+    assert [r.frame.seq for r in frames] == list(range(len(frames)))
+    assert sorted(seq for batch in taken for seq in batch) == list(range(len(frames)))
+    assert metrics.value("linewatch_frames_dropped_total", camera="file") == 0
+    assert metrics.value("linewatch_frames_inspected_total", camera="file") == len(frames)
 
 
 def test_per_camera_counters_and_drops(run_cameras: object) -> None:
@@ -187,8 +209,8 @@ def test_per_camera_counters_and_drops(run_cameras: object) -> None:
     assert value("linewatch_frames_dropped_total", camera="fast") > 0
     assert value("linewatch_frames_dropped_total", camera="slow") == 0
     # And frames of both cameras rode in the same batches
-    assert 2 in batches
-    assert sum(batches) == len(results["fast"]) + len(results["slow"])
+    assert 2 in map(len, batches)
+    assert sum(map(len, batches)) == len(results["fast"]) + len(results["slow"])
 
 
 def test_a_tiled_5_mp_camera_takes_at_most_its_share_of_each_batch_and_a_small_camera_loses_nothing(
@@ -201,7 +223,7 @@ def test_a_tiled_5_mp_camera_takes_at_most_its_share_of_each_batch_and_a_small_c
          "slow": ("synthetic://line?fps=5&seed=8", DropPolicy.LATEST)},
         max_batch=2, until=10, watch="slow", tiles={"big": TileSettings(size=320, per_batch=4)})
     # Then no batch holds more than the tiled camera's share beside the other camera's frame ...
-    assert max(batches) <= 4
+    assert max(map(len, batches)) <= 4
     # ... the small camera's frames were all inspected, in order, while the big one's were in the model ...
     assert metrics.value("linewatch_frames_dropped_total", camera="slow") == 0
     assert [r.frame.seq for r in results["slow"]] == list(range(len(results["slow"])))
@@ -210,7 +232,8 @@ def test_a_tiled_5_mp_camera_takes_at_most_its_share_of_each_batch_and_a_small_c
     # ... and each big frame came out once, whole: its boxes merged in the frame's own pixels
     assert big and [r.frame.seq for r in big] == list(range(len(big)))
     assert metrics.value("linewatch_frames_inspected_total", camera="big") == len(big)
-    assert sum(batches) == 80 * len(big) + len(results["slow"]), "every tile inspected once; none left half done"
+    inputs = sum(map(len, batches))
+    assert inputs == 80 * len(big) + len(results["slow"]), "every tile inspected once; none left half done"
     for result in big:
         for d in result.detections:
             assert 0 <= d.bbox.x1 < d.bbox.x2 <= 2592 and 0 <= d.bbox.y1 < d.bbox.y2 <= 1944
