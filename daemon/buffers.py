@@ -11,8 +11,10 @@ its way through the model, kept as a defect's best view or a snapshot, or any vi
 Python's reference count says so exactly (under the GIL, a count at the pool's own references means no other
 thread can reach the array to take a new one). A pool belongs to one thread; it never blocks: when every array
 is in use, it makes a new one, and keeps it only while it has fewer than `slots`. So a pool holds as many
-arrays as its stage once had in flight at the same time (a live camera: four or five; a file read ahead: a
-dozen), never more than `slots`: what it keeps is memory the pipeline was using anyway at its peak.
+arrays as its stage once had in flight at the same time, never more than `slots`: what it keeps is memory the
+pipeline was using anyway at its peak. A live camera has four or five in flight; a file read at full speed up
+to twice its read-ahead (8 waiting in its hand-off, 8 in the model's batches: detect/stage.py) and the frames
+its event stage keeps, so a pool's default room is 32: past it, every frame would cost page faults again.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ del _probe
 
 
 class BufferPool:
-    def __init__(self, slots: int = 16) -> None:
+    def __init__(self, slots: int = 32) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots

@@ -91,6 +91,7 @@ class _Replica:
         self.model = model  # Ultralytics' YOLO
         self.set_up = False  # Ultralytics builds its predictor at the first inference
         self.batches = BufferPool(slots=4)  # batched inputs, stacked into reused arrays (buffers.py)
+        self.rows = 0  # the largest batch stacked so far: a smaller one fills the first rows of its array
         self.tiles = BufferPool(slots=4)  # a pass's tiles, letterboxed into reused arrays
 
 
@@ -247,9 +248,10 @@ class Detector:
             stacked = items[0][0][None]
         elif stacked is None:
             first = items[0][0]
-            shape = (len(items), *first.shape)
+            replica.rows = max(replica.rows, len(items))  # one array for the batches of every size, not one each
+            shape = (replica.rows, *first.shape)
             stacked = np.stack([tensor for tensor, _ in items], out=replica.batches.take(
-                (shape, first.dtype), lambda: np.empty(shape, first.dtype)))
+                (shape, first.dtype), lambda: np.empty(shape, first.dtype))[:len(items)])
         batch = torch.from_numpy(stacked)
         if batch.device != model.device:  # a CPU model takes the array as it is (.to() would still cost a GIL round)
             batch = batch.to(model.device)

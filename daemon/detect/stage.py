@@ -5,10 +5,12 @@ and its results hand-off out. One pass of a worker:
 
 1. takes the waiting frame of each camera that has one, in rounds of at most one frame per camera, starting
    after the camera served first last time (round robin: a 30 fps camera cannot starve a 5 fps one), until
-   `max_batch` frames or nothing is waiting: a live camera's slot holds one frame, but a file or a triggered
-   camera may have several waiting (its read-ahead), and one inference for several of them is the model at its
-   best; a tiled camera's frame is many inputs (tiles.py), of which a pass takes at most that camera's
-   `per_batch`, the rest in the passes after: its next frame is taken once every input of this one was;
+   `max_batch` frames or nothing is waiting. A live camera's slot holds one frame; a file or a triggered camera
+   may have several waiting (its read-ahead), and one inference for several of them is the model at its best:
+   a pass takes up to its hand-off's capacity shared among the streams, so that each stream has some to work
+   on and the camera's frames in flight stay within twice its hand-off (the buffers its capture reuses).
+   A tiled camera's frame is many inputs (tiles.py), of which a pass takes at most that camera's `per_batch`,
+   the rest in the passes after: its next frame is taken once every input of this one was;
 2. when some cameras have nothing yet, waits at most `batch_wait_s` for them (a ring of the shared bell);
 3. runs one batched inference on the worker's own copy of the model (Ultralytics' predictor is not
    thread-safe: no other thread touches that copy);
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -114,6 +117,9 @@ class DetectStage(StageThread):
         # inputs in one batch: a frame each, or up to a tiled camera's per_batch tiles
         self.max_inputs = max([max_batch, *(lane.tiler.per_batch for lane in lanes if lane.tiler is not None)])
         self.batch_wait_s = batch_wait_s
+        # frames one pass takes from a lane (above): a tiled one gives one frame's share of tiles
+        self._per_pass = {lane: 1 if lane.tiler is not None else max(1, lane.frames.capacity // self.streams)
+                          for lane in lanes}
         self._taking = threading.Lock()  # held by the one worker taking frames; guards _next, _passes, lane.done
         self._next = 0  # the lane served first in the next batch
         self._passes = 0  # passes numbered so far
@@ -195,24 +201,24 @@ class DetectStage(StageThread):
         return len(batch) >= self.max_batch or sum(c.stop - c.start for c in batch) >= self.max_inputs
 
     def _take(self, batch: list[_Chunk], ended: list[Lane]) -> None:
-        """Adds to the batch in rounds, one frame (or one tiled frame's share) per lane in each: a lane's frames
-        enter the batch, and so reach its event stage, in the order it handed them over. A tiled lane gives one
-        share per pass (its per_batch is its share)."""
+        """Adds to the batch in rounds, one frame (or one tiled frame's share) per lane in each, up to the lane's
+        frames per pass: a lane's frames enter the batch, and so reach its event stage, in the order it handed
+        them over."""
         count = len(self._lanes)
         order = [self._lanes[(self._next + offset) % count] for offset in range(count)]
         order.sort(key=lambda lane: lane.background)  # the cameras first, in their round robin
-        served = {chunk.lane for chunk in batch}
+        given = Counter(chunk.lane for chunk in batch)
         while True:
             grew = False
             for lane in order:
                 if self._full(batch):
                     return
-                if lane.done or (lane.tiler is not None and lane in served):
+                if lane.done or given[lane] >= self._per_pass[lane]:
                     continue
                 chunk = self._next_chunk(lane, sum(c.stop - c.start for c in batch), ended)
                 if chunk is not None:
                     batch.append(chunk)
-                    served.add(lane)
+                    given[lane] += 1
                     grew = True
             if not grew:
                 return
