@@ -79,8 +79,8 @@ class Metrics:
             cam,
             buckets=_INFERENCE_BUCKETS, registry=registry)
         self.batch_size = Histogram("linewatch_batch_size",
-                                    "Model inputs per batched inference: frames, one per camera at most, and tiles, "
-                                    "a tiled camera's per_batch at most",
+                                    "Model inputs per batched inference: frames (one per live camera, a file's "
+                                    "waiting ones) and tiles, a tiled camera's per_batch at most",
                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=registry)
         self.capture_to_commit_seconds = Histogram(
             "linewatch_capture_to_commit_seconds",
