@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.detect.model import Detector
-from daemon.detect.stage import DetectStage
+from daemon.detect.stage import DetectStage, frames_per_pass
 from daemon.events.job_stage import VERDICT, JobStage, TriggerRefused
 from daemon.events.jobs import part_id_from_message
 from daemon.events.rules import Rules
@@ -67,11 +67,13 @@ def open_outbox(settings: Settings, on_drop: Callable[[DropReport], None] | None
                   ack_grace_s=settings.mqtt.ack_grace_s)
 
 
-def warm_up_batch(settings: Settings) -> int:
-    """The largest batch the detector will run: the frames every camera's hand-off holds (a live camera's one, a
-    file's read-ahead; a tiled camera's frame is its tiles, warmed up apart), at most LINEWATCH_DETECT__MAX_BATCH."""
-    held = sum(1 if c.camera.tiles is not None else handoff_capacity(c.camera) for c in settings.camera_configs)
-    return min(settings.detect.max_batch, held)
+def warm_up_batch(settings: Settings, streams: int) -> int:
+    """The largest batch the detector will run: what one pass takes from every camera (a live camera's one frame, a
+    file's read-ahead shared among the `streams`; a tiled camera's frame, its tiles warmed up apart), at most
+    LINEWATCH_DETECT__MAX_BATCH."""
+    taken = sum(frames_per_pass(handoff_capacity(c.camera), streams, tiled=c.camera.tiles is not None)
+                for c in settings.camera_configs)
+    return min(settings.detect.max_batch, taken)
 
 
 def plc_servers(settings: Settings, jobs: list[JobStage], metrics: Metrics) -> list[ModbusServer | OpcUaServer]:
@@ -122,9 +124,8 @@ class App:
         self.plcs = plc_servers(settings, list(self.jobs.values()), metrics)
         self.detect_api = self._detect_api(settings, detector, bell) if settings.http.detect else None
         lanes = [p.lane for p in self.pipelines] + ([self.detect_api.lane] if self.detect_api is not None else [])
-        self.detect = DetectStage(detector, lanes, bell, stop,
-                                  max_batch=warm_up_batch(settings), batch_wait_s=settings.detect.batch_wait_ms / 1000,
-                                  metrics=metrics)
+        self.detect = DetectStage(detector, lanes, bell, stop, max_batch=warm_up_batch(settings, detector.streams),
+                                  batch_wait_s=settings.detect.batch_wait_ms / 1000, metrics=metrics)
         for stage in self.jobs.values():  # a trigger is inspected only by a detector that runs
             stage.watch_model(lambda: self.detect.alive and self.detect.failure is None)
         wedge_s = settings.pipeline.wedge_timeout_s

@@ -139,7 +139,7 @@ def _load_model_and_run(settings: Settings, stop: threading.Event, on_tick: Call
         detector = Detector(settings.model)
         first = settings.camera_configs[0].camera
         width, height = first.width or 640, first.height or 480
-        batch = warm_up_batch(settings)
+        batch = warm_up_batch(settings, detector.streams)
         warm_ms = detector.warm_up(width, height, settings.model.warmup_runs, batch)
         for side, per_batch in sorted({(c.camera.tiles.size or detector.imgsz, c.camera.tiles.per_batch)
                                        for c in settings.camera_configs if c.camera.tiles is not None}):

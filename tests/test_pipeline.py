@@ -67,19 +67,24 @@ def test_a_live_camera_keeps_the_newest_frame_and_everything_else_loses_none(
     assert pipeline.frames.capacity == (1 if policy is DropPolicy.LATEST else 8)
 
 
-@pytest.mark.parametrize(("cameras", "max_batch", "batch"), [
-    ({"a": {"url": "rtsp://10.0.0.5/a"}, "b": {"url": "rtsp://10.0.0.5/b"}}, 8, 2),  # live: one frame each
-    ({"a": {"url": "synthetic://line?realtime=false"}}, 8, 8),  # a file's read-ahead: one inference for all of it
-    ({"a": {"url": "synthetic://line?realtime=false"}, "b": {"url": "rtsp://10.0.0.5/b"}}, 64, 9),
-    ({"a": {"url": "synthetic://line?realtime=false"}}, 3, 3),  # never beyond the setting
-    ({"a": {"url": "synthetic://line?realtime=false", "tiles": {}}}, 8, 1),  # its tiles are warmed up apart
+FILE = {"url": "synthetic://line?realtime=false"}  # unpaced: a file's read-ahead (8 frames) waits in its hand-off
+
+
+@pytest.mark.parametrize(("cameras", "streams", "max_batch", "batch"), [
+    ({"a": {"url": "rtsp://10.0.0.5/a"}, "b": {"url": "rtsp://10.0.0.5/b"}}, 2, 8, 2),  # live: one frame each
+    ({"a": FILE}, 1, 8, 8),  # one stream: one inference for all of the read-ahead
+    ({"a": FILE}, 2, 8, 4),  # two: each stream has half of it to work on
+    ({"a": FILE}, 16, 8, 1),
+    ({"a": FILE, "b": {"url": "rtsp://10.0.0.5/b"}}, 1, 64, 9),
+    ({"a": FILE}, 1, 3, 3),  # never beyond the setting
+    ({"a": {**FILE, "tiles": {}}}, 1, 8, 1),  # its tiles are warmed up apart
 ])
-def test_the_detector_is_warmed_up_at_the_largest_batch_its_cameras_hand_over(
-    cameras: dict[str, Any], max_batch: int, batch: int, tmp_path: Path,
+def test_the_detector_is_warmed_up_at_the_largest_batch_a_pass_takes_from_its_cameras(
+    cameras: dict[str, Any], streams: int, max_batch: int, batch: int, tmp_path: Path,
 ) -> None:
     settings = Settings.model_validate({"cameras": cameras, "detect": {"max_batch": max_batch},
                                        "outbox": {"dir": str(tmp_path)}})
-    assert warm_up_batch(settings) == batch
+    assert warm_up_batch(settings, streams) == batch
 
 
 @pytest.mark.parametrize(("camera", "limit_s"), [

@@ -51,6 +51,12 @@ _IDLE_WAIT_S = 0.5  # nothing to do: re-check the stop event this often (a ring 
 _ABANDON_AFTER_S = 5.0
 
 
+def frames_per_pass(capacity: int, streams: int, *, tiled: bool = False) -> int:
+    """The most frames one pass takes from a camera whose hand-off holds `capacity` (above): its read-ahead shared
+    among the streams; a tiled camera's one frame (its per_batch tiles are its share)."""
+    return 1 if tiled else max(1, capacity // streams)
+
+
 @dataclass(eq=False)
 class Lane:
     """One camera's way through the detector."""
@@ -118,7 +124,7 @@ class DetectStage(StageThread):
         self.max_inputs = max([max_batch, *(lane.tiler.per_batch for lane in lanes if lane.tiler is not None)])
         self.batch_wait_s = batch_wait_s
         # frames one pass takes from a lane (above): a tiled one gives one frame's share of tiles
-        self._per_pass = {lane: 1 if lane.tiler is not None else max(1, lane.frames.capacity // self.streams)
+        self._per_pass = {lane: frames_per_pass(lane.frames.capacity, self.streams, tiled=lane.tiler is not None)
                           for lane in lanes}
         self._taking = threading.Lock()  # held by the one worker taking frames; guards _next, _passes, lane.done
         self._next = 0  # the lane served first in the next batch

@@ -132,12 +132,19 @@ class OpsHttpServer:
         async with server:
             await self._closing.wait()
             server.close()
-            for writer in self._open.values():
-                writer.transport.abort()
-            tasks = list(self._open)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Every connection's task ends before the loop does, those accepted while it closed too (a task left
+            # pending would be destroyed mid-read when the loop closes)
+            current = asyncio.current_task()
+            while True:
+                await asyncio.sleep(0)  # what the listener accepted last gets its task
+                tasks = [task for task in asyncio.all_tasks() if task is not current]
+                if not tasks:
+                    break
+                for task in tasks:
+                    if (writer := self._open.get(task)) is not None:
+                        writer.transport.abort()
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
