@@ -54,7 +54,7 @@ def frame_policy(camera: CameraSettings) -> DropPolicy:
 
 
 def handoff_capacity(camera: CameraSettings) -> int:
-    """The frames a camera's hand-off holds: also the most of its frames one batched inference may take."""
+    """The frames a camera's hand-off holds (a pass of the detector takes up to these, shared among its streams)."""
     return LIVE_SLOT_CAPACITY if frame_policy(camera) is DropPolicy.LATEST else FILE_HANDOFF_CAPACITY
 
 
