@@ -3,22 +3,47 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
 import time
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """Return a TCP port that was free a moment ago.
+_LOWEST = 10_000  # below: ports services are configured to use
 
-    There is an unavoidable race between closing this probe socket and the service
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that was free a moment ago, below the kernel's ephemeral range.
+
+    A port in that range can be taken at any moment as the local end of some outgoing connection: while a
+    broker is down for a test, its clients reconnecting to its port (or any other client on the box) may be
+    given that very port, and the broker restarted on it then fails with "address in use" (seen in CI). Below
+    the range nothing is handed out by the kernel. There is still a race between this probe and the service
     binding the port; callers that own the service retry on "address in use".
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_LOWEST, low) if low > _LOWEST else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))  # without SO_REUSEADDR: a port some socket still holds is refused
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                raise
+            found: int = sock.getsockname()[1]
+            return found
+    raise OSError(errno.EADDRINUSE, f"no free port found on {host} between {_LOWEST} and {low}")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (Linux; elsewhere a conservative guess)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def wait_port(host: str, port: int, deadline_s: float) -> None:
